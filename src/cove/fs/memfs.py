@@ -124,6 +124,8 @@ class MemFile(MemInode):
 
     def write(self, offset: int, data: bytes) -> int:
         self.fs.check_writable()
+        if not data:
+            return 0  # a zero-length write never extends the file
         with self.fs.lock:
             end = offset + len(data)
             if offset > len(self.data):
