@@ -143,7 +143,7 @@ def _dump(side: Any) -> list[tuple]:
             elif ftype == 0o120000:
                 entry += (side.run("readlink", (p,)),)
             elif ftype == 0o100000:
-                k, slot_ = side.run("open", (p, O_RDONLY, 0))
+                _, slot_ = side.run("open", (p, O_RDONLY, 0))
                 entry += (side.run("pread", (slot_, 0, 1 << 16)),)
                 side.run("close", (slot_,))
             out.append(entry)
