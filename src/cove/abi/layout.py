@@ -1,0 +1,114 @@
+"""`Layout`: a C struct of the x86-64 Linux ABI as a precompiled `struct.Struct`.
+
+A layout is declared as text: the C type it mirrors on the first line, then
+one member per line, in memory order:
+
+    <format> [<c member path> [<python name>]]
+
+``format`` is one `struct` code (``b B h H i I q Q``), ``Ns`` for a byte array or
+``Nx`` for padding. The C member path is what `offsetof` would take
+(``st_atim.tv_sec``, ``uc_mcontext.rip``); it documents the member and lets the
+tests check every offset and size against the C headers. Padding may name a C
+member too (``24x __unused``): it is then checked but not packed as a field.
+The python name defaults to the C path with ``.``/``[``/``]`` turned into
+``_``.
+
+Every layout covers its whole C size with explicit padding, so
+``pack_into`` writes every byte of the struct: nothing stale (or secret) left
+in a guest buffer survives in the padding.
+
+The hot path uses the bound `struct.Struct` methods directly:
+``STAT.pack_into(buf, off, *values)`` and ``STAT.unpack_from(buf, off)``
+allocate nothing beyond their result. ``read``/``write``/``build`` trade a
+little speed for field names.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections import namedtuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_ITEM = re.compile(r"^(\d*)([xbBhHiIqQs])$")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One line of a layout: where it is and what C member it mirrors."""
+
+    name: str | None  # python field name; None for padding
+    cpath: str | None  # the C member path for offsetof, if any
+    offset: int
+    size: int
+    code: str
+
+
+class Layout:
+    """A little-endian C struct with named fields; see the module docstring."""
+
+    def __init__(self, spec: str) -> None:
+        lines = [ln.split("#", 1)[0].strip() for ln in spec.splitlines()]
+        lines = [ln for ln in lines if ln]
+        self.ctype = lines[0]  # the C type this mirrors, e.g. "struct stat"
+        self.name = name = self.ctype.removeprefix("struct ").strip()
+        members: list[Member] = []
+        codes: list[str] = []
+        offset = 0
+        for line in lines[1:]:
+            code, *rest = line.split()
+            m = _ITEM.match(code)
+            if m is None or (m.group(1) and m.group(2) not in "xs") or len(rest) > 2:
+                raise ValueError(f"{name}: bad layout line {line!r}")
+            size = struct.calcsize("<" + code)
+            cpath = rest[0] if rest else None
+            if m.group(2) == "x":
+                pyname = None
+            elif len(rest) == 2:
+                pyname = rest[1]
+            elif cpath is not None:
+                pyname = re.sub(r"[.\[]", "_", cpath).replace("]", "")
+            else:
+                raise ValueError(f"{name}: field without a name: {line!r}")
+            members.append(Member(pyname, cpath, offset, size, code))
+            codes.append(code)
+            offset += size
+        self.members: tuple[Member, ...] = tuple(members)
+        self.struct = struct.Struct("<" + "".join(codes))
+        self.size: int = self.struct.size
+        self.fields: tuple[str, ...] = tuple(m.name for m in members if m.name is not None)
+        if len(set(self.fields)) != len(self.fields):
+            raise ValueError(f"{name}: duplicate field names")
+        self.offsets: dict[str, int] = {m.name: m.offset for m in members if m.name}
+        self.Tuple = namedtuple(name, self.fields)  # type: ignore[misc]
+        self._defaults = {
+            m.name: (b"" if m.code.endswith("s") else 0) for m in members if m.name is not None
+        }
+        # Bound methods of the precompiled Struct: calling them costs no lookup.
+        self.pack_into: Callable[..., None] = self.struct.pack_into
+        self.unpack_from: Callable[..., tuple[Any, ...]] = self.struct.unpack_from
+        self.pack: Callable[..., bytes] = self.struct.pack
+
+    def read(self, buf: Any, offset: int = 0) -> Any:
+        """Unpack into a named tuple (``.st_size`` etc.)."""
+        return self.Tuple._make(self.struct.unpack_from(buf, offset))
+
+    def values(self, **fields: Any) -> list[Any]:
+        """Positional values for `pack`/`pack_into`; unnamed fields are zero."""
+        unknown = fields.keys() - self._defaults.keys()
+        if unknown:
+            raise TypeError(f"{self.name} has no field(s) {sorted(unknown)}")
+        return [fields.get(f, d) for f, d in self._defaults.items()]
+
+    def write(self, buf: Any, offset: int = 0, **fields: Any) -> None:
+        """Pack by field name into ``buf`` at ``offset``; omitted fields are zero."""
+        self.struct.pack_into(buf, offset, *self.values(**fields))
+
+    def build(self, **fields: Any) -> bytes:
+        """Pack by field name into new bytes; omitted fields are zero."""
+        return self.struct.pack(*self.values(**fields))
+
+    def __repr__(self) -> str:
+        return f"<Layout {self.name} ({self.ctype}) {self.size} bytes>"
