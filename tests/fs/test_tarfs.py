@@ -212,8 +212,9 @@ def test_name_normalization_and_dotdot(tmp_path: Path, caplog: pytest.LogCapture
         reg("../escape", b"evil"),
         reg("ok/../../escape2", b"evil"),
         reg("a/./b/../c", b"evil"),
-        dir_("./"),
+        dir_("./", mode=0o700, uid=3),
     ]))
+    assert fs.root.stat().perm == 0o700 and fs.root.stat().uid == 3
     assert get(fs, "dot/file").read(0, 9) == b"1"
     assert get(fs, "abs/file").read(0, 9) == b"2"
     assert get(fs, "many/slashes/f").read(0, 9) == b"3"
@@ -243,6 +244,12 @@ def test_long_names(tmp_path: Path, fmt: int) -> None:
     assert get(fs, f"{deep}/link").stat().size == len(long_target)
     assert get(fs, f"{deep}/hl") is f and f.stat().nlink == 2
     assert not fs.skipped
+
+
+def test_ustar_prefix_names(tmp_path: Path) -> None:
+    name = "p" * 120 + "/" + "n" * 90  # needs the ustar prefix field, no extensions
+    fs = TarFS(make_tar(tmp_path / "a.tar", [reg(name, b"u")], fmt=tarfile.USTAR_FORMAT))
+    assert get(fs, name).read(0, 1) == b"u"
 
 
 def test_non_ascii_and_undecodable_names(tmp_path: Path) -> None:
@@ -485,8 +492,15 @@ def test_reads_after_close_or_truncation_are_eio(tmp_path: Path) -> None:
     fs = TarFS(path)
     os.truncate(path, 20_000)  # someone shrinks the archive under us
     assert errno_of(lambda: get(fs, "last").read(0, 10)) == E.EIO
+    big = get(fs, "big")
     fs.close()
-    assert errno_of(lambda: get(fs, "big").read(0, 10)) == E.EIO
+    assert errno_of(lambda: big.read(0, 10)) == E.EIO
+    # The closed descriptor's number is reused by the next open: the node must
+    # not read that unrelated host file.
+    other = tmp_path / "other"
+    other.write_bytes(b"UNRELATED" * 20_000)
+    with open(other, "rb"):
+        assert errno_of(lambda: big.read(0, 10)) == E.EIO
 
 
 # --- sparse and large files ------------------------------------------------------------

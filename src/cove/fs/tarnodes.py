@@ -152,12 +152,14 @@ class TarFile(TarNode):
         self.size = size
         # Sparse map as parallel arrays: chunk i covers file bytes
         # [_starts[i], _ends[i]) and is stored at offset + _stored[i].
+        # Plain files share the empty tuples, keeping a node small.
         self._starts: list[int] | None = None
-        self._ends: list[int] = []
-        self._stored: list[int] = []
+        self._ends: list[int] | tuple[()] = ()
+        self._stored: list[int] | tuple[()] = ()
         if sparse is not None:
             self._starts = [o for o, _ in sparse]
             self._ends = [o + n for o, n in sparse]
+            self._stored = []
             pos = 0
             for _, n in sparse:
                 self._stored.append(pos)

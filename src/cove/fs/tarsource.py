@@ -65,14 +65,20 @@ class FileSource(ByteSource):
     """A source over a seekable binary file object.
 
     Real files are read with ``os.pread`` on their descriptor (no shared file
-    position, so no lock); any other file object is read under a lock around
-    seek+read. ``owned`` sources close the file object on ``close()``.
+    position, so reads run in parallel); any other file object is read under a
+    lock around seek+read. ``owned`` sources close the file object on
+    ``close()``, which waits for reads in flight and makes later reads raise
+    ``ValueError``: a descriptor number must never be read after it is closed,
+    because the host may already have reused it for an unrelated file.
     """
 
     def __init__(self, f: BinaryIO, *, owned: bool) -> None:
         self._f = f
         self._owned = owned
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._readers = 0
+        self._closed = False
         self._fd = _real_fd(f)
         if self._fd is not None:
             self.size = os.fstat(self._fd).st_size
@@ -90,21 +96,37 @@ class FileSource(ByteSource):
             return b""
         if self._fd is None:
             with self._lock:
+                if self._closed:
+                    raise ValueError("archive closed")
                 self._f.seek(offset)
                 return self._f.read(size)
-        parts = []
-        while size > 0:
-            chunk = os.pread(self._fd, size, offset)
-            if not chunk:
-                break
-            parts.append(chunk)
-            offset += len(chunk)
-            size -= len(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        with self._lock:
+            if self._closed:
+                raise ValueError("archive closed")
+            self._readers += 1
+        try:
+            parts = []
+            while size > 0:
+                chunk = os.pread(self._fd, size, offset)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                offset += len(chunk)
+                size -= len(chunk)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        finally:
+            with self._lock:
+                self._readers -= 1
+                if not self._readers:
+                    self._idle.notify_all()
 
     def close(self) -> None:
-        if self._owned:
-            self._f.close()
+        with self._lock:
+            self._closed = True
+            while self._readers:
+                self._idle.wait()
+            if self._owned:
+                self._f.close()
 
 
 class _View(ByteSource):
