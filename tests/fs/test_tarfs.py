@@ -503,6 +503,47 @@ def test_reads_after_close_or_truncation_are_eio(tmp_path: Path) -> None:
         assert errno_of(lambda: big.read(0, 10)) == E.EIO
 
 
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
+@pytest.mark.parametrize("fmt", ["posix", "gnu"])
+def test_matches_the_tree_gnu_tar_archived(tmp_path: Path, fmt: str) -> None:
+    """A tree archived by GNU tar reads back with the host's own lstat answers."""
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "empty").mkdir()
+    (src / "a" / "file").write_bytes(os.urandom(12345))
+    (src / "a" / "b" / ("long" * 40)).write_bytes(b"long name")
+    os.link(src / "a" / "file", src / "hard")
+    os.symlink("a/file", src / "rel")
+    os.symlink("/nowhere/at/all", src / "dangling")
+    os.mkfifo(src / "fifo", 0o640)
+    (src / "suid").write_bytes(b"")
+    os.chmod(src / "suid", 0o4751)
+    if os.geteuid() == 0:
+        os.chown(src / "a" / "file", 1234, 5678)
+    for i, p in enumerate(sorted(src.rglob("*"), reverse=True)):
+        os.utime(p, ns=(MTIME * 10**9 + i * 1001, MTIME * 10**9 + i * 123_456_789),
+                 follow_symlinks=False)
+    tar = tmp_path / "t.tar"
+    subprocess.run(["tar", f"--format={fmt}", "-cf", str(tar), "-C", str(src), "."],
+                   check=True)
+    fs = TarFS(tar)
+    tree = walk(fs.root)
+    host = {"/" + p.relative_to(src).as_posix(): p for p in src.rglob("*")}
+    assert set(tree) == set(host) | {"/"}
+    for path, p in host.items():
+        st, hst = tree[path].stat(), p.lstat()
+        assert (st.mode, st.uid, st.gid, st.nlink) == (
+            hst.st_mode, hst.st_uid, hst.st_gid, hst.st_nlink), path
+        # posix (PAX) keeps nanoseconds; the old GNU format whole seconds.
+        want = hst.st_mtime_ns if fmt == "posix" else hst.st_mtime_ns // 10**9 * 10**9
+        assert st.mtime_ns == want, path
+        if p.is_symlink():
+            assert tree[path].readlink() == os.readlink(p) and st.size == hst.st_size
+        elif p.is_file():
+            assert tree[path].read(0, 1 << 20) == p.read_bytes() and st.size == hst.st_size
+    assert tree["/hard"] is tree["/a/file"]
+
+
 # --- sparse and large files ------------------------------------------------------------
 @pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
 @pytest.mark.parametrize("fmt", ["gnu", "posix"])
