@@ -73,11 +73,11 @@ STATFS = Layout("""
     struct statfs
     q f_type
     q f_bsize
-    Q f_blocks
-    Q f_bfree
-    Q f_bavail
-    Q f_files
-    Q f_ffree
+    q f_blocks
+    q f_bfree
+    q f_bavail
+    q f_files
+    q f_ffree
     i f_fsid.val[0] f_fsid0
     i f_fsid.val[1] f_fsid1
     q f_namelen

@@ -56,7 +56,9 @@ MMSGHDR = Layout("""
     Q msg_hdr.msg_control msg_control
     Q msg_hdr.msg_controllen msg_controllen
     i msg_hdr.msg_flags msg_flags
+    4x
     I msg_len
+    4x
 """)
 
 CMSGHDR = Layout("""

@@ -47,7 +47,7 @@ SIGINFO_TIMER = Layout("""
     i si_errno
     i si_code
     4x
-    i si_timerid
+    i si_tid si_timerid
     i si_overrun
     Q _sifields._timer._sigval si_value
     96x
