@@ -425,6 +425,38 @@ def test_dir_swapped_for_symlink_outside(host: Path) -> None:
         f.close()
 
 
+def test_inode_never_changes_identity(host: Path) -> None:
+    """A name re-pointed on the host at another object (moved in from outside) makes
+    the old inode vanish; it never starts showing the newcomer."""
+    f = HostFS(str(host), dir_fds=2, file_fds=1)
+    outside = host.parent / "outside"
+    try:
+        d = f.root.lookup("d")
+        ftxt = d.lookup("f.txt")
+        hello = f.root.lookup("hello.txt")
+        assert ftxt.read(0, 100) == hello.read(0, 100) == INSIDE
+        os.rename(host / "d", host / "d.bak")
+        os.rename(outside / "d", host / "d")
+        os.rename(host / "hello.txt", host / "hello.bak")
+        os.link(outside / "hello.txt", host / "hello.txt")
+        try:
+            f.root.lookup("many").lookup("dir0").lookup("file0").read(0, 10)  # evict all
+            f.root.lookup("many").lookup("dir1")
+            for op in (lambda: d.lookup("f.txt"), d.readdir, d.stat, lambda: ftxt.read(0, 100),
+                       lambda: hello.read(0, 100), hello.stat):
+                assert _errno_of(op) == E.ENOENT
+            # A fresh lookup sees what the tree holds now.
+            assert f.root.lookup("d").lookup("f.txt").read(0, 100) == OUTSIDE
+        finally:
+            os.unlink(host / "hello.txt")
+            os.rename(host / "hello.bak", host / "hello.txt")
+            os.rename(host / "d", outside / "d")
+            os.rename(host / "d.bak", host / "d")
+        assert d.lookup("f.txt").read(0, 100) == INSIDE
+    finally:
+        f.close()
+
+
 @pytest.mark.timeout(60)
 def test_race_dir_and_symlink_swap_never_reads_outside(host: Path) -> None:
     outside = host.parent / "outside"
