@@ -101,7 +101,8 @@ def program(
             f"(long long)({expr}), (unsigned long long)({expr}));"
         )
         if re.fullmatch(r"\w+", expr):
-            out += [f"#ifdef {expr}", line, "#else", f'  printf("C\\t%s\\t?\\n", "{key}");', "#endif"]
+            missing = f'  printf("C\\t%s\\t?\\n", {_c_string(key)});'
+            out += [f"#ifdef {expr}", line, "#else", missing, "#endif"]
         else:
             out.append(line)
     for key, (ctype, size, members) in layouts.items():
