@@ -75,7 +75,7 @@ def test_read_write_round_trip() -> None:
 
 
 def test_dirent64_records() -> None:
-    buf = bytearray(b"\xff" * 64)
+    buf = memoryview(bytearray(b"\xff" * 64))  # guest memory arrives as a memoryview
     n1 = fs.pack_dirent64(buf, 0, 7, 1, 4, b".")
     n2 = fs.pack_dirent64(buf, n1, 8, 2, 8, b"hello-world")
     assert (n1, n2) == (24, 32)
