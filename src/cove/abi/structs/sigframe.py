@@ -23,11 +23,15 @@ tests/abi/test_abi_sigframe.py):
 4. Contents: ``pretcode = sa_restorer`` (required on x86-64, it issues
    rt_sigreturn); ``uc_flags = UC_FP_XSTATE | UC_SIGCONTEXT_SS |
    UC_STRICT_RESTORE_SS`` (drop UC_FP_XSTATE without XSAVE); ``uc_link = 0``;
-   ``uc_stack`` = the alternate stack as sigaltstack would report it (ss_flags
-   SS_ONSTACK when the interrupted sp was on it); ``uc_mcontext`` = the
-   interrupted registers, cs 0x33, ss 0x2b, fs = gs = 0, err/trapno/cr2 of the
-   fault (0 otherwise), oldmask = low word of the old mask, fpstate = the
-   area's address; ``uc_sigmask`` = the mask before delivery; siginfo.
+   ``uc_stack`` = the thread's sigaltstack registration as stored (ss_sp,
+   ss_size, ss_flags only SS_AUTODISARM or 0; all zero when none), after which
+   SS_AUTODISARM clears the registration until sigreturn; ``uc_mcontext`` =
+   the interrupted registers, cs 0x33, ss 0x2b, fs = gs = 0, err/trapno/cr2
+   of the fault (0 otherwise), oldmask = low word of the old mask, fpstate =
+   the area's address; ``uc_sigmask`` = the mask before delivery (for a
+   sigsuspend/ppoll-style call, the mask it replaced); siginfo. An interrupted
+   syscall is already settled in the saved registers: rax = -EINTR, or for a
+   restart rip rewound by 2 (the ``syscall`` instruction) and rax = its number.
 5. Handler entry: rip = handler, rsp = frame, rdi = signo, rsi = &siginfo,
    rdx = &ucontext, rax = 0; DF, TF and RF cleared in rflags; FPU state reset
    to its initial values. Then block ``sa_mask`` and the signal itself unless
