@@ -113,6 +113,12 @@ REGRESSIONS: list[list[tuple[str, tuple[Any, ...]]]] = [
     [("open", ("a/a", O_CREAT | O_RDWR, 0o755)), ("pwrite", (0, 1, b""))],
     # found: the root directory's mode was not reset between examples
     [("chmod", (".", 0o4755)), ("stat", (".", True))],
+    # found: O_CREAT|O_EXCL on "." is EEXIST (exists) before EISDIR
+    [("open", (".", O_CREAT | O_EXCL, 0o644)), ("open", ("..", O_CREAT, 0o644))],
+    # found: write on a read-only directory fd is EBADF before EISDIR
+    [("open", ("a", O_RDONLY | O_DIRECTORY, 0)), ("write", (0, b"")), ("read", (0, 4))],
+    # found: SEEK_END on a directory is EINVAL
+    [("open", ("a", O_RDONLY | O_DIRECTORY, 0)), ("seek", (0, 0, 2))],
 ]
 
 

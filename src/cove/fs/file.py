@@ -124,15 +124,15 @@ class InodeFile(File):
             raise Errno(E.EISDIR)
 
     def pread(self, size: int, offset: int) -> bytes:
-        self._check_io()
         self.check_readable()
+        self._check_io()
         if offset < 0:
             raise Errno(E.EINVAL)
         return self.inode.read(offset, size)
 
     def pwrite(self, data: bytes, offset: int) -> int:
-        self._check_io()
         self.check_writable()
+        self._check_io()
         if offset < 0:
             raise Errno(E.EINVAL)
         if self.flags & O_APPEND:
@@ -143,16 +143,16 @@ class InodeFile(File):
         return self.inode.write(offset, data)
 
     def read(self, size: int) -> bytes:
-        self._check_io()
         self.check_readable()
+        self._check_io()
         with self._lock:
             data = self.inode.read(self.pos, size)
             self.pos += len(data)
             return data
 
     def write(self, data: bytes) -> int:
-        self._check_io()
         self.check_writable()
+        self._check_io()
         with self._lock:
             if self.flags & O_APPEND:
                 self.pos = self.inode.stat().size
@@ -163,6 +163,8 @@ class InodeFile(File):
     def seek(self, offset: int, whence: int) -> int:
         if self.flags & O_PATH:
             raise Errno(E.EBADF)
+        if self.inode.mode & 0o170000 == 0o040000 and whence not in (SEEK_SET, SEEK_CUR):
+            raise Errno(E.EINVAL)  # directory offsets are cookies: no END, DATA or HOLE
         with self._lock:
             if whence == SEEK_SET:
                 new = offset

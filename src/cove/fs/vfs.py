@@ -339,7 +339,9 @@ class VFS:
         links = 0
         while True:
             parent = self.resolve_parent(ctx, at, path)
-            if parent.last is not Last.NORM or parent.trailing_slash:
+            if parent.last is not Last.NORM:  # ".", "..", "/": they exist, and are dirs
+                raise Errno(E.EEXIST if flags & O_EXCL else E.EISDIR)
+            if parent.trailing_slash:
                 raise Errno(E.EISDIR)
             existing = self._lookup_child(parent)
             if existing is not None:
