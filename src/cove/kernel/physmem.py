@@ -1,0 +1,145 @@
+"""Guest physical memory: one memfd, mmapped into this process, cut into 4 KiB frames.
+
+Platform-independent. Every platform maps these same frames for the guest (KVM
+registers the mapping as a memslot; userland maps ranges of the memfd into its
+stub processes), so the North reads and writes guest memory here with plain
+memoryview slicing: no copying syscalls, no platform calls.
+
+Frames carry a reference count so copy-on-write (fork, MAP_PRIVATE) can share a
+frame between page tables and copy it only when a writer appears. A frame is
+handed out zero-filled; its old contents never leak to its next owner.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import threading
+from array import array
+
+from cove.abi.errno import E, Errno
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = PAGE_SIZE - 1
+_ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+class PhysMem:
+    """A fixed-size pool of guest physical frames backed by one memfd.
+
+    Physical address ``p`` is byte ``p`` of the memfd; frame ``n`` covers
+    ``[n * PAGE_SIZE, (n + 1) * PAGE_SIZE)``. The memfd is sparse: a frame uses
+    host memory only once something touched it.
+    """
+
+    def __init__(self, size: int, name: str = "cove-physmem") -> None:
+        if size <= 0 or size & PAGE_MASK:
+            raise ValueError(f"physical memory size must be a positive multiple of {PAGE_SIZE}")
+        self.size = size
+        self.nframes = size >> PAGE_SHIFT
+        # MFD_CLOEXEC: a host child (if any) must never inherit guest memory.
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, size)
+        self.mm = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.mem = memoryview(self.mm)
+        # The host virtual address of byte 0: KVM needs it for its memslot.
+        self._anchor = ctypes.c_char.from_buffer(self.mm)
+        self.address = ctypes.addressof(self._anchor)
+        self._lock = threading.Lock()
+        self._free: list[int] = []  # LIFO: recently freed frames are likely still cached
+        self._next = 0  # frames >= _next were never handed out
+        self._refs = array("I")  # refcount per frame below _next
+
+    # --- allocation ---------------------------------------------------------
+
+    def alloc(self) -> int:
+        """A zero-filled frame with refcount 1. Raises Errno(ENOMEM) when none is left."""
+        with self._lock:
+            if self._free:
+                n = self._free.pop()
+                off = n << PAGE_SHIFT
+                self.mem[off : off + PAGE_SIZE] = _ZERO_PAGE
+            elif self._next < self.nframes:
+                n = self._next  # never used: the memfd still reads as zeros
+                self._next += 1
+                self._refs.append(0)
+            else:
+                raise Errno(E.ENOMEM, "guest physical memory exhausted")
+            self._refs[n] = 1
+            return n
+
+    def ref(self, frame: int) -> int:
+        """Add a reference (a second mapping, a COW share); returns the new count."""
+        with self._lock:
+            c = self._check(frame) + 1
+            self._refs[frame] = c
+            return c
+
+    def unref(self, frame: int) -> int:
+        """Drop a reference; at zero the frame returns to the pool. Returns the new count."""
+        with self._lock:
+            c = self._check(frame) - 1
+            self._refs[frame] = c
+            if c == 0:
+                self._free.append(frame)
+            return c
+
+    free = unref
+
+    def refcount(self, frame: int) -> int:
+        """Current reference count (0 for a free frame)."""
+        if not 0 <= frame < self._next:
+            return 0
+        return self._refs[frame]
+
+    def _check(self, frame: int) -> int:
+        if not 0 <= frame < self._next or self._refs[frame] == 0:
+            raise ValueError(f"frame {frame:#x} is not allocated")
+        return self._refs[frame]
+
+    @property
+    def frames_in_use(self) -> int:
+        return self._next - len(self._free)
+
+    @property
+    def frames_free(self) -> int:
+        return self.nframes - self.frames_in_use
+
+    # --- access -------------------------------------------------------------
+
+    def frame(self, frame: int) -> memoryview:
+        """A writable view of one whole frame (no copy)."""
+        off = frame << PAGE_SHIFT
+        return self.mem[off : off + PAGE_SIZE]
+
+    def view(self, paddr: int, length: int) -> memoryview:
+        """A writable view of ``length`` bytes at physical address ``paddr`` (no copy)."""
+        if paddr < 0 or paddr + length > self.size:
+            raise ValueError(f"physical range {paddr:#x}+{length:#x} outside guest memory")
+        return self.mem[paddr : paddr + length]
+
+    def read(self, paddr: int, length: int) -> bytes:
+        return bytes(self.view(paddr, length))
+
+    def write(self, paddr: int, data: bytes | bytearray | memoryview) -> None:
+        self.view(paddr, len(data))[:] = data
+
+    def copy_frame(self, src: int, dst: int) -> None:
+        """Copy a whole frame (the copy half of copy-on-write)."""
+        s, d = src << PAGE_SHIFT, dst << PAGE_SHIFT
+        self.mem[d : d + PAGE_SIZE] = self.mem[s : s + PAGE_SIZE]
+
+    def close(self) -> None:
+        """Unmap and close. Views handed out earlier must have been released."""
+        del self._anchor
+        self.mem.release()
+        self.mm.close()
+        os.close(self.fd)
+
+    def __enter__(self) -> PhysMem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
