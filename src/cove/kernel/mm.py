@@ -1,0 +1,597 @@
+"""A process's memory map: VMAs, brk, the mmap family, page faults, copy-on-write,
+and the one place where guest pointers are checked (EFAULT).
+
+The North decides what is mapped where; the platform's address space only
+mirrors the decisions (``map``/``unmap`` of single pages). Guest memory is read
+and written through ``PhysMem`` views, never through the platform.
+
+Population policy: small mappings are filled at mmap time, large anonymous ones
+on first touch with fault-around, because every fault costs a VM exit.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cove.abi import flags as F
+from cove.abi.errno import E, Errno
+from cove.kernel.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PhysMem
+
+USER_TOP = 0x7FFF_FFFF_F000  # exclusive end of the user half (47-bit, one guard page)
+MMAP_BASE = 0x7F00_0000_0000  # top-down mmap search starts here
+MMAP_MIN = 0x10000  # vm.mmap_min_addr
+EAGER_PAGES = 64  # mappings up to this many pages are populated at mmap time
+FAULT_AROUND = 16  # pages populated together on a fault in a large mapping
+
+SIGSEGV, SIGBUS = 11, 7
+SEGV_MAPERR, SEGV_ACCERR = 1, 2
+BUS_ADRERR = 2
+
+
+class AddressSpace(Protocol):
+    """What the North needs from a platform's address space (see platform/base.py)."""
+
+    def map(self, vaddr: int, frame: int, prot: int) -> None: ...
+    def unmap(self, vaddr: int) -> None: ...
+    def flush(self) -> None: ...
+
+
+class PageSource(Protocol):
+    """A file as a mapping sees it: page-sized reads at file offsets."""
+
+    def pread(self, size: int, offset: int) -> bytes: ...
+    def pwrite(self, data: bytes, offset: int) -> int: ...
+    def stat(self) -> object: ...
+
+
+class SharedObject:
+    """The pages of a MAP_SHARED mapping (anonymous, or a file's page cache)."""
+
+    __slots__ = ("frames", "phys", "source", "users")
+
+    def __init__(self, phys: PhysMem, source: PageSource | None) -> None:
+        self.phys = phys
+        self.source = source
+        self.frames: dict[int, int] = {}  # page offset -> frame (held once by the object)
+        self.users = 0
+
+    def frame(self, pgoff: int) -> int:
+        f = self.frames.get(pgoff)
+        if f is None:
+            f = self.phys.alloc()
+            if self.source is not None:
+                data = self.source.pread(PAGE_SIZE, pgoff << PAGE_SHIFT)
+                self.phys.write(f << PAGE_SHIFT, data)
+            self.frames[pgoff] = f
+        return f
+
+    def writeback(self, first: int, count: int) -> None:
+        if self.source is None:
+            return
+        size = self.source.stat().size  # type: ignore[attr-defined]
+        for pgoff in range(first, first + count):
+            f = self.frames.get(pgoff)
+            off = pgoff << PAGE_SHIFT
+            if f is not None and off < size:
+                n = min(PAGE_SIZE, size - off)
+                self.source.pwrite(self.phys.read(f << PAGE_SHIFT, n), off)
+
+    def drop(self) -> None:
+        self.users -= 1
+        if self.users <= 0:
+            self.writeback(0, max(self.frames, default=-1) + 1)
+            for f in self.frames.values():
+                self.phys.unref(f)
+            self.frames.clear()
+
+
+@dataclass(slots=True)
+class VMA:
+    start: int
+    end: int
+    prot: int
+    shared: SharedObject | None = None  # MAP_SHARED backing
+    file: PageSource | None = None  # MAP_PRIVATE file backing
+    offset: int = 0  # file offset of ``start``
+    name: str = ""  # what /proc/<pid>/maps shows
+    file_size: int = 0  # bytes of file data behind the mapping (rest of the page is zero)
+
+    def pgoff(self, vaddr: int) -> int:
+        return (self.offset + vaddr - self.start) >> PAGE_SHIFT
+
+    def split(self, at: int) -> VMA:
+        """Cut at ``at``; self keeps the low part, the returned VMA is the high part."""
+        high = VMA(at, self.end, self.prot, self.shared, self.file,
+                   self.offset + (at - self.start), self.name, self.file_size)
+        if self.shared is not None:
+            self.shared.users += 1
+        self.end = at
+        return high
+
+
+def page_align(n: int) -> int:
+    return (n + PAGE_MASK) & ~PAGE_MASK
+
+
+@dataclass(slots=True)
+class Fault:
+    """An unresolved fault: the signal the faulting thread gets."""
+
+    signo: int
+    code: int
+    addr: int
+
+
+@dataclass
+class MemoryMap:
+    phys: PhysMem
+    space: AddressSpace
+    vmas: list[VMA] = field(default_factory=list)  # sorted by start, never overlapping
+    frames: dict[int, int] = field(default_factory=dict)  # vpn -> frame
+    cow: set[int] = field(default_factory=set)  # vpns mapped read-only until written
+    brk_start: int = 0
+    brk_end: int = 0
+
+    # --- lookup ---------------------------------------------------------------
+    def find(self, addr: int) -> VMA | None:
+        i = bisect.bisect_right(self._starts(), addr) - 1
+        if i >= 0 and self.vmas[i].end > addr:
+            return self.vmas[i]
+        return None
+
+    def _starts(self) -> list[int]:
+        return [v.start for v in self.vmas]
+
+    def _insert(self, vma: VMA) -> None:
+        bisect.insort(self.vmas, vma, key=lambda v: v.start)
+
+    def _overlapping(self, start: int, end: int) -> Iterator[VMA]:
+        for v in list(self.vmas):
+            if v.start < end and v.end > start:
+                yield v
+
+    def _range_free(self, start: int, end: int) -> bool:
+        return next(self._overlapping(start, end), None) is None
+
+    def _free_range(self, length: int, hint: int = 0) -> int:
+        if hint and MMAP_MIN <= hint and hint + length <= USER_TOP and self._range_free(
+                hint, hint + length):
+            return hint
+        top = MMAP_BASE
+        for v in sorted(self.vmas, key=lambda v: -v.start):
+            if v.start >= top:
+                top = min(top, v.start)
+                continue
+            if v.end <= top - length:
+                break
+            top = v.start
+        if top - length < MMAP_MIN:
+            raise Errno(E.ENOMEM)
+        return top - length
+
+    # --- pages ----------------------------------------------------------------
+    @staticmethod
+    def _hw_prot(prot: int, cow: bool) -> int:
+        return prot & ~F.PROT_WRITE if cow else prot
+
+    def _populate(self, vma: VMA, vpn: int) -> int:
+        """Give ``vpn`` (inside ``vma``) a frame and map it; returns the frame."""
+        vaddr = vpn << PAGE_SHIFT
+        if vma.shared is not None:
+            frame = vma.shared.frame(vma.pgoff(vaddr))
+            self.phys.ref(frame)
+        else:
+            frame = self.phys.alloc()
+            if vma.file is not None:
+                off = vaddr - vma.start
+                if off < vma.file_size:
+                    n = min(PAGE_SIZE, vma.file_size - off)
+                    data = vma.file.pread(n, vma.offset + off)
+                    self.phys.write(frame << PAGE_SHIFT, data)
+        self.frames[vpn] = frame
+        if vma.prot & (F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC):
+            self.space.map(vaddr, frame, vma.prot)
+        return frame
+
+    def _drop_page(self, vpn: int) -> None:
+        frame = self.frames.pop(vpn, None)
+        if frame is None:
+            return
+        self.cow.discard(vpn)
+        self.space.unmap(vpn << PAGE_SHIFT)
+        self.phys.unref(frame)
+
+    def _break_cow(self, vma: VMA, vpn: int) -> int:
+        frame = self.frames[vpn]
+        if self.phys.refcount(frame) > 1:
+            new = self.phys.alloc()
+            self.phys.copy_frame(frame, new)
+            self.phys.unref(frame)
+            frame = new
+            self.frames[vpn] = frame
+        self.cow.discard(vpn)
+        self.space.map(vpn << PAGE_SHIFT, frame, vma.prot)
+        return frame
+
+    def handle_fault(self, addr: int, write: bool, execute: bool) -> Fault | None:
+        """Resolve a guest page fault; ``None`` when the guest may retry, else its signal."""
+        vma = self.find(addr)
+        if vma is None:
+            return Fault(SIGSEGV, SEGV_MAPERR, addr)
+        need = F.PROT_WRITE if write else F.PROT_EXEC if execute else F.PROT_READ
+        if not vma.prot & need or not vma.prot:
+            return Fault(SIGSEGV, SEGV_ACCERR, addr)
+        vpn = addr >> PAGE_SHIFT
+        if vpn in self.frames:
+            if write and vpn in self.cow:
+                self._break_cow(vma, vpn)
+            else:
+                self.space.map(vpn << PAGE_SHIFT, self.frames[vpn],
+                               self._hw_prot(vma.prot, vpn in self.cow))
+            self.space.flush()
+            return None
+        if vma.file is not None and vma.shared is None:
+            off = (vpn << PAGE_SHIFT) - vma.start
+            if off >= page_align(vma.file_size):
+                return Fault(SIGBUS, BUS_ADRERR, addr)
+        self._populate(vma, vpn)
+        # Fault-around: neighbours in the same VMA, since every fault is a VM exit.
+        first = max(vma.start >> PAGE_SHIFT, vpn - FAULT_AROUND // 2)
+        last = min((vma.end >> PAGE_SHIFT) - 1, first + FAULT_AROUND - 1)
+        for n in range(first, last + 1):
+            if n not in self.frames and (vma.file is None or (n << PAGE_SHIFT) - vma.start
+                                         < page_align(vma.file_size)):
+                self._populate(vma, n)
+        self.space.flush()
+        return None
+
+    # --- guest memory access (EFAULT is decided here) --------------------------
+    def _frame_for(self, vpn: int, write: bool) -> int:
+        frame = self.frames.get(vpn)
+        vma = None
+        if frame is None or (write and vpn in self.cow):
+            vma = self.find(vpn << PAGE_SHIFT)
+            if vma is None:
+                raise Errno(E.EFAULT)
+        if frame is None:
+            assert vma is not None
+            if not vma.prot & (F.PROT_WRITE if write else F.PROT_READ):
+                raise Errno(E.EFAULT)
+            if vma.file is not None and vma.shared is None and (
+                    (vpn << PAGE_SHIFT) - vma.start >= page_align(vma.file_size)):
+                raise Errno(E.EFAULT)
+            frame = self._populate(vma, vpn)
+            self.space.flush()
+        elif write:
+            if vma is None:
+                vma = self.find(vpn << PAGE_SHIFT)
+                if vma is None:
+                    raise Errno(E.EFAULT)
+            if not vma.prot & F.PROT_WRITE:
+                raise Errno(E.EFAULT)
+            if vpn in self.cow:
+                frame = self._break_cow(vma, vpn)
+                self.space.flush()
+        return frame
+
+    def _check_range(self, addr: int, n: int) -> None:
+        if addr < 0 or n < 0 or addr + n > USER_TOP:
+            raise Errno(E.EFAULT)
+
+    def read(self, addr: int, n: int) -> bytes:
+        """Copy ``n`` bytes from guest memory (``copy_from_user``)."""
+        self._check_range(addr, n)
+        if n == 0:
+            return b""
+        out = bytearray()
+        mem = self.phys.mem
+        while n:
+            vpn, off = addr >> PAGE_SHIFT, addr & PAGE_MASK
+            chunk = min(n, PAGE_SIZE - off)
+            base = (self._frame_for(vpn, False) << PAGE_SHIFT) + off
+            out += mem[base:base + chunk]
+            addr += chunk
+            n -= chunk
+        return bytes(out)
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Copy into guest memory (``copy_to_user``)."""
+        n = len(data)
+        self._check_range(addr, n)
+        mem = self.phys.mem
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < n:
+            vpn, off = addr >> PAGE_SHIFT, addr & PAGE_MASK
+            chunk = min(n - done, PAGE_SIZE - off)
+            base = (self._frame_for(vpn, True) << PAGE_SHIFT) + off
+            mem[base:base + chunk] = view[done:done + chunk]
+            addr += chunk
+            done += chunk
+
+    def read_cstring(self, addr: int, limit: int) -> bytes:
+        """A NUL-terminated string of at most ``limit`` bytes (without the NUL).
+
+        Raises ENAMETOOLONG when no NUL is found within ``limit`` bytes.
+        """
+        self._check_range(addr, 1)
+        out = bytearray()
+        mem = self.phys.mem
+        while len(out) < limit:
+            vpn, off = addr >> PAGE_SHIFT, addr & PAGE_MASK
+            base = self._frame_for(vpn, False) << PAGE_SHIFT
+            page = bytes(mem[base + off:base + PAGE_SIZE])
+            end = page.find(b"\0")
+            if end >= 0:
+                out += page[:end]
+                if len(out) > limit:
+                    break
+                return bytes(out)
+            out += page
+            addr += len(page)
+        raise Errno(E.ENAMETOOLONG)
+
+    # --- mmap family ---------------------------------------------------------
+    def mmap(self, addr: int, length: int, prot: int, flags: int,
+             file: PageSource | None = None, offset: int = 0, name: str = "",
+             file_size: int | None = None) -> int:
+        if length <= 0 or offset & PAGE_MASK or offset < 0:
+            raise Errno(E.EINVAL)
+        kind = flags & F.MAP_TYPE
+        if kind not in (F.MAP_SHARED, F.MAP_PRIVATE, F.MAP_SHARED_VALIDATE):
+            raise Errno(E.EINVAL)
+        if prot & ~(F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC | F.PROT_SEM):
+            raise Errno(E.EINVAL)
+        length = page_align(length)
+        if length > USER_TOP:
+            raise Errno(E.ENOMEM)
+        fixed = flags & (F.MAP_FIXED | F.MAP_FIXED_NOREPLACE)
+        if fixed:
+            if addr & PAGE_MASK or addr + length > USER_TOP or addr < MMAP_MIN:
+                raise Errno(E.EINVAL if addr & PAGE_MASK else E.ENOMEM)
+            if flags & F.MAP_FIXED_NOREPLACE and not flags & F.MAP_FIXED and not \
+                    self._range_free(addr, addr + length):
+                raise Errno(E.EEXIST)
+            self.munmap(addr, length)
+            start = addr
+        else:
+            start = self._free_range(length, addr & ~PAGE_MASK)
+        vma = VMA(start, start + length, prot & ~F.PROT_SEM, name=name)
+        if kind != F.MAP_PRIVATE:
+            vma.shared = SharedObject(self.phys, file)
+            vma.shared.users = 1
+            vma.offset = offset
+        elif file is not None:
+            vma.file = file
+            vma.offset = offset
+            size = file.stat().size if file_size is None else file_size  # type: ignore[attr-defined]
+            vma.file_size = max(0, size - offset) if file_size is None else file_size
+        self._insert(vma)
+        if length >> PAGE_SHIFT <= EAGER_PAGES or flags & F.MAP_POPULATE:
+            end_fill = vma.end
+            if vma.file is not None:
+                end_fill = min(vma.end, vma.start + page_align(vma.file_size))
+            if vma.prot:
+                for vpn in range(start >> PAGE_SHIFT, end_fill >> PAGE_SHIFT):
+                    self._populate(vma, vpn)
+        self.space.flush()
+        return start
+
+    def munmap(self, addr: int, length: int) -> None:
+        if addr & PAGE_MASK or length <= 0:
+            raise Errno(E.EINVAL)
+        end = addr + page_align(length)
+        if end > USER_TOP + PAGE_SIZE:
+            raise Errno(E.EINVAL)
+        for v in self._carve(addr, end):
+            self.vmas.remove(v)
+            for vpn in range(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT):
+                if v.shared is not None and vpn in self.frames:
+                    v.shared.writeback(v.pgoff(vpn << PAGE_SHIFT), 1)
+                self._drop_page(vpn)
+            if v.shared is not None:
+                v.shared.drop()
+        self.space.flush()
+
+    def _carve(self, start: int, end: int) -> list[VMA]:
+        """Split VMAs at ``start`` and ``end``; the VMAs now inside the range."""
+        inside = []
+        for v in list(self._overlapping(start, end)):
+            if v.start < start:
+                high = v.split(start)
+                self._insert(high)
+                v = high
+            if v.end > end:
+                self._insert(v.split(end))
+            inside.append(v)
+        return inside
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        if addr & PAGE_MASK:
+            raise Errno(E.EINVAL)
+        if prot & ~(F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC | F.PROT_SEM |
+                    F.PROT_GROWSDOWN | F.PROT_GROWSUP):
+            raise Errno(E.EINVAL)
+        end = addr + page_align(length)
+        if length == 0:
+            return
+        # The whole range must be mapped (ENOMEM otherwise), as Linux checks.
+        cursor = addr
+        for v in sorted(self._overlapping(addr, end), key=lambda v: v.start):
+            if v.start > cursor:
+                raise Errno(E.ENOMEM)
+            cursor = v.end
+        if cursor < end:
+            raise Errno(E.ENOMEM)
+        prot &= F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC
+        for v in self._carve(addr, end):
+            v.prot = prot
+            for vpn in range(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT):
+                frame = self.frames.get(vpn)
+                if frame is None:
+                    continue
+                if prot:
+                    self.space.map(vpn << PAGE_SHIFT, frame, self._hw_prot(prot, vpn in self.cow))
+                else:
+                    self.space.unmap(vpn << PAGE_SHIFT)
+        self.space.flush()
+
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        if addr & PAGE_MASK:
+            raise Errno(E.EINVAL)
+        end = addr + page_align(length)
+        if advice in (F.MADV_DONTNEED, F.MADV_FREE):
+            if not any(True for _ in self._overlapping(addr, end)):
+                raise Errno(E.ENOMEM)
+            for v in self._overlapping(addr, end):
+                lo, hi = max(v.start, addr), min(v.end, end)
+                for vpn in range(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
+                    # Private pages refault as zero/file content; shared ones keep theirs.
+                    self._drop_page(vpn)
+            self.space.flush()
+        elif advice in (F.MADV_REMOVE,):
+            raise Errno(E.EOPNOTSUPP)
+        # Other advice is a hint: accepted and ignored, as Linux may.
+
+    def msync(self, addr: int, length: int, flags: int) -> None:
+        if addr & PAGE_MASK or flags & ~(F.MS_ASYNC | F.MS_INVALIDATE | F.MS_SYNC) or (
+                flags & F.MS_ASYNC and flags & F.MS_SYNC):
+            raise Errno(E.EINVAL)
+        end = addr + page_align(length)
+        cursor = addr
+        for v in sorted(self._overlapping(addr, end), key=lambda v: v.start):
+            if v.start > cursor:
+                raise Errno(E.ENOMEM)
+            cursor = v.end
+            if v.shared is not None:
+                lo, hi = max(v.start, addr), min(v.end, end)
+                v.shared.writeback(v.pgoff(lo), (hi - lo) >> PAGE_SHIFT)
+        if cursor < end:
+            raise Errno(E.ENOMEM)
+
+    def mremap(self, old: int, old_len: int, new_len: int, flags: int,
+               new_addr: int = 0) -> int:
+        if old & PAGE_MASK or flags & ~(F.MREMAP_MAYMOVE | F.MREMAP_FIXED |
+                                        F.MREMAP_DONTUNMAP):
+            raise Errno(E.EINVAL)
+        if flags & F.MREMAP_FIXED and not flags & F.MREMAP_MAYMOVE:
+            raise Errno(E.EINVAL)
+        if new_len == 0:
+            raise Errno(E.EINVAL)
+        old_len, new_len = page_align(old_len), page_align(new_len)
+        vma = self.find(old)
+        if vma is None or old + old_len > vma.end or old_len == 0:
+            raise Errno(E.EFAULT)
+        if flags & F.MREMAP_FIXED:
+            if new_addr & PAGE_MASK:
+                raise Errno(E.EINVAL)
+            return self._move(vma, old, old_len, new_len, new_addr, fixed=True)
+        if new_len <= old_len:
+            if new_len < old_len:
+                self.munmap(old + new_len, old_len - new_len)
+            return old
+        grow_end = old + new_len
+        if old + old_len == vma.end and grow_end <= USER_TOP and self._range_free(
+                vma.end, grow_end):
+            vma.end = grow_end
+            if vma.file is None and vma.shared is None and (
+                    new_len - old_len) >> PAGE_SHIFT <= EAGER_PAGES:
+                for vpn in range((old + old_len) >> PAGE_SHIFT, grow_end >> PAGE_SHIFT):
+                    self._populate(vma, vpn)
+                self.space.flush()
+            return old
+        if not flags & F.MREMAP_MAYMOVE:
+            raise Errno(E.ENOMEM)
+        return self._move(vma, old, old_len, new_len, 0, fixed=False)
+
+    def _move(self, vma: VMA, old: int, old_len: int, new_len: int, new_addr: int, *,
+              fixed: bool) -> int:
+        if fixed:
+            self.munmap(new_addr, new_len)
+            dest = new_addr
+        else:
+            dest = self._free_range(new_len)
+        (part,) = self._carve(old, old + old_len)
+        self.vmas.remove(part)
+        moved = VMA(dest, dest + new_len, part.prot, part.shared, part.file,
+                    part.offset, part.name, part.file_size)
+        for i in range(old_len >> PAGE_SHIFT):
+            src = (old >> PAGE_SHIFT) + i
+            frame = self.frames.pop(src, None)
+            if frame is None:
+                continue
+            was_cow = src in self.cow
+            self.cow.discard(src)
+            self.space.unmap(src << PAGE_SHIFT)
+            dst = (dest >> PAGE_SHIFT) + i
+            self.frames[dst] = frame
+            if was_cow:
+                self.cow.add(dst)
+            self.space.map(dst << PAGE_SHIFT, frame, self._hw_prot(moved.prot, was_cow))
+        self._insert(moved)
+        self.space.flush()
+        return dest
+
+    # --- brk ------------------------------------------------------------------
+    def set_brk_base(self, addr: int) -> None:
+        self.brk_start = self.brk_end = page_align(addr)
+
+    def brk(self, new: int) -> int:
+        if new < self.brk_start:
+            return self.brk_end
+        old_top, new_top = page_align(self.brk_end), page_align(new)
+        if new_top > old_top:
+            if not self._range_free(old_top, new_top) or new_top > USER_TOP:
+                return self.brk_end
+            heap = self.find(old_top - 1) if old_top > self.brk_start else None
+            if heap is not None and heap.name == "[heap]" and heap.end == old_top:
+                heap.end = new_top
+            else:
+                self._insert(VMA(old_top, new_top, F.PROT_READ | F.PROT_WRITE, name="[heap]"))
+        elif new_top < old_top:
+            self.munmap(new_top, old_top - new_top)
+        self.brk_end = new
+        return new
+
+    # --- fork and teardown -------------------------------------------------
+    def fork(self, space: AddressSpace) -> MemoryMap:
+        """A copy-on-write duplicate for a forked process."""
+        child = MemoryMap(self.phys, space, brk_start=self.brk_start, brk_end=self.brk_end)
+        for v in self.vmas:
+            c = VMA(v.start, v.end, v.prot, v.shared, v.file, v.offset, v.name, v.file_size)
+            if v.shared is not None:
+                v.shared.users += 1
+            child.vmas.append(c)
+            for vpn in range(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT):
+                frame = self.frames.get(vpn)
+                if frame is None:
+                    continue
+                self.phys.ref(frame)
+                child.frames[vpn] = frame
+                if v.shared is None:
+                    if vpn not in self.cow and v.prot & F.PROT_WRITE:
+                        self.space.map(vpn << PAGE_SHIFT, frame, v.prot & ~F.PROT_WRITE)
+                    self.cow.add(vpn)
+                    child.cow.add(vpn)
+                if v.prot:
+                    space.map(vpn << PAGE_SHIFT, frame,
+                              self._hw_prot(v.prot, v.shared is None))
+        self.space.flush()
+        space.flush()
+        return child
+
+    def release(self) -> None:
+        """Free every page (exit or exec)."""
+        for vpn in list(self.frames):
+            self._drop_page(vpn)
+        for v in self.vmas:
+            if v.shared is not None:
+                v.shared.drop()
+        self.vmas.clear()
+        self.space.flush()
+
+    def resident_pages(self) -> int:
+        return len(self.frames)
