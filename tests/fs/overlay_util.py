@@ -8,6 +8,7 @@ from cove.fs.node import (
     S_IFBLK,
     S_IFCHR,
     S_IFDIR,
+    S_IFIFO,
     S_IFLNK,
     S_IFMT,
     S_IFREG,
@@ -114,6 +115,11 @@ def dump(root: Inode, *, raw: bool = False) -> dict[str, tuple]:
     return out
 
 
+def project(d: dict[str, tuple]) -> dict[str, tuple]:
+    """A dump reduced to (type, perm, uid, payload, nlink), as EXPECTED lists."""
+    return {p: (r[0], r[1], r[2], r[5], r[6]) for p, r in d.items()}
+
+
 def inos(root: Inode) -> dict[str, int]:
     out: dict[str, int] = {}
     stack = [("", root)]
@@ -163,19 +169,40 @@ def errno_of(fn) -> int | None:
 L1_SPEC: list[tuple] = [
     ("d", "a", 0o711, 5), ("f", "a/a", b"L1-aa"), ("w", "a/b"), ("d", "a/c"),
     ("f", "b", b"L1-b"), ("d", "c", 0o700, 7), ("o", "c"), ("f", "c/a", b"L1-ca"),
-    ("l", "d", "a/a"), ("t", "a", 111, 222),
+    ("l", "d", "a/a"), ("d", "a/e"), ("f", "a/e/one", b"1"), ("t", "a", 111, 222),
 ]
 L2_SPEC: list[tuple] = [
     ("d", "a", 0o750, 1000), ("f", "a/b", b"L2-ab"), ("d", "a/c"), ("f", "a/c/a", b"L2-aca"),
     ("w", "a/c/d"), ("n", "a/d", 0o010640, 0), ("d", "b"), ("f", "b/a", b"L2-ba"), ("d", "c"),
-    ("f", "c/b", b"L2-cb"), ("f", "d", b"L2-d"),
+    ("f", "c/b", b"L2-cb"), ("f", "d", b"L2-d"), ("f", "a/e", b"L2-ae"),
 ]
 L3_SPEC: list[tuple] = [
     ("d", "a"), ("f", "a/a", b"L3-aa"), ("f", "a/b", b"L3-ab"), ("d", "a/c"),
     ("f", "a/c/b", b"L3-acb", 0o600, 3), ("d", "a/c/c"), ("f", "a/c/c/a", b"L3-acca"),
     ("f", "a/c/d", b"L3-acd"), ("d", "c"), ("f", "c/c", b"L3-cc"),
-    ("n", "e", 0o020600, 0x103), ("d", "b"), ("f", "b/d", b"L3-bd"),
+    ("n", "e", 0o020600, 0x103), ("d", "b"), ("f", "b/d", b"L3-bd"), ("d", "a/e"),
+    ("f", "a/e/three", b"3"),
 ]
+
+
+# The merged view of the three lowers.
+EXPECTED = {  # path: (type, perm, uid, payload, nlink)
+    "/a": (S_IFDIR, 0o711, 5, None, 4),
+    "/a/a": (S_IFREG, 0o644, 0, b"L1-aa", 1),
+    "/a/c": (S_IFDIR, 0o755, 0, None, 3),
+    "/a/c/a": (S_IFREG, 0o644, 0, b"L2-aca", 1),
+    "/a/c/b": (S_IFREG, 0o600, 3, b"L3-acb", 1),
+    "/a/c/c": (S_IFDIR, 0o755, 0, None, 2),
+    "/a/c/c/a": (S_IFREG, 0o644, 0, b"L3-acca", 1),
+    "/a/d": (S_IFIFO, 0o640, 0, None, 1),
+    "/a/e": (S_IFDIR, 0o755, 0, None, 2),  # L2's file a/e ends the merge: no L3 "three"
+    "/a/e/one": (S_IFREG, 0o644, 0, b"1", 1),
+    "/b": (S_IFREG, 0o644, 0, b"L1-b", 1),
+    "/c": (S_IFDIR, 0o700, 7, None, 2),
+    "/c/a": (S_IFREG, 0o644, 0, b"L1-ca", 1),
+    "/d": (S_IFLNK, 0o777, 0, "a/a", 1),
+    "/e": (S_IFCHR, 0o600, 0, 0x103, 1),
+}
 
 
 def three_lowers() -> list[MemFS]:

@@ -16,7 +16,6 @@ from cove.fs.node import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     S_IFCHR,
-    S_IFDIR,
     S_IFIFO,
     S_IFLNK,
     S_IFMT,
@@ -25,11 +24,13 @@ from cove.fs.node import (
 )
 from cove.fs.overlay import OPAQUE_MARKER, OverlayFS, is_opaque, is_whiteout
 from tests.fs.overlay_util import (
+    EXPECTED,
     build,
     dump,
     errno_of,
     inos,
     lower,
+    project,
     resolve,
     three_lowers,
 )
@@ -73,25 +74,6 @@ def raises(errno: int, fn, *args) -> None:
 
 # --- merged view ------------------------------------------------------------
 
-EXPECTED = {  # path: (type, perm, uid, payload, nlink)
-    "/a": (S_IFDIR, 0o711, 5, None, 3),
-    "/a/a": (S_IFREG, 0o644, 0, b"L1-aa", 1),
-    "/a/c": (S_IFDIR, 0o755, 0, None, 3),
-    "/a/c/a": (S_IFREG, 0o644, 0, b"L2-aca", 1),
-    "/a/c/b": (S_IFREG, 0o600, 3, b"L3-acb", 1),
-    "/a/c/c": (S_IFDIR, 0o755, 0, None, 2),
-    "/a/c/c/a": (S_IFREG, 0o644, 0, b"L3-acca", 1),
-    "/a/d": (S_IFIFO, 0o640, 0, None, 1),
-    "/b": (S_IFREG, 0o644, 0, b"L1-b", 1),
-    "/c": (S_IFDIR, 0o700, 7, None, 2),
-    "/c/a": (S_IFREG, 0o644, 0, b"L1-ca", 1),
-    "/d": (S_IFLNK, 0o777, 0, "a/a", 1),
-    "/e": (S_IFCHR, 0o600, 0, 0x103, 1),
-}
-
-
-def project(d: dict[str, tuple]) -> dict[str, tuple]:
-    return {p: (r[0], r[1], r[2], r[5], r[6]) for p, r in d.items()}
 
 
 def test_merged_view_of_three_layers(ov):
@@ -101,7 +83,7 @@ def test_merged_view_of_three_layers(ov):
 
 def test_root_nlink_and_sorted_readdir(ov):
     assert names(ov.root) == ["a", "b", "c", "d", "e"]
-    assert names(resolve(ov.root, "a")) == ["a", "c", "d"]
+    assert names(resolve(ov.root, "a")) == ["a", "c", "d", "e"]
     assert ov.root.stat().nlink == 2 + 2
 
 
@@ -110,6 +92,7 @@ def test_root_nlink_and_sorted_readdir(ov):
     [
         ("a/b", E.ENOENT),  # whiteout in L1 hides L2 and L3
         ("a/c/d", E.ENOENT),  # whiteout in L2 hides L3
+        ("a/e/three", E.ENOENT),  # a file in L2 ends the merge of L1's and L3's a/e
         ("c/b", E.ENOENT),  # L1's c is opaque
         ("c/c", E.ENOENT),
         ("b/a", E.ENOTDIR),  # L1's file b hides L2's directory b
@@ -257,14 +240,14 @@ def test_copy_up_restores_parent_times(ov):
 def test_unlink_lower_file_leaves_whiteout(ov):
     a = resolve(ov.root, "a")
     a.unlink("a")
-    assert names(a) == ["c", "d"]
+    assert names(a) == ["c", "d", "e"]
     raises(E.ENOENT, a.lookup, "a")
     wh = upper_node(ov, "a/a")
     assert wh.mode == S_IFCHR and wh.stat().rdev == 0
     raises(E.ENOENT, a.unlink, "a")
     # Re-creating shows a new empty file; the L3 a/a stays hidden.
     n = a.create("a", 0o600, 1, 1)
-    assert n.read(0, 10) == b"" and names(a) == ["a", "c", "d"]
+    assert n.read(0, 10) == b"" and names(a) == ["a", "c", "d", "e"]
     assert upper_node(ov, "a/a").mode & S_IFMT == S_IFREG
     a.unlink("a")
     assert is_whiteout(upper_node(ov, "a/a"))  # the lowers still hold a/a
@@ -400,7 +383,7 @@ def test_rename_exchange_file_and_merged_dir(ov):
     assert ov.root.lookup("b").stat().ino == ino_a
     assert ov.root.lookup("a").stat().ino == ino_b
     # b was a lower *directory* in L2 (with b/a) and L3: the moved dir must not merge them.
-    assert names(ov.root.lookup("b")) == ["a", "c", "d"]
+    assert names(ov.root.lookup("b")) == ["a", "c", "d", "e"]
     assert ov.root.lookup("b").lookup("a").read(0, 9) == b"L1-aa"
     raises(E.ENOENT, ov.root.lookup("b").lookup, "b")
     ov.root.rename("a", ov.root, "b", RENAME_EXCHANGE)
@@ -532,11 +515,11 @@ def test_upper_hard_links(ov):
 
 def test_dir_nlink_counts_merged_subdirs(ov):
     a = resolve(ov.root, "a")
-    assert a.stat().nlink == 3
-    a.mkdir("n", 0o755, 0, 0)
     assert a.stat().nlink == 4
+    a.mkdir("n", 0o755, 0, 0)
+    assert a.stat().nlink == 5
     resolve(ov.root, "a/c").rename("c", a, "m")
-    assert a.stat().nlink == 5 and resolve(ov.root, "a/c").stat().nlink == 2
+    assert a.stat().nlink == 6 and resolve(ov.root, "a/c").stat().nlink == 2
 
 
 # --- filesystem level -----------------------------------------------------------
@@ -599,6 +582,6 @@ def test_prepopulated_upper(guard):
                             ("o", "c")])
     ov = OverlayFS(upper, lowers)
     assert names(ov.root) == ["a", "c", "d", "e"]
-    assert names(ov.root.lookup("a")) == ["a", "c", "d", "up"]
+    assert names(ov.root.lookup("a")) == ["a", "c", "d", "e", "up"]
     assert names(ov.root.lookup("c")) == []
     assert errno_of(lambda: ov.root.rmdir("c")) is None
