@@ -1,0 +1,295 @@
+"""The platform contract: what the North may ask of a South.
+
+A platform runs guest x86-64 user code natively and stops on every syscall,
+fault and preemption, handing a register context back to Python. It knows
+nothing of Linux: the North decides what is mapped where, what a syscall
+means and which signal a fault becomes; the platform only does it.
+
+North code imports this module (for the types and ``select_platform``) and
+never a platform package: it receives the ``Platform`` object and passes it
+around.
+
+Vocabulary
+- *frame*: a 4 KiB page of guest physical memory, numbered, owned by
+  ``cove.kernel.physmem.PhysMem``. Reference counts are the North's business:
+  mapping a frame does not take a reference and unmapping does not drop one.
+- *address space*: one set of guest page tables (one process).
+- *context*: the user-mode register state of one guest thread.
+- *cpu*: a host-side execution engine (a vCPU, a stub thread) bound to the
+  host thread that calls ``run``; any context may run on any cpu, one at a time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from cove.kernel.physmem import PhysMem
+
+PROT_NONE = 0
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
+
+# x86 exception vectors, as reported in Exit.vector.
+DE, DB, NMI, BP, OF, BR, UD, NM, DF = 0, 1, 2, 3, 4, 5, 6, 7, 8
+TS, NP, SS, GP, PF = 10, 11, 12, 13, 14
+MF, AC, MC, XM = 16, 17, 18, 19
+VECTOR_NAMES = {
+    DE: "#DE", DB: "#DB", NMI: "NMI", BP: "#BP", OF: "#OF", BR: "#BR", UD: "#UD",
+    NM: "#NM", DF: "#DF", TS: "#TS", NP: "#NP", SS: "#SS", GP: "#GP", PF: "#PF",
+    MF: "#MF", AC: "#AC", MC: "#MC", XM: "#XM",
+}  # fmt: skip
+
+# #PF error code bits (Exit.error_code when vector == PF).
+PF_PRESENT = 1 << 0  # the page was present: a protection violation, not a missing page
+PF_WRITE = 1 << 1
+PF_USER = 1 << 2
+PF_RSVD = 1 << 3
+PF_INSTR = 1 << 4  # instruction fetch
+
+USER_ADDRESS_LIMIT = 1 << 47  # user mappings live in [0, 2**47), like Linux x86-64
+
+
+class PlatformError(Exception):
+    """The platform itself failed (a host ioctl failed, the VM died). Not the guest's
+    fault and not recoverable for this platform instance."""
+
+
+class PlatformUnavailable(PlatformError):
+    """The requested platform cannot run on this host (no /dev/kvm, no permission,
+    a missing kernel capability). Raised by ``select_platform`` and constructors."""
+
+
+class UserRegs(ctypes.Structure):
+    """General-purpose user registers, rip and rflags.
+
+    The field order is KVM's ``struct kvm_regs`` so the kvm platform copies it
+    with one memmove; other platforms convert. Values are unsigned 64-bit.
+    """
+
+    _fields_ = [
+        (n, ctypes.c_uint64)
+        for n in "rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags".split()
+    ]
+
+
+ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")  # Linux syscall argument registers, in order
+
+
+class ExitKind(enum.IntEnum):
+    """Why ``Cpu.run`` returned."""
+
+    SYSCALL = 1
+    """The guest executed ``syscall``. ``regs.rax`` is the number, args are in
+    rdi rsi rdx r10 r8 r9; ``regs.rip`` already points after the instruction
+    (rcx == rip, r11 == rflags, as Linux leaves them). Set ``regs.rax`` to the
+    result and run again; to restart the call, set rip back by 2."""
+    FAULT = 2
+    """A CPU exception in user mode: ``Exit.vector``, ``Exit.error_code``
+    (0 when the vector has none), ``Exit.cr2`` for #PF. ``regs.rip`` is the
+    faulting instruction for faults and the next one for traps (#BP, #OF).
+    Running again retries the instruction (after e.g. mapping the page)."""
+    INTERRUPTED = 3
+    """Preempted by the cpu's timeslice or by ``Cpu.kick()``; the context is
+    consistent and may be run again or swapped for another."""
+    HALT = 4
+    """The guest stopped for good (triple fault, a hypervisor internal error).
+    ``Exit.detail`` says what; the cpu cannot run this context again."""
+
+
+class Exit:
+    """The reason a ``run`` returned. Cpus reuse one instance per cpu (no
+    allocation per exit): read it before the next ``run`` on that cpu."""
+
+    __slots__ = ("cr2", "detail", "error_code", "kind", "vector")
+
+    def __init__(self) -> None:
+        self.kind: ExitKind = ExitKind.HALT
+        self.vector = -1
+        self.error_code = 0
+        self.cr2 = 0
+        self.detail = ""
+
+    def __repr__(self) -> str:
+        if self.kind == ExitKind.FAULT:
+            name = VECTOR_NAMES.get(self.vector, str(self.vector))
+            return f"Exit(FAULT {name} err={self.error_code:#x} cr2={self.cr2:#x})"
+        extra = f" {self.detail}" if self.detail else ""
+        return f"Exit({self.kind.name}{extra})"
+
+
+@runtime_checkable
+class Context(Protocol):
+    """One guest thread's user-mode CPU state. Created by ``Platform.create_context``.
+
+    ``regs``, ``fs_base`` and ``gs_base`` are plain data: the North reads and
+    writes them freely between runs and the next ``run`` loads them. The
+    FPU/SSE/AVX state is kept lazily (it only moves when the cpu switches
+    threads), so it is read and written through ``get_fpu``/``set_fpu``.
+    """
+
+    regs: UserRegs
+    fs_base: int
+    gs_base: int
+
+    def get_fpu(self) -> bytes:
+        """The XSAVE image (the platform's ``capabilities.xsave_size`` bytes,
+        legacy FXSAVE region first), current even if the context is live on a cpu."""
+        ...
+
+    def set_fpu(self, image: bytes | bytearray | memoryview) -> None:
+        """Replace the XSAVE image; the next ``run`` of this context loads it.
+        Raises ValueError if the size is wrong."""
+        ...
+
+    def copy(self) -> Context:
+        """A new context with the same registers, bases and FPU state (fork, clone)."""
+        ...
+
+
+@runtime_checkable
+class AddressSpace(Protocol):
+    """One set of guest page tables. Addresses are user virtual addresses in
+    ``[0, USER_ADDRESS_LIMIT)``, page aligned; lengths are multiples of 4 KiB.
+    Passing anything else is a North bug and raises ValueError.
+
+    Changes take effect for every cpu before the method returns (stale
+    translations are shot down), so an unmapped frame may be freed at once.
+    """
+
+    def map(self, vaddr: int, frame: int, prot: int) -> None:
+        """Map one page to ``frame`` with ``prot`` (PROT_* bits; PROT_NONE keeps
+        the frame recorded but inaccessible), replacing any previous mapping.
+        x86 cannot express write-only or exec-only: W implies R, X implies R.
+        Raises Errno(ENOMEM) if a page-table frame cannot be allocated."""
+        ...
+
+    def map_range(self, vaddr: int, frames: list[int], prot: int) -> None:
+        """``map`` for consecutive pages starting at ``vaddr``."""
+        ...
+
+    def unmap(self, vaddr: int, length: int) -> list[int]:
+        """Remove mappings in the range (holes are fine); returns the frames that
+        were mapped there, in address order, so the North can drop its references."""
+        ...
+
+    def protect(self, vaddr: int, length: int, prot: int) -> None:
+        """Change the protection of the mapped pages in the range (holes skipped)."""
+        ...
+
+    def lookup(self, vaddr: int) -> tuple[int, int] | None:
+        """``(frame, prot)`` of the page containing ``vaddr``, or None if unmapped."""
+        ...
+
+    def translate(self, vaddr: int, write: bool = False) -> int | None:
+        """The guest physical address backing ``vaddr``, or None if a user-mode
+        access (a write if ``write``) would fault: the EFAULT test."""
+        ...
+
+    def flush(self) -> None:
+        """Extra TLB flush before the next return to user mode. Never needed
+        for correctness after the methods above; kept for callers that edit
+        page tables by other means."""
+        ...
+
+    def destroy(self) -> None:
+        """Free the page-table frames. The address space must not be running."""
+        ...
+
+
+@runtime_checkable
+class Cpu(Protocol):
+    """Runs contexts on the host thread that calls ``run``."""
+
+    def run(self, ctx: Context, aspace: AddressSpace) -> Exit:
+        """Load ``ctx`` into the cpu under ``aspace``, run user code until the
+        next syscall, fault or preemption, store the new state into ``ctx`` and
+        say why. Raises PlatformError if the host side failed."""
+        ...
+
+    def kick(self) -> None:
+        """From any host thread: make the current (or the next) ``run`` return
+        INTERRUPTED soon. Async-signal-safe enough to call from a signal handler."""
+        ...
+
+    def set_timeslice(self, seconds: float | None) -> None:
+        """Preempt a run after about ``seconds`` of guest execution (None: never).
+        The timer belongs to the host thread that calls ``run``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a platform instance turned out to be able to do, for logs and tuning."""
+
+    name: str
+    syscall_path: str  # how a guest syscall reaches Python, e.g. "lstar-out-cpl3"
+    xsave_size: int  # bytes in a Context FPU image
+    xcr0: int  # enabled XSAVE features (x87|SSE|AVX|...)
+    user_address_limit: int = USER_ADDRESS_LIMIT
+    notes: str = ""
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """One sandbox's machine: guest physical memory plus the means to run on it."""
+
+    name: str
+    physmem: PhysMem
+    capabilities: Capabilities
+
+    def create_address_space(self) -> AddressSpace: ...
+
+    def create_context(self) -> Context:
+        """A context with zeroed registers (rflags = 0x202) and the default FPU state."""
+        ...
+
+    def create_cpu(self) -> Cpu:
+        """A new cpu. Raises PlatformError if the host refuses one."""
+        ...
+
+    def cpu(self) -> Cpu:
+        """The calling host thread's cpu, created on first use."""
+        ...
+
+    def run(self, ctx: Context, aspace: AddressSpace) -> Exit:
+        """``self.cpu().run(ctx, aspace)``."""
+        ...
+
+    def close(self) -> None:
+        """Release the VM / stub processes. Guest physical memory stays (it is
+        the caller's ``PhysMem`` if one was passed in)."""
+        ...
+
+
+def select_platform(name: str = "auto", *, physmem: PhysMem | None = None) -> Platform:
+    """Open a platform by name: "kvm", or "auto" for the best one this host has.
+
+    ``physmem`` is the sandbox's guest memory; when omitted the platform makes
+    one (``COVE_PHYSMEM_MB``, default 1024 MiB, sparse). Raises
+    PlatformUnavailable (with the reason) when nothing usable exists; there is
+    no userland fallback yet.
+    """
+    if physmem is None:
+        from cove.kernel.physmem import PhysMem
+
+        physmem = PhysMem(int(os.environ.get("COVE_PHYSMEM_MB", "1024")) << 20)
+    if name in ("auto", "kvm"):
+        # Imported here so importing this module never drags a platform in.
+        from cove.platform.kvm import KvmPlatform, kvm_unavailable_reason
+
+        reason = kvm_unavailable_reason()
+        if reason is None:
+            return KvmPlatform(physmem)
+        raise PlatformUnavailable(
+            f"kvm platform unavailable: {reason}"
+            + ("; no other platform is implemented yet" if name == "auto" else "")
+        )
+    raise PlatformUnavailable(f"unknown platform {name!r} (known: auto, kvm)")
