@@ -14,8 +14,9 @@ class FakeSpace:
         assert vaddr & 0xFFF == 0
         self.pages[vaddr] = (frame, prot)
 
-    def unmap(self, vaddr: int) -> None:
-        self.pages.pop(vaddr, None)
+    def unmap(self, vaddr: int, length: int) -> list[int]:
+        gone = [self.pages.pop(a) for a in range(vaddr, vaddr + length, 4096) if a in self.pages]
+        return [frame for frame, _ in gone]
 
     def flush(self) -> None:
         self.flushes += 1

@@ -394,10 +394,10 @@ class VFS:
             if flags & O_DIRECTORY and ftype != S_IFDIR:
                 raise Errno(E.ENOTDIR)
             return InodeFile(loc, flags)
-        if ftype == S_IFLNK:
-            raise Errno(E.ELOOP)  # only reachable with O_NOFOLLOW
         if flags & O_DIRECTORY and ftype != S_IFDIR:
             raise Errno(E.ENOTDIR)
+        if ftype == S_IFLNK:
+            raise Errno(E.ELOOP)  # only reachable with O_NOFOLLOW
         mask = {O_RDONLY: MAY_READ, O_WRONLY: MAY_WRITE}.get(acc, MAY_READ | MAY_WRITE)
         if flags & O_TRUNC:
             mask |= MAY_WRITE

@@ -35,7 +35,7 @@ class AddressSpace(Protocol):
     """What the North needs from a platform's address space (see platform/base.py)."""
 
     def map(self, vaddr: int, frame: int, prot: int) -> None: ...
-    def unmap(self, vaddr: int) -> None: ...
+    def unmap(self, vaddr: int, length: int) -> list[int]: ...
     def flush(self) -> None: ...
 
 
@@ -201,7 +201,7 @@ class MemoryMap:
         if frame is None:
             return
         self.cow.discard(vpn)
-        self.space.unmap(vpn << PAGE_SHIFT)
+        self.space.unmap(vpn << PAGE_SHIFT, PAGE_SIZE)
         self.phys.unref(frame)
 
     def _break_cow(self, vma: VMA, vpn: int) -> int:
@@ -436,7 +436,7 @@ class MemoryMap:
                 if prot:
                     self.space.map(vpn << PAGE_SHIFT, frame, self._hw_prot(prot, vpn in self.cow))
                 else:
-                    self.space.unmap(vpn << PAGE_SHIFT)
+                    self.space.unmap(vpn << PAGE_SHIFT, PAGE_SIZE)
         self.space.flush()
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
@@ -525,7 +525,7 @@ class MemoryMap:
                 continue
             was_cow = src in self.cow
             self.cow.discard(src)
-            self.space.unmap(src << PAGE_SHIFT)
+            self.space.unmap(src << PAGE_SHIFT, PAGE_SIZE)
             dst = (dest >> PAGE_SHIFT) + i
             self.frames[dst] = frame
             if was_cow:
