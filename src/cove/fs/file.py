@@ -51,6 +51,7 @@ class File:
     """An open file description (shared by dup'ed fds and across fork)."""
 
     location: Location | None = None
+    fd_refs = 0  # fds (in any process) referring to this description
 
     def __init__(self, flags: int) -> None:
         self.flags = flags  # access mode and status flags (O_APPEND, O_NONBLOCK, ...)

@@ -1,0 +1,292 @@
+"""The Linux personality's top: the process table, the run loop and the one
+place where a syscall's result (or ``Errno``) becomes rax.
+
+One ``Kernel`` is one sandbox. It runs every guest thread on the calling host
+thread's cpu: run a task until it exits to us, handle the exit, pick the next.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import sys
+import time
+import traceback
+from typing import IO, TYPE_CHECKING, Any
+
+from cove.abi import flags as F
+from cove.abi.errno import E, Errno
+from cove.fs.vfs import VFS, PathContext
+from cove.kernel import signals
+from cove.kernel.fdtable import FdTable
+from cove.kernel.mm import MemoryMap
+from cove.kernel.sched import TIMESLICE, Scheduler
+from cove.kernel.syscall import TABLE, Syscall, load_all
+from cove.kernel.task import Creds, Process, State, Task
+from cove.kernel.wait import Blocked
+from cove.platform.base import PF, ExitKind
+
+if TYPE_CHECKING:
+    from cove.platform.base import Exit, Platform
+
+log = logging.getLogger("cove.kernel")
+
+MASK64 = (1 << 64) - 1
+NORETURN = object()  # a handler that replaced the registers itself (execve, sigreturn)
+
+# x86 exception vector → (signal, si_code) for faults other than #PF.
+FAULT_SIGNALS = {
+    0: (F.SIGFPE, 1),  # #DE: FPE_INTDIV
+    1: (F.SIGTRAP, 2),  # #DB: TRAP_TRACE
+    3: (F.SIGTRAP, 0x80),  # #BP: SI_KERNEL
+    4: (F.SIGSEGV, 0x80),  # #OF
+    5: (F.SIGSEGV, 0x80),  # #BR
+    6: (F.SIGILL, 2),  # #UD: ILL_ILLOPN
+    7: (F.SIGFPE, 0x80),  # #NM should never reach us (FPU always on)
+    13: (F.SIGSEGV, 0x80),  # #GP: SI_KERNEL, as Linux reports
+    12: (F.SIGBUS, 0x80),  # #SS
+    16: (F.SIGFPE, 0),  # #MF
+    17: (F.SIGBUS, 1),  # #AC: BUS_ADRALN
+    19: (F.SIGFPE, 0),  # #XM: decoded from MXCSR by signals
+}
+
+
+class Kernel:
+    """One sandbox's Linux personality."""
+
+    def __init__(self, platform: Platform, vfs: VFS, *, trace: IO[str] | None = None,
+                 hostname: str = "cove") -> None:
+        load_all()
+        self.platform = platform
+        self.phys = platform.physmem
+        self.vfs = vfs
+        self.sched = Scheduler()
+        self.tasks: dict[int, Task] = {}
+        self.processes: dict[int, Process] = {}
+        self._ids = itertools.count(1)
+        self.init: Process | None = None
+        self.trace = trace
+        self.hostname = hostname
+        self.boot_time = time.time()
+        self.boot_monotonic = time.monotonic()
+        self._enosys_logged: set[int] = set()
+        self.exit_status: int | None = None  # init's wait status when it is gone
+        self.futexes: dict[Any, Any] = {}  # owned by syscalls.futex
+        self.cpu = platform.cpu()
+        self.cpu.set_timeslice(TIMESLICE)
+
+    # --- creation -----------------------------------------------------------
+    def alloc_id(self) -> int:
+        tid = next(self._ids)
+        while tid in self.tasks or tid in self.processes:
+            tid = next(self._ids)
+        return tid
+
+    def new_process(self, parent: Process | None, mm: MemoryMap, creds: Creds) -> Process:
+        pid = self.alloc_id()
+        proc = Process(self, pid, parent, mm, creds)
+        proc.start_time = time.monotonic()
+        self.processes[pid] = proc
+        if parent is not None:
+            parent.children.append(proc)
+        return proc
+
+    def new_task(self, proc: Process, ctx: Any, files: FdTable, fs: PathContext,
+                 tid: int | None = None) -> Task:
+        tid = proc.pid if tid is None else tid
+        t = Task(self, tid, proc, ctx, files, fs)
+        proc.threads.append(t)
+        self.tasks[tid] = t
+        self.sched.add(t)
+        return t
+
+    # --- the run loop -----------------------------------------------------
+    def run(self) -> int:
+        """Run until init exits; returns its wait status (see ``status_to_exit``)."""
+        cpu = self.cpu
+        while self.init is not None and self.init.alive:
+            t = self.sched.next()
+            if t is None:
+                log.warning("every guest thread is blocked forever: ending the sandbox")
+                self.kill_all(F.SIGKILL)
+                break
+            if t.blocked_call is not None:
+                self._resume_blocked(t)
+                if t.state is not State.RUNNABLE:
+                    continue
+            signals.deliver(t)
+            if t.state is not State.RUNNABLE:
+                continue
+            ex = cpu.run(t.ctx, t.mm.space)
+            kind = ex.kind
+            if kind == ExitKind.SYSCALL:
+                self.syscall(t)
+            elif kind == ExitKind.FAULT:
+                self.fault(t, ex)
+            elif kind == ExitKind.INTERRUPTED:
+                pass
+            else:
+                log.error("guest thread %d halted: %s", t.tid, ex.detail)
+                self.exit_group(t.proc, F.SIGSEGV)
+            if t.state is State.RUNNABLE:
+                self.sched.requeue(t)
+        assert self.init is not None
+        return self.init.exit_code if self.init.exit_code is not None else 0
+
+    # --- syscalls -----------------------------------------------------------
+    def syscall(self, t: Task) -> None:
+        regs = t.ctx.regs
+        nr = regs.rax
+        raw = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
+        sc = TABLE.get(nr)
+        if sc is None or sc.handler is None:
+            if nr not in self._enosys_logged:
+                self._enosys_logged.add(nr)
+                name = sc.name if sc else f"#{nr}"
+                log.info("unimplemented syscall %s: ENOSYS", name)
+            regs.rax = -E.ENOSYS & MASK64
+            if self.trace:
+                self._trace(t, sc.name if sc else f"#{nr}", raw, -E.ENOSYS, 0.0)
+            return
+        self._invoke(t, sc, raw)
+
+    def _invoke(self, t: Task, sc: Syscall, raw: tuple[int, ...]) -> None:
+        start = time.perf_counter() if self.trace else 0.0
+        args: list[Any] = []
+        try:
+            args = [dec(t, r) for dec, r in zip(sc.decoders, raw, strict=False)]
+            result = sc.handler(t, *args)  # type: ignore[misc]
+        except Errno as e:
+            result = -e.errno
+        except Blocked as b:
+            t.blocked_call = (sc, raw)
+            self.sched.block(t, b)
+            return
+        except Exception:  # a bug in cove must never take the supervisor down
+            log.error("internal error in %s:\n%s", sc.name, traceback.format_exc())
+            result = -E.ENOSYS
+        t.blocked_call = None
+        if result is NORETURN:
+            return
+        if t.state is State.DEAD:
+            return
+        t.ctx.regs.rax = result & MASK64
+        if self.trace:
+            self._trace(t, sc.name, args, result, time.perf_counter() - start)
+
+    def _resume_blocked(self, t: Task) -> None:
+        assert t.blocked_call is not None
+        sc, raw = t.blocked_call
+        if t.timed_out:
+            result = t.blocked_on.on_timeout if t.blocked_on else 0
+            t.blocked_call = None
+            t.ctx.regs.rax = result & MASK64
+            return
+        if t.interrupted and signals.has_deliverable(t):
+            # ERESTARTSYS: signals.deliver turns this into -EINTR or a restart.
+            t.blocked_call = None
+            t.ctx.regs.rax = -E.EINTR & MASK64
+            t.restart_nr = sc.nr if sc.restartable else None
+            return
+        self._invoke(t, sc, raw)
+
+    def _trace(self, t: Task, name: str, args: Any, result: Any, dt: float) -> None:
+        assert self.trace is not None
+        rec = {"pid": t.pid, "tid": t.tid, "syscall": name,
+               "args": [a if isinstance(a, (int, str)) else repr(a) for a in args],
+               "result": result, "us": round(dt * 1e6, 1)}
+        self.trace.write(json.dumps(rec) + "\n")
+
+    # --- faults -------------------------------------------------------------
+    def fault(self, t: Task, ex: Exit) -> None:
+        if ex.vector == PF:
+            write = bool(ex.error_code & 2)
+            execute = bool(ex.error_code & 16)
+            bad = t.mm.handle_fault(ex.cr2, write, execute)
+            if bad is None:
+                return
+            signals.force_fault(t, bad.signo, bad.code, bad.addr)
+            return
+        signo, code = FAULT_SIGNALS.get(ex.vector, (F.SIGSEGV, 0x80))
+        addr = t.ctx.regs.rip if signo != F.SIGSEGV else 0
+        signals.force_fault(t, signo, code, addr, trapno=ex.vector, err=ex.error_code)
+
+    # --- exit -----------------------------------------------------------------
+    def exit_task(self, t: Task, code: int) -> None:
+        """One thread ends (exit); the last one ends the process."""
+        from cove.kernel import threads
+
+        threads.on_thread_exit(t)
+        t.state = State.DEAD
+        self.sched.remove(t)
+        proc = t.proc
+        if t in proc.threads:
+            proc.threads.remove(t)
+        self.tasks.pop(t.tid, None)
+        if not proc.threads and proc.alive:
+            self._process_exit(proc, (code & 0xFF) << 8)
+
+    def exit_group(self, proc: Process, status: int) -> None:
+        """End every thread of ``proc`` with wait status ``status``
+        (``code << 8`` for exit, the signal number (| 0x80 for a core) when killed)."""
+        if not proc.alive:
+            return
+        from cove.kernel import threads
+
+        for th in list(proc.threads):
+            threads.on_thread_exit(th)
+            th.state = State.DEAD
+            self.sched.remove(th)
+            self.tasks.pop(th.tid, None)
+        proc.threads.clear()
+        self._process_exit(proc, status)
+
+    def _process_exit(self, proc: Process, status: int) -> None:
+        proc.exit_code = status
+        proc.state = State.ZOMBIE
+        # Memory goes now (files went with each thread); the zombie keeps pid and status.
+        proc.mm.release()
+        init = self.init
+        for child in proc.children:
+            child.parent = init if init is not None and init is not proc else None
+            if child.parent is not None:
+                child.parent.children.append(child)
+                if not child.alive:
+                    child.parent.child_wait.notify()
+        proc.children = []
+        if proc is init:
+            self.exit_status = status
+            self.kill_all(F.SIGKILL)
+            return
+        parent = proc.parent
+        if parent is not None and parent.alive:
+            signals.notify_parent(proc)
+            parent.child_wait.notify()
+        elif parent is None:
+            self.processes.pop(proc.pid, None)
+
+    def reap(self, proc: Process) -> None:
+        """wait4 collected a zombie: forget it."""
+        self.processes.pop(proc.pid, None)
+        if proc.parent is not None and proc in proc.parent.children:
+            proc.parent.children.remove(proc)
+
+    def kill_all(self, signo: int) -> None:
+        for proc in list(self.processes.values()):
+            if proc.alive and proc is not self.init:
+                self.exit_group(proc, signo)
+        if self.init is not None and self.init.alive:
+            self.exit_group(self.init, signo)
+
+
+def status_to_exit(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + signal."""
+    if status & 0x7F:
+        return 128 + (status & 0x7F)
+    return (status >> 8) & 0xFF
+
+
+def stderr_log(debug: bool) -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if debug else logging.WARNING,
+                        format="cove: %(message)s")

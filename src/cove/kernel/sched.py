@@ -1,0 +1,122 @@
+"""The scheduler: which guest thread runs next on the sandbox's cpu, and where
+blocked threads wait (wait queues, deadlines, host file descriptors)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import selectors
+import time
+from collections import deque
+
+from cove.kernel.task import State, Task
+from cove.kernel.wait import Blocked
+
+TIMESLICE = 0.02  # seconds a guest thread runs before another may take the cpu
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self.runq: deque[Task] = deque()
+        self._deadlines: list[tuple[float, int, Task]] = []
+        self._seq = itertools.count()
+        self._selector = selectors.DefaultSelector()
+        self._fd_waiters: dict[int, set[Task]] = {}
+
+    # --- state changes --------------------------------------------------------
+    def add(self, t: Task) -> None:
+        t.state = State.RUNNABLE
+        self.runq.append(t)
+
+    def block(self, t: Task, b: Blocked) -> None:
+        t.state = State.BLOCKED
+        t.blocked_on = b
+        t.woken = t.timed_out = t.interrupted = False
+        for q in b.queues:
+            q.waiters.add(t)
+        if b.deadline is not None:
+            heapq.heappush(self._deadlines, (b.deadline, next(self._seq), t))
+        if b.host_fd is not None:
+            waiters = self._fd_waiters.setdefault(b.host_fd, set())
+            if not waiters:
+                self._selector.register(b.host_fd, b.host_events)
+            waiters.add(t)
+
+    def _unpark(self, t: Task) -> None:
+        b = t.blocked_on
+        if b is None:
+            return
+        for q in b.queues:
+            q.waiters.discard(t)
+        if b.host_fd is not None:
+            waiters = self._fd_waiters.get(b.host_fd)
+            if waiters is not None:
+                waiters.discard(t)
+                if not waiters:
+                    del self._fd_waiters[b.host_fd]
+                    self._selector.unregister(b.host_fd)
+        t.blocked_on = None
+
+    def wake(self, t: Task, *, timed_out: bool = False, interrupted: bool = False) -> None:
+        if t.state is not State.BLOCKED:
+            return
+        if interrupted and t.blocked_on is not None and not t.blocked_on.interruptible:
+            return
+        self._unpark(t)
+        t.woken = True
+        t.timed_out = timed_out
+        t.interrupted = interrupted
+        t.state = State.RUNNABLE
+        self.runq.append(t)
+
+    def remove(self, t: Task) -> None:
+        """A task exits: forget it wherever it is."""
+        self._unpark(t)
+        try:
+            self.runq.remove(t)
+        except ValueError:
+            pass
+
+    # --- choosing -------------------------------------------------------------
+    def _expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, _, t = heapq.heappop(self._deadlines)
+            b = t.blocked_on
+            if t.state is State.BLOCKED and b is not None and b.deadline == deadline:
+                self.wake(t, timed_out=True)
+
+    def _poll_host(self, timeout: float | None) -> None:
+        if not self._fd_waiters:
+            if timeout:
+                time.sleep(timeout)
+            return
+        for key, _ in self._selector.select(timeout):
+            for t in list(self._fd_waiters.get(key.fd, ())):
+                self.wake(t)
+
+    def next(self) -> Task | None:
+        """The next runnable task, sleeping until one exists; None on deadlock
+        (every task blocked with nothing that could ever wake it)."""
+        while True:
+            if self._fd_waiters:
+                self._poll_host(0)
+            if self._deadlines:
+                self._expire(time.monotonic())
+            while self.runq:
+                t = self.runq.popleft()
+                if t.state is State.RUNNABLE:
+                    return t
+            if not self._deadlines and not self._fd_waiters:
+                return None
+            timeout = None
+            if self._deadlines:
+                timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
+            self._poll_host(timeout)
+
+    def requeue(self, t: Task) -> None:
+        """Put a preempted (still runnable) task at the back of the queue."""
+        if t.state is State.RUNNABLE:
+            self.runq.append(t)
+
+    def has_others(self) -> bool:
+        return bool(self.runq)

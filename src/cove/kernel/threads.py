@@ -1,0 +1,32 @@
+"""Thread lifecycle hooks shared by exit, exit_group and execve."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from cove.abi.errno import Errno
+
+if TYPE_CHECKING:
+    from cove.kernel.task import Task
+
+_U32 = struct.Struct("<I")
+
+
+def on_thread_exit(t: Task) -> None:
+    """CLONE_CHILD_CLEARTID (write 0, wake one futex waiter) and the fd table."""
+    if t.clear_child_tid and t.proc.mm.vmas:
+        addr = t.clear_child_tid
+        t.clear_child_tid = 0
+        try:
+            t.mm.write(addr, _U32.pack(0))
+        except Errno:
+            pass
+        else:
+            from cove.kernel import futex
+
+            futex.wake(t, addr, 1)
+    files = t.files
+    files.users -= 1
+    if files.users <= 0:
+        files.close_all()
