@@ -1,0 +1,282 @@
+"""4-level x86-64 page tables kept in guest physical frames, written by the host.
+
+Keeping shadow paging honest. On kvm_pvm (and any KVM without EPT/NPT) KVM
+shadows the guest page tables and trusts a shadow entry until the *guest*
+writes the page table; the host writing it through the memslot is invisible,
+and neither a guest CR3 reload nor KVM_SET_SREGS resynchronises (measured:
+after the host re-pointed or cleared a PTE the guest kept reading the old
+frame). What does work, on every kind of KVM:
+- adding a mapping (not-present -> present) or widening one: the guest's next
+  access faults into KVM, which re-walks the tables from memory;
+- narrowing one (unmap, re-point, drop W or X): ``madvise(MADV_DONTNEED)`` on
+  the *old data frame* in the host mapping fires KVM's MMU notifier, which
+  zaps every shadow/EPT entry mapping that frame (and flushes TLBs); the
+  memfd keeps the data. Done eagerly, so a frame may be freed right after;
+- freeing page-table frames (``destroy``): KVM may still hold shadow pages for
+  those frames and would reuse them, stale, if a frame became a page table
+  again, so the platform zaps all shadow state (a dummy memslot add+delete).
+Upper-level entries are only ever added, never changed, until ``destroy``.
+"""
+
+from __future__ import annotations
+
+import mmap
+from typing import TYPE_CHECKING
+
+from cove.abi.errno import E, Errno
+from cove.platform.base import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, USER_ADDRESS_LIMIT
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cove.kernel.physmem import PhysMem
+
+P = 1 << 0
+W = 1 << 1
+U = 1 << 2
+A = 1 << 5
+D = 1 << 6
+HELD = 1 << 9  # software bit: a PROT_NONE page still bound to its frame
+NX = 1 << 63
+ADDR = 0x000F_FFFF_FFFF_F000
+TABLE = P | W | U  # upper levels allow everything; the leaf decides
+
+PAGE = 4096
+
+
+def pte_for(frame: int, prot: int) -> int:
+    if prot == PROT_NONE:
+        return (frame << 12) | HELD
+    e = (frame << 12) | P | U | A
+    if prot & PROT_WRITE:
+        e |= W | D
+    if not prot & PROT_EXEC:
+        e |= NX
+    return e
+
+
+def prot_of(e: int) -> int:
+    if not e & P:
+        return PROT_NONE
+    return PROT_READ | (PROT_WRITE if e & W else 0) | (0 if e & NX else PROT_EXEC)
+
+
+def _narrows(old: int, new: int) -> bool:
+    """Would a stale translation of ``old`` allow more than ``new`` does?"""
+    if not old & P:
+        return False
+    if not new & P or (old ^ new) & ADDR:
+        return True
+    return bool((old & W and not new & W) or (new & NX and not old & NX))
+
+
+class PageTables:
+    """A PML4 tree in physmem. ``q`` is the whole of guest memory as u64s."""
+
+    def __init__(self, pm: PhysMem, q: memoryview) -> None:
+        self._pm = pm
+        self._q = q
+        self.tables: list[int] = []
+        self.root = self._new_table()
+
+    def _new_table(self) -> int:
+        f = self._pm.alloc()  # zero-filled
+        self.tables.append(f)
+        return f
+
+    def leaf(self, vaddr: int, create: bool) -> int:
+        """Index into ``q`` of the PTE for ``vaddr``, or -1 if a level is missing."""
+        q = self._q
+        t = self.root
+        for shift in (39, 30, 21):
+            i = (t << 9) | ((vaddr >> shift) & 511)
+            e = q[i]
+            if not e & P:
+                if not create:
+                    return -1
+                n = self._new_table()
+                q[i] = (n << 12) | TABLE
+                t = n
+            else:
+                t = (e & ADDR) >> 12
+        return (t << 9) | ((vaddr >> 12) & 511)
+
+    def set_entry(self, index: int, value: int) -> None:
+        self._q[index] = value
+
+
+class KvmAddressSpace:
+    """A user address space (see ``cove.platform.base.AddressSpace``)."""
+
+    def __init__(
+        self,
+        pm: PhysMem,
+        q: memoryview,
+        kernel_pml4e: int,
+        zap_all: Callable[[], None],
+    ) -> None:
+        self._pm = pm
+        self._q = q
+        self._pt = PageTables(pm, q)
+        self._zap_all = zap_all
+        q[(self._pt.root << 9) | 511] = kernel_pml4e  # the shared kernel half
+        self.cr3 = self._pt.root << 12
+        self.flush_gen = 0  # bumped by flush(); cpus reload CR3 when it moved
+        self._last_pt = (-1, -1)  # (vaddr >> 21, q index of that page table): walk cache
+        self.destroyed = False
+
+    # --- helpers --------------------------------------------------------------
+
+    @staticmethod
+    def _check(vaddr: int, length: int = PAGE) -> None:
+        if vaddr & 0xFFF or length & 0xFFF or length < 0:
+            raise ValueError(f"unaligned range {vaddr:#x}+{length:#x}")
+        if vaddr < 0 or vaddr + length > USER_ADDRESS_LIMIT:
+            raise ValueError(f"range {vaddr:#x}+{length:#x} outside user space")
+
+    def _leaf(self, vaddr: int, create: bool) -> int:
+        key = vaddr >> 21
+        last_key, base = self._last_pt
+        if key == last_key:
+            return base + ((vaddr >> 12) & 511)
+        i = self._pt.leaf(vaddr, create)
+        if i >= 0:
+            self._last_pt = (key, i - ((vaddr >> 12) & 511))
+        return i
+
+    def _shoot(self, frames: list[int]) -> None:
+        """Make KVM forget every translation to these frames (see module doc)."""
+        if not frames:
+            return
+        frames.sort()
+        mm = self._pm.mm
+        start = prev = frames[0]
+        for f in frames[1:]:
+            if f == prev + 1:
+                prev = f
+                continue
+            if f != prev:
+                mm.madvise(mmap.MADV_DONTNEED, start << 12, (prev - start + 1) << 12)
+                start = f
+            prev = f
+        mm.madvise(mmap.MADV_DONTNEED, start << 12, (prev - start + 1) << 12)
+        self.flush_gen += 1
+
+    # --- the AddressSpace contract -------------------------------------------
+
+    def map(self, vaddr: int, frame: int, prot: int) -> None:
+        self.map_range(vaddr, [frame], prot)
+
+    def map_range(self, vaddr: int, frames: list[int], prot: int) -> None:
+        self._check(vaddr, len(frames) * PAGE)
+        nframes = self._pm.nframes
+        q = self._q
+        stale: list[int] = []
+        for n, frame in enumerate(frames):
+            if not 0 <= frame < nframes:
+                raise ValueError(f"frame {frame:#x} outside guest memory")
+            i = self._leaf(vaddr + n * PAGE, True)
+            old = q[i]
+            new = pte_for(frame, prot)
+            q[i] = new
+            if _narrows(old, new):
+                stale.append((old & ADDR) >> 12)
+        self._shoot(stale)
+
+    def unmap(self, vaddr: int, length: int) -> list[int]:
+        self._check(vaddr, length)
+        q = self._q
+        out: list[int] = []
+        stale: list[int] = []
+        for va in range(vaddr, vaddr + length, PAGE):
+            i = self._leaf(va, False)
+            if i < 0:
+                continue
+            old = q[i]
+            if old & (P | HELD):
+                q[i] = 0
+                f = (old & ADDR) >> 12
+                out.append(f)
+                if old & P:
+                    stale.append(f)
+        self._shoot(stale)
+        return out
+
+    def protect(self, vaddr: int, length: int, prot: int) -> None:
+        self._check(vaddr, length)
+        q = self._q
+        stale: list[int] = []
+        for va in range(vaddr, vaddr + length, PAGE):
+            i = self._leaf(va, False)
+            if i < 0:
+                continue
+            old = q[i]
+            if old & (P | HELD):
+                new = pte_for((old & ADDR) >> 12, prot)
+                q[i] = new
+                if _narrows(old, new):
+                    stale.append((old & ADDR) >> 12)
+        self._shoot(stale)
+
+    def lookup(self, vaddr: int) -> tuple[int, int] | None:
+        if not 0 <= vaddr < USER_ADDRESS_LIMIT:
+            return None
+        i = self._leaf(vaddr & ~0xFFF, False)
+        if i < 0:
+            return None
+        e = self._q[i]
+        if not e & (P | HELD):
+            return None
+        return (e & ADDR) >> 12, prot_of(e)
+
+    def translate(self, vaddr: int, write: bool = False) -> int | None:
+        if not 0 <= vaddr < USER_ADDRESS_LIMIT:
+            return None
+        i = self._leaf(vaddr & ~0xFFF, False)
+        if i < 0:
+            return None
+        e = self._q[i]
+        if not e & P or (write and not e & W):
+            return None
+        return (e & ADDR) | (vaddr & 0xFFF)
+
+    def read(self, vaddr: int, length: int) -> bytes:
+        """Copy guest virtual memory out (user-mode permissions). Errno(EFAULT) if
+        any byte is unreadable. For tests and tools; the North has its own copy_in."""
+        out = bytearray()
+        mem = self._pm.mem
+        while length > 0:
+            pa = self.translate(vaddr)
+            if pa is None:
+                raise Errno(E.EFAULT, f"read at {vaddr:#x}")
+            n = min(length, PAGE - (vaddr & 0xFFF))
+            out += mem[pa : pa + n]
+            vaddr, length = vaddr + n, length - n
+        return bytes(out)
+
+    def write(self, vaddr: int, data: bytes | bytearray | memoryview) -> None:
+        """Copy into guest virtual memory (needs user write permission)."""
+        mem = self._pm.mem
+        view = memoryview(data).cast("B")
+        pos = 0
+        while pos < len(view):
+            pa = self.translate(vaddr, write=True)
+            if pa is None:
+                raise Errno(E.EFAULT, f"write at {vaddr:#x}")
+            n = min(len(view) - pos, PAGE - (vaddr & 0xFFF))
+            mem[pa : pa + n] = view[pos : pos + n]
+            vaddr, pos = vaddr + n, pos + n
+
+    def flush(self) -> None:
+        self.flush_gen += 1
+
+    def destroy(self) -> None:
+        if self.destroyed:
+            return
+        self.destroyed = True
+        # Data-frame translations go with the shadow state; table frames are
+        # reusable only after KVM forgets its shadow pages for them.
+        self._zap_all()
+        for f in self._pt.tables:
+            self._pm.unref(f)
+        self._pt.tables.clear()
