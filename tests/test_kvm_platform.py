@@ -1,0 +1,479 @@
+"""The kvm platform, driven directly: small ring-3 guest programs in assembly.
+
+Each program is assembled with GNU `as` inside the session (cached), copied
+into frames of the platform's physmem and mapped at 0x400000 with a stack
+below 0x800000. The tests play the North: they answer syscalls, map pages on
+faults and switch contexts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cove.kernel.physmem import PhysMem
+from cove.platform.base import (
+    BP,
+    DE,
+    GP,
+    PF,
+    PF_INSTR,
+    PF_PRESENT,
+    PF_USER,
+    PF_WRITE,
+    PROT_EXEC,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+    UD,
+    AddressSpace,
+    Context,
+    Cpu,
+    ExitKind,
+    Platform,
+    select_platform,
+)
+
+try:
+    from cove.platform.kvm import kvm_unavailable_reason
+
+    _REASON = kvm_unavailable_reason()
+except Exception as e:  # the import itself failing is a skip reason too
+    _REASON = f"kvm platform import failed: {e}"
+
+HAVE_AS = shutil.which("as") is not None and shutil.which("objcopy") is not None
+pytestmark = [
+    pytest.mark.kvm,
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(_REASON is not None, reason=f"/dev/kvm not usable: {_REASON}"),
+    pytest.mark.skipif(not HAVE_AS, reason="GNU as/objcopy needed to build guest programs"),
+]
+
+CODE = 0x400000
+STACK_TOP = 0x800000
+DATA = 0x600000
+RX, RW, RO = PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE, PROT_READ
+KBASE = 0xFFFF_FFFF_8000_0000
+
+
+@pytest.fixture(scope="session")
+def assemble(tmp_path_factory: pytest.TempPathFactory):
+    cache = tmp_path_factory.mktemp("guest-asm")
+
+    def build(src: str) -> bytes:
+        h = hashlib.sha256(src.encode()).hexdigest()[:16]
+        out = Path(cache, f"{h}.bin")
+        if not out.exists():
+            s, o = Path(cache, f"{h}.S"), Path(cache, f"{h}.o")
+            s.write_text(".text\n.code64\n" + src + "\n")
+            subprocess.run(["as", "--64", "-o", str(o), str(s)], check=True)
+            subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(o), str(out)], check=True)
+        return out.read_bytes()
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def platform():
+    pm = PhysMem(256 << 20)
+    p = select_platform("kvm", physmem=pm)
+    yield p
+    p.close()
+    pm.close()
+
+
+class Guest:
+    """One program in its own address space with one context."""
+
+    def __init__(self, platform: Platform, code: bytes, stack_pages: int = 4) -> None:
+        self.p = platform
+        self.pm = platform.physmem
+        self.aspace: AddressSpace = platform.create_address_space()
+        frames = []
+        for off in range(0, len(code), 4096):
+            f = self.pm.alloc()
+            self.pm.write(f << 12, code[off : off + 4096])
+            frames.append(f)
+        self.aspace.map_range(CODE, frames, RX)
+        stack = [self.pm.alloc() for _ in range(stack_pages)]
+        self.aspace.map_range(STACK_TOP - 4096 * stack_pages, stack, RW)
+        self.ctx: Context = platform.create_context()
+        self.ctx.regs.rip = CODE
+        self.ctx.regs.rsp = STACK_TOP
+
+    def map_data(self, vaddr: int, data: bytes = b"", prot: int = RW) -> int:
+        f = self.pm.alloc()
+        self.pm.write(f << 12, data)
+        self.aspace.map(vaddr, f, prot)
+        return f
+
+    def run(self):
+        return self.p.run(self.ctx, self.aspace)
+
+    def run_until_syscall(self, limit: int = 100):
+        for _ in range(limit):
+            e = self.run()
+            if e.kind == ExitKind.SYSCALL:
+                return e
+            assert e.kind == ExitKind.INTERRUPTED, e
+        raise AssertionError("no syscall")
+
+
+def test_platform_satisfies_the_protocols(platform) -> None:
+    assert isinstance(platform, Platform)
+    assert isinstance(platform.create_context(), Context)
+    assert isinstance(platform.create_address_space(), AddressSpace)
+    assert isinstance(platform.cpu(), Cpu)
+    assert platform.capabilities.xsave_size >= 576
+    assert platform.capabilities.xcr0 & 0x7 == 0x7, "x87, SSE and AVX state enabled"
+
+
+def test_syscall_loop_returns_host_values(platform, assemble) -> None:
+    code = assemble("""
+        xor %ebx, %ebx
+        mov $1, %r12d
+    1:  mov %r12, %rax
+        mov $0x1111, %rdi
+        mov $0x2222, %rsi
+        mov $0x3333, %rdx
+        mov $0x4444, %r10
+        mov $0x5555, %r8
+        mov $0x6666, %r9
+        syscall
+        add %rax, %rbx
+        inc %r12
+        cmp $100, %r12
+        jbe 1b
+        mov %rbx, %rdi
+        mov $1000, %eax
+        syscall
+        ud2
+    """)
+    g = Guest(platform, code)
+    seen = []
+    while True:
+        e = g.run()
+        assert e.kind == ExitKind.SYSCALL, e
+        r = g.ctx.regs
+        if r.rax == 1000:
+            break
+        assert (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) == (
+            0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x6666,
+        )  # fmt: skip
+        assert r.rip == r.rcx and r.rflags == r.r11, "Linux's rcx/r11 convention"
+        assert CODE < r.rip < CODE + len(code)
+        seen.append(r.rax)
+        r.rax = r.rax * 3  # the "result"
+    assert seen == list(range(1, 101))
+    assert g.ctx.regs.rdi == 3 * sum(range(1, 101))
+
+
+def test_syscall_restart_by_moving_rip_back(platform, assemble) -> None:
+    g = Guest(
+        platform, assemble("mov $7, %eax\n syscall\n mov %rax, %rdi\n mov $8, %eax\n syscall")
+    )
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 7
+    g.ctx.regs.rip -= 2  # restart: the same syscall again
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 7
+    g.ctx.regs.rax = 42
+    assert g.run().kind == ExitKind.SYSCALL
+    assert (g.ctx.regs.rax, g.ctx.regs.rdi) == (8, 42)
+
+
+def test_page_fault_resolved_on_demand_then_resumed(platform, assemble) -> None:
+    g = Guest(
+        platform,
+        assemble("""
+        mov $0x10000008, %rcx
+        mov (%rcx), %rax        # not mapped: #PF, host maps, instruction retried
+        mov %rax, %rdi
+        movq $5, 8(%rcx)        # read-only: #PF (protection), host grants W
+        mov $1, %eax
+        syscall
+    """),
+    )
+    g.ctx.regs.rax = 0xDEAD  # must survive the #PF exit (the stub parks rax)
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF
+    assert e.cr2 == 0x10000008
+    assert e.error_code & (PF_PRESENT | PF_WRITE | PF_USER) == PF_USER
+    assert g.ctx.regs.rip == CODE + 7 and g.ctx.regs.rcx == 0x10000008
+    assert g.ctx.regs.rax == 0xDEAD
+    assert g.aspace.translate(0x10000008) is None
+    g.map_data(0x10000000, struct.pack("<QQ", 0, 0xC0FFEE), RO)
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == 0x10000010
+    assert e.error_code & (PF_PRESENT | PF_WRITE | PF_USER) == PF_PRESENT | PF_WRITE | PF_USER
+    assert g.aspace.translate(0x10000010, write=True) is None
+    g.aspace.protect(0x10000000, 4096, RW)
+    e = g.run()
+    assert e.kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xC0FFEE
+    assert g.aspace.read(0x10000010, 8) == struct.pack("<Q", 5)
+
+
+@pytest.mark.parametrize(
+    ("src", "vector", "at"),
+    [
+        ("nop\n ud2", UD, 1),
+        ("nop\n xor %ecx, %ecx\n mov $1, %eax\n xor %edx, %edx\n div %ecx", DE, 10),
+        ("nop\n mov %cr3, %rax", GP, 1),  # privileged instruction in ring 3
+        ("nop\n hlt", GP, 1),
+        ("nop\n mov $0x800000000000, %rax\n mov (%rax), %rax", GP, 11),  # non-canonical
+        ("nop\n cli", GP, 1),  # IOPL 0
+        ("nop\n int3", BP, 2),  # a trap: rip after the instruction
+    ],
+    ids=["UD", "DE", "GP-cr3", "GP-hlt", "GP-noncanonical", "GP-cli", "BP"],
+)
+def test_exceptions_exit_with_vector(platform, assemble, src: str, vector: int, at: int) -> None:
+    g = Guest(platform, assemble(src))
+    g.ctx.regs.rbx = 0x1234
+    e = g.run()
+    assert e.kind == ExitKind.FAULT, e
+    assert e.vector == vector, e
+    assert g.ctx.regs.rip == CODE + at
+    assert g.ctx.regs.rsp == STACK_TOP and g.ctx.regs.rbx == 0x1234
+
+
+def test_fault_then_skip_and_continue(platform, assemble) -> None:
+    g = Guest(platform, assemble("ud2\n mov $77, %eax\n syscall"))
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == UD
+    g.ctx.regs.rip += 2  # what a SIGILL handler that skips would do
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 77
+
+
+def test_avx_ymm_in_guest_user_code(platform, assemble) -> None:
+    g = Guest(
+        platform,
+        assemble(f"""
+        mov ${DATA}, %r12
+        vmovdqu (%r12), %ymm0
+        vpaddd 32(%r12), %ymm0, %ymm1
+        mov $1, %eax
+        syscall                     # host round trip must keep ymm1
+        vmovdqu %ymm1, 64(%r12)
+        mov $2, %eax
+        syscall
+    """),
+    )
+    a = list(range(8))
+    b = [100 * i for i in range(8)]
+    g.map_data(DATA, struct.pack("<8I", *a) + struct.pack("<8I", *b))
+    assert g.run().kind == ExitKind.SYSCALL
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 2
+    assert struct.unpack("<8I", g.aspace.read(DATA + 64, 32)) == tuple(
+        x + y for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_fs_base_relative_load(platform, assemble) -> None:
+    g = Guest(platform, assemble("mov %fs:8, %rdi\n mov $1, %eax\n syscall\n"
+                                 "mov %fs:16, %rdi\n mov $2, %eax\n syscall"))  # fmt: skip
+    g.map_data(DATA, struct.pack("<QQQ", 0, 0x7E57, 0))
+    g.map_data(DATA + 0x1000, struct.pack("<QQQ", 0, 0, 0xAB))
+    g.ctx.fs_base = DATA
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0x7E57
+    g.ctx.fs_base = DATA + 0x1000  # arch_prctl(ARCH_SET_FS) between runs
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xAB
+
+
+def test_two_contexts_interleaved_on_one_cpu(platform, assemble) -> None:
+    # Each thread keeps a counter in rbx, its id in ymm2 and reads its TLS slot.
+    code = assemble("""
+        vpbroadcastd %xmm15, %ymm2
+    1:  inc %rbx
+        mov %fs:0, %rdi
+        vmovd %xmm2, %esi
+        mov $1, %eax
+        syscall
+        jmp 1b
+    """)
+    g = Guest(platform, code)
+    ctx_b = platform.create_context()
+    ctx_b.regs.rip, ctx_b.regs.rsp = CODE, STACK_TOP - 0x800
+    g.map_data(DATA, struct.pack("<Q", 0xA) + bytes(2040) + struct.pack("<Q", 0xB))
+    g.ctx.fs_base, ctx_b.fs_base = DATA, DATA + 2048
+    fpu_a = bytearray(g.ctx.get_fpu())
+    fpu_b = bytearray(ctx_b.get_fpu())
+    fpu_a[160 + 15 * 16] = 0xA  # xmm15 in the FXSAVE area (offset 160 + 16*n)
+    fpu_b[160 + 15 * 16] = 0xB
+    g.ctx.set_fpu(fpu_a)
+    ctx_b.set_fpu(fpu_b)
+    cpu = platform.cpu()
+    for i in range(1, 21):
+        for ctx, tag in ((g.ctx, 0xA), (ctx_b, 0xB)):
+            e = cpu.run(ctx, g.aspace)
+            assert e.kind == ExitKind.SYSCALL
+            assert (ctx.regs.rbx, ctx.regs.rdi, ctx.regs.rsi) == (i, tag, tag)
+    assert g.ctx.get_fpu()[160 + 15 * 16] == 0xA
+    c = g.ctx.copy()
+    assert c.get_fpu() == g.ctx.get_fpu() and c.regs.rbx == g.ctx.regs.rbx
+
+
+def test_spinning_guest_is_preempted_by_the_timer(platform, assemble) -> None:
+    g = Guest(platform, assemble("1: inc %rax\n jmp 1b"))
+    cpu = platform.cpu()
+    cpu.set_timeslice(0.02)
+    try:
+        t = time.monotonic()
+        e = g.run()
+        assert e.kind == ExitKind.INTERRUPTED
+        assert time.monotonic() - t < 2
+        first = g.ctx.regs.rax
+        assert first > 1000 and CODE <= g.ctx.regs.rip < CODE + 16
+        e = g.run()  # resumes where it was
+        assert e.kind == ExitKind.INTERRUPTED and g.ctx.regs.rax > first
+    finally:
+        cpu.set_timeslice(None)
+
+
+def test_kick_from_another_thread_and_gil_is_released(platform, assemble) -> None:
+    g = Guest(platform, assemble("1: pause\n jmp 1b"))
+    cpu = platform.cpu()
+    ticks = [0]
+
+    def other() -> None:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:  # runs only if KVM_RUN let go of the GIL
+            ticks[0] += 1
+        cpu.kick()
+
+    th = threading.Thread(target=other)
+    th.start()
+    e = g.run()
+    th.join()
+    assert e.kind == ExitKind.INTERRUPTED
+    assert ticks[0] > 1000
+    cpu.kick()  # a kick between runs is not lost: the next run returns at once
+    assert g.run().kind == ExitKind.INTERRUPTED
+
+
+@pytest.mark.parametrize("offset", [0x0, 0x1000, 0x2000, 0x3000, 0x4000])
+def test_user_cannot_write_kernel_half(platform, assemble, offset: int) -> None:
+    # stub (LSTAR) page, stub kernel page, IDT, GDT/TSS, kernel stack
+    addr = KBASE + offset
+    g = Guest(
+        platform, assemble(f"mov ${addr}, %rcx\n movb $0x90, (%rcx)\n mov $1, %eax\n syscall")
+    )
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == addr
+    assert e.error_code & (PF_WRITE | PF_USER) == PF_WRITE | PF_USER
+
+
+@pytest.mark.parametrize("offset", [0x1000, 0x2000, 0x3000, 0x4000])
+def test_user_cannot_read_kernel_half(platform, assemble, offset: int) -> None:
+    addr = KBASE + offset
+    g = Guest(platform, assemble(f"mov ${addr}, %rcx\n mov (%rcx), %rax\n mov $1, %eax\n syscall"))
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == addr
+    assert e.error_code & (PF_PRESENT | PF_USER) == PF_PRESENT | PF_USER
+
+
+def test_user_cannot_jump_into_exception_entries(platform, assemble) -> None:
+    g = Guest(platform, assemble(f"mov ${KBASE + 0x1000}, %rcx\n jmp *%rcx"))
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == KBASE + 0x1000
+    assert e.error_code & PF_INSTR
+
+
+def test_page_tables_are_not_reachable_from_the_guest(platform, assemble) -> None:
+    # Page-table frames are mapped nowhere in guest virtual memory: every
+    # kernel-half page but the read-only stub page faults, checked above; and
+    # user space contains only what the host mapped.
+    g = Guest(platform, assemble("mov $1, %eax\n syscall"))
+    pt_frame = g.aspace.cr3 >> 12  # type: ignore[attr-defined]
+    for va in range(0, 0x1000000, 0x1000):
+        pa = g.aspace.translate(va)
+        assert pa is None or pa >> 12 != pt_frame
+
+
+def test_user_out_to_syscall_port_is_not_a_syscall(platform, assemble) -> None:
+    g = Guest(platform, assemble("nop\n mov $39, %eax\n out %al, $0xc0"))
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == GP and g.ctx.regs.rip == CODE + 6
+
+
+def test_noncanonical_rip_faults_without_running(platform, assemble) -> None:
+    g = Guest(platform, assemble("mov $1, %eax\n syscall"))
+    g.ctx.regs.rip = 0x0000_9000_0000_0000
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == GP
+
+
+def test_rflags_privileged_bits_are_scrubbed(platform, assemble) -> None:
+    g = Guest(platform, assemble("pushf\n pop %rdi\n mov $1, %eax\n syscall"))
+    g.ctx.regs.rflags = 0x3000 | 0x4000 | 0x1  # IOPL=3, NT, CF
+    e = g.run()
+    assert e.kind == ExitKind.SYSCALL
+    assert g.ctx.regs.rdi & 0x7000 == 0 and g.ctx.regs.rdi & 0x201 == 0x201
+
+
+def test_remap_and_unmap_are_seen_by_a_running_guest(platform, assemble) -> None:
+    # The host rewrites a PTE the guest already used: the guest must see the new
+    # frame (on shadow-paging KVMs a stale translation would survive otherwise).
+    g = Guest(platform, assemble(f"1: mov ({DATA}), %rdi\n mov $1, %eax\n syscall\n jmp 1b"))
+    fa = g.map_data(DATA, struct.pack("<Q", 0xAAAA), RO)
+    fb = platform.physmem.alloc()
+    platform.physmem.write(fb << 12, struct.pack("<Q", 0xBBBB))
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xAAAA
+    g.aspace.map(DATA, fb, RO)
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xBBBB
+    assert g.aspace.unmap(DATA, 4096) == [fb]
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == DATA
+    g.aspace.map(DATA, fa, PROT_NONE)
+    assert g.aspace.lookup(DATA) == (fa, PROT_NONE) and g.aspace.translate(DATA) is None
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.error_code & PF_PRESENT == 0
+    g.aspace.protect(DATA, 4096, RO)
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xAAAA
+
+
+def test_write_protect_after_writes_is_enforced(platform, assemble) -> None:
+    g = Guest(platform, assemble(f"1: incq ({DATA})\n mov $1, %eax\n syscall\n jmp 1b"))
+    g.map_data(DATA, struct.pack("<Q", 0), RW)
+    for _ in range(3):
+        assert g.run().kind == ExitKind.SYSCALL
+    g.aspace.protect(DATA, 4096, RO)  # e.g. fork making pages copy-on-write
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.error_code & PF_WRITE
+    assert g.aspace.read(DATA, 8) == struct.pack("<Q", 3)
+
+
+def test_address_spaces_switch_and_destroy(platform, assemble) -> None:
+    code = assemble(f"mov ({DATA}), %rdi\n mov $1, %eax\n syscall")
+    g1, g2 = Guest(platform, code), Guest(platform, code)
+    g1.map_data(DATA, struct.pack("<Q", 1), RO)
+    g2.map_data(DATA, struct.pack("<Q", 2), RO)
+    assert g1.run().kind == ExitKind.SYSCALL and g1.ctx.regs.rdi == 1
+    assert g2.run().kind == ExitKind.SYSCALL and g2.ctx.regs.rdi == 2
+    g1.aspace.destroy()
+    g3 = Guest(platform, code)  # likely reuses g1's page-table frames
+    g3.map_data(DATA, struct.pack("<Q", 3), RO)
+    assert g3.run().kind == ExitKind.SYSCALL and g3.ctx.regs.rdi == 3
+    with pytest.raises(ValueError):
+        platform.run(g1.ctx, g1.aspace)
+
+
+def test_translate_and_bad_arguments(platform) -> None:
+    a = platform.create_address_space()
+    f = platform.physmem.alloc()
+    a.map(0x5000, f, RO)
+    assert a.translate(0x5123) == (f << 12) | 0x123
+    assert a.translate(0x5123, write=True) is None
+    assert a.translate(0x6000) is None and a.translate(KBASE) is None
+    assert a.lookup(0x5FFF) == (f, RO)
+    with pytest.raises(ValueError):
+        a.map(0x5001, f, RO)
+    with pytest.raises(ValueError):
+        a.map(1 << 47, f, RO)
+    with pytest.raises(ValueError):
+        a.map(0x7000, platform.physmem.nframes, RO)
+    a.destroy()
