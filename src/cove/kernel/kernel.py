@@ -73,8 +73,24 @@ class Kernel:
         self._enosys_logged: set[int] = set()
         self.exit_status: int | None = None  # init's wait status when it is gone
         self.futexes: dict[Any, Any] = {}  # owned by syscalls.futex
+        self.current: Task | None = None  # the task whose syscall is being handled
         self.cpu = platform.cpu()
         self.cpu.set_timeslice(TIMESLICE)
+
+        self.shutdown_hooks: list[Any] = []  # run once when the sandbox ends (restore tty)
+
+    def shutdown(self) -> None:
+        """Release host resources: terminal modes, the VM, guest memory."""
+        hooks, self.shutdown_hooks = self.shutdown_hooks, []
+        for hook in reversed(hooks):
+            try:
+                hook()
+            except Exception:  # one failing hook must not skip the others
+                log.exception("shutdown hook failed")
+        for proc in list(self.processes.values()):
+            if proc.alive:
+                self.exit_group(proc, 9)
+        self.platform.close()
 
     # --- creation -----------------------------------------------------------
     def alloc_id(self) -> int:
@@ -153,6 +169,7 @@ class Kernel:
 
     def _invoke(self, t: Task, sc: Syscall, raw: tuple[int, ...]) -> None:
         start = time.perf_counter() if self.trace else 0.0
+        self.current = t
         args: list[Any] = []
         try:
             args = [dec(t, r) for dec, r in zip(sc.decoders, raw, strict=False)]

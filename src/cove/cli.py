@@ -1,0 +1,137 @@
+"""The ``cove`` command.
+
+Errors for people are one line (``cove: /nope: no such file``) with a non-zero
+status; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from cove.kernel.kernel import stderr_log
+
+EXIT_USAGE = 2
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+
+def _version() -> str:
+    try:
+        return version("cove")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cove",
+        description="Run unmodified Linux x86-64 programs in a sandbox with its own "
+                    "Linux personality.")
+    p.add_argument("--version", action="version", version=f"cove {_version()}")
+    p.add_argument("--debug", action="store_true", help="log and show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a program in a fresh sandbox",
+                         description="Run PROGRAM in a fresh sandbox and exit with its status.")
+    run.add_argument("--platform", default="auto", choices=["auto", "kvm"],
+                     help="how guest instructions run (default: auto)")
+    run.add_argument("--rootfs", default="host",
+                     help="host (read-only host /, the default), a directory, a tar "
+                          "archive or an OCI image")
+    run.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro|rw]",
+                     help="mount a host directory (rw: writes stay in the sandbox)")
+    run.add_argument("--env", action="append", default=[], metavar="K=V",
+                     help="set an environment variable (the host's are not passed)")
+    run.add_argument("--cwd", default="/", help="working directory in the sandbox")
+    run.add_argument("--user", default="0:0", metavar="UID:GID",
+                     help="the sandbox user (default 0:0, root over the sandbox only)")
+    run.add_argument("--memory", default="1G", help="guest memory (default 1G)")
+    run.add_argument("--trace", metavar="FILE.jsonl",
+                     help="write one JSON line per syscall")
+    run.add_argument("--verbose", "-v", action="store_true",
+                     help="say which platform runs the guest")
+    run.add_argument("program", metavar="PROGRAM")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+
+    sub.add_parser("syscalls", help="print the syscall support table")
+    return p
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    from cove.rootfs import MountSpec, RootfsError
+    from cove.sandbox import CoveError, ProgramNotFound, Sandbox, SandboxConfig
+
+    env: dict[str, str] = {}
+    for item in ns.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            return _fail(f"--env {item}: expected K=V", EXIT_USAGE)
+        env[key] = value
+    try:
+        uid, gid = (int(x) for x in ns.user.split(":"))
+    except ValueError:
+        return _fail(f"--user {ns.user}: expected UID:GID", EXIT_USAGE)
+    try:
+        mounts = tuple(MountSpec.parse(m) for m in ns.mount)
+        cfg = SandboxConfig(memory=ns.memory, platform=ns.platform, trace=ns.trace,
+                            debug=ns.debug)
+        sb = Sandbox(rootfs=ns.rootfs, config=cfg, mounts=mounts, env=env, cwd=ns.cwd,
+                     user=(uid, gid))
+        argv = [ns.program, *ns.args]
+        if ns.verbose:
+            print(f"cove: platform {ns.platform} (kvm)", file=sys.stderr)
+        result = sb.run(argv)
+    except ProgramNotFound as e:
+        return _fail(str(e), EXIT_NOT_FOUND)
+    except (CoveError, RootfsError) as e:
+        return _fail(str(e), EXIT_CANNOT_EXECUTE)
+    except KeyboardInterrupt:
+        return 130
+    return result.returncode
+
+
+def _cmd_syscalls() -> int:
+    from cove.abi.sysnums import NAMES
+    from cove.kernel.syscall import load_all
+
+    table = load_all()
+    counts = {"full": 0, "partial": 0, "enosys": 0, "missing": 0}
+    for nr in sorted(NAMES):
+        sc = table.get(nr)
+        support = sc.support if sc else "missing"
+        counts[support] += 1
+        note = f"  {sc.note}" if sc and sc.note else ""
+        print(f"{nr:4d} {NAMES[nr]:<24} {support}{note}")
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"cove: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    stderr_log(ns.debug)
+    try:
+        if ns.command == "run":
+            return _cmd_run(ns)
+        if ns.command == "syscalls":
+            return _cmd_syscalls()
+        _parser().print_help()
+        return EXIT_USAGE
+    except Exception as e:  # the last line of defence: one line, no traceback
+        if ns.debug:
+            raise
+        logging.getLogger("cove").debug("fatal", exc_info=True)
+        msg = str(e) or type(e).__name__
+        return _fail(msg if "platform" in msg or "kvm" in msg else f"internal error: {msg}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os._exit(main())
