@@ -97,6 +97,7 @@ class Parent:
     name: str
     last: Last
     trailing_slash: bool
+    links: int = 0  # symlinks followed on the way (O_CREAT keeps counting from here)
 
 
 def _encoded_len(s: str) -> int:
@@ -184,11 +185,11 @@ class VFS:
         return self._mounted_on(Location(cur.mount, cur.inode.parent()))
 
     def _walk(self, ctx: PathContext, start: Location | None, path: str, *,
-              follow_last: bool, stop_before_last: bool = False) -> tuple[Location, Parent]:
+              follow_last: bool, stop_before_last: bool = False,
+              links: int = 0) -> tuple[Location, Parent]:
         """Resolve ``path``; returns the final location (or, with
         ``stop_before_last``, the parent directory) and the final component."""
         _check_path(path)
-        links = 0
         trailing = path.endswith("/")
         cur = ctx.root if path.startswith("/") else (start or ctx.cwd)
         comps = deque(_split(path))
@@ -205,7 +206,7 @@ class VFS:
                 raise Errno(E.ENAMETOOLONG)
             last = Last.DOT if name == "." else Last.DOTDOT if name == ".." else Last.NORM
             if is_last and stop_before_last:
-                return cur, Parent(cur, name, last, trailing)
+                return cur, Parent(cur, name, last, trailing, links)
             if last is Last.DOT:
                 nxt = cur
             elif last is Last.DOTDOT:
@@ -241,8 +242,10 @@ class VFS:
         """The location ``path`` names, relative to ``at`` (default: cwd)."""
         return self._walk(ctx, at, path, follow_last=follow)[0]
 
-    def resolve_parent(self, ctx: PathContext, at: Location | None, path: str) -> Parent:
-        return self._walk(ctx, at, path, follow_last=False, stop_before_last=True)[1]
+    def resolve_parent(self, ctx: PathContext, at: Location | None, path: str, *,
+                       links: int = 0) -> Parent:
+        return self._walk(ctx, at, path, follow_last=False, stop_before_last=True,
+                          links=links)[1]
 
     def _lookup_child(self, parent: Parent) -> Location | None:
         try:
@@ -292,6 +295,8 @@ class VFS:
             raise Errno(E.ENOENT)
         self._check_writable(parent.dir)
         dir_st = parent.dir.inode.stat()
+        if dir_st.nlink == 0:
+            raise Errno(E.ENOENT)
         perm.check(dir_st, ctx.cred, MAY_WRITE | MAY_EXEC)
         return parent
 
@@ -301,6 +306,15 @@ class VFS:
         if dir_st.mode & S_ISGID:
             return ctx.cred.uid, dir_st.gid, True
         return ctx.cred.uid, ctx.cred.gid, False
+
+    @staticmethod
+    def _strip_sgid(ctx: PathContext, mode: int, gid: int, inherit: bool) -> int:
+        """``mode_strip_sgid``: a setgid, group-executable file made in a setgid
+        directory whose group the creator is not in loses the setgid bit."""
+        if (inherit and mode & (S_ISGID | 0o010) == S_ISGID | 0o010
+                and not ctx.cred.is_root and not ctx.cred.in_group(gid)):
+            return mode & ~S_ISGID
+        return mode
 
     def _may_delete(self, ctx: PathContext, dir_loc: Location, victim: Location,
                     *, is_dir: bool) -> None:
@@ -338,7 +352,8 @@ class VFS:
                      mode: int) -> tuple[Location, bool]:
         links = 0
         while True:
-            parent = self.resolve_parent(ctx, at, path)
+            parent = self.resolve_parent(ctx, at, path, links=links)
+            links = parent.links  # Linux counts every link of the whole walk
             if parent.last is not Last.NORM:  # ".", "..", "/": they exist, and are dirs
                 raise Errno(E.EEXIST if flags & O_EXCL else E.EISDIR)
             if parent.trailing_slash:
@@ -362,8 +377,11 @@ class VFS:
                 return existing, False
             self._check_writable(parent.dir)
             dir_st = parent.dir.inode.stat()
+            if dir_st.nlink == 0:
+                raise Errno(E.ENOENT)
             perm.check(dir_st, ctx.cred, MAY_WRITE | MAY_EXEC)
-            uid, gid, _ = self._new_owner(ctx, dir_st)
+            uid, gid, inherit = self._new_owner(ctx, dir_st)
+            mode = self._strip_sgid(ctx, mode, gid, inherit)
             inode = parent.dir.inode.create(parent.name, mode & ~ctx.umask & 0o7777, uid, gid)
             return Location(parent.dir.mount, inode), True
 
@@ -377,7 +395,8 @@ class VFS:
         self._check_writable(d)
         dir_st = d.inode.stat()
         perm.check(dir_st, ctx.cred, MAY_WRITE | MAY_EXEC)
-        uid, gid, _ = self._new_owner(ctx, dir_st)
+        uid, gid, inherit = self._new_owner(ctx, dir_st)
+        mode = self._strip_sgid(ctx, mode, gid, inherit)
         # An unnamed file: created under a name nobody can guess, unlinked at once.
         name = f".cove-tmpfile-{id(flags) ^ now_ns():x}"
         inode = d.inode.create(name, mode & ~ctx.umask & 0o7777, uid, gid)
@@ -469,8 +488,8 @@ class VFS:
         parent = self._create_parent(ctx, at, path)
         if ftype in (S_IFCHR, S_IFBLK) and not ctx.cred.is_root:
             raise Errno(E.EPERM)
-        uid, gid, _ = self._new_owner(ctx, parent.dir.inode.stat())
-        bits = mode & ~ctx.umask & 0o7777
+        uid, gid, inherit = self._new_owner(ctx, parent.dir.inode.stat())
+        bits = self._strip_sgid(ctx, mode, gid, inherit) & ~ctx.umask & 0o7777
         if ftype == S_IFREG:
             parent.dir.inode.create(parent.name, bits, uid, gid)
         else:
@@ -579,7 +598,10 @@ class VFS:
                              is_dir=old_is_dir if not flags & RENAME_EXCHANGE
                              else new_st.is_dir())
         else:
-            perm.check(new_p.dir.inode.stat(), ctx.cred, MAY_WRITE | MAY_EXEC)
+            new_dir_st = new_p.dir.inode.stat()
+            if new_dir_st.nlink == 0:
+                raise Errno(E.ENOENT)
+            perm.check(new_dir_st, ctx.cred, MAY_WRITE | MAY_EXEC)
         if not old_p.dir.same(new_p.dir) and not ctx.cred.is_root:
             # Moving a directory rewrites its "..": needs write on the directory itself.
             if old_is_dir:
@@ -640,13 +662,16 @@ class VFS:
             if (new_uid is not None or new_gid is not None) and st.uid != ctx.cred.uid:
                 raise Errno(E.EPERM)
         mode = None
-        if st.mode & S_IFMT != S_IFDIR and (new_uid is not None or new_gid is not None):
-            # Changing owner drops set-id bits (setgid only where it means "exec as group").
+        if st.mode & S_IFMT != S_IFDIR:
+            # Any chown, even (-1, -1), drops set-id bits (setgid only where it means
+            # "exec as group"); that is a mode change, so only the owner may cause it.
             bits = st.mode & 0o7777
             cleared = bits & ~S_ISUID
             if bits & S_ISGID and bits & 0o010:
                 cleared &= ~S_ISGID
             if cleared != bits:
+                if not perm.is_owner(st, ctx.cred):
+                    raise Errno(E.EPERM)
                 mode = cleared
         loc.inode.setattr(SetAttr(uid=new_uid, gid=new_gid, mode=mode, ctime_ns=now_ns()))
 
@@ -654,30 +679,33 @@ class VFS:
                 mtime: tuple[int, int] | None) -> None:
         """utimensat on a resolved location; a time is (sec, nsec) with UTIME_NOW/OMIT,
         ``None`` meaning now."""
+        times = [(0, UTIME_NOW) if t is None else t for t in (atime, mtime)]
+        if any(ns not in (UTIME_NOW, UTIME_OMIT) and not 0 <= ns < 1_000_000_000
+               for _, ns in times):
+            raise Errno(E.EINVAL)
+        if all(ns == UTIME_OMIT for _, ns in times):
+            return  # Linux succeeds before any other check
         st = loc.inode.stat()
         self._check_writable(loc)
         now = now_ns()
 
-        def pick(t: tuple[int, int] | None) -> int | None:
-            if t is None or t[1] == UTIME_NOW:
+        def pick(t: tuple[int, int]) -> int | None:
+            if t[1] == UTIME_NOW:
                 return now
             if t[1] == UTIME_OMIT:
                 return None
-            if not 0 <= t[1] < 1_000_000_000:
-                raise Errno(E.EINVAL)
             return t[0] * 1_000_000_000 + t[1]
 
-        a, m = pick(atime), pick(mtime)
-        explicit = any(t is not None and t[1] not in (UTIME_NOW, UTIME_OMIT)
-                       for t in (atime, mtime))
-        if a is None and m is None:
-            return
+        # Only "both now" may be done by a non-owner with write permission;
+        # anything else (explicit times, or one time omitted) is the owner's.
+        touch = all(ns == UTIME_NOW for _, ns in times)
         if not perm.is_owner(st, ctx.cred):
-            if explicit:
+            if not touch:
                 raise Errno(E.EPERM)
             if not perm.permitted(st, ctx.cred, MAY_WRITE):
                 raise Errno(E.EACCES)
-        loc.inode.setattr(SetAttr(atime_ns=a, mtime_ns=m, ctime_ns=now))
+        loc.inode.setattr(SetAttr(atime_ns=pick(times[0]), mtime_ns=pick(times[1]),
+                                  ctime_ns=now))
 
     def truncate(self, ctx: PathContext, at: Location | None, path: str, length: int) -> None:
         if length < 0:
