@@ -382,7 +382,10 @@ class KvmCpu:
             self.save_fpu(self._ctx)
             self._ctx._live_on = None
         del self._sr, self._run, self._exit_reason, self._io_port
-        self._runmm.close()
+        try:
+            self._runmm.close()
+        except BufferError:
+            pass  # someone still holds a view of kvm_run; the GC unmaps it later
         os.close(self.fd)
 
 
