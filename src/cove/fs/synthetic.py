@@ -189,4 +189,5 @@ class RenderedFile(InodeFile):
             return data
 
     def write(self, data: bytes) -> int:
+        self.check_writable()  # a read-only fd is EBADF, as for any file
         raise Errno(E.EACCES)
