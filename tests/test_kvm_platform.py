@@ -477,3 +477,52 @@ def test_translate_and_bad_arguments(platform) -> None:
     with pytest.raises(ValueError):
         a.map(0x7000, platform.physmem.nframes, RO)
     a.destroy()
+
+
+def test_guest_wrfsbase_is_seen_at_sync_and_switch(platform, assemble) -> None:
+    g = Guest(platform, assemble(
+        "mov $0x1234000, %rax\n wrfsbase %rax\n mov $1, %eax\n syscall\n"
+        "rdfsbase %rdi\n mov $2, %eax\n syscall"
+    ))  # fmt: skip
+    g.ctx.fs_base = 0x5000
+    e = g.run()
+    if e.kind == ExitKind.FAULT and e.vector == UD:
+        pytest.skip("wrfsbase is not available to guest user code here")
+    assert e.kind == ExitKind.SYSCALL
+    assert g.ctx.fs_base == 0x5000  # not pulled yet
+    g.ctx.sync()
+    assert g.ctx.fs_base == 0x1234000
+    g.ctx.fs_base = 0x5000  # now the North's value wins again
+    other = platform.create_context()
+    other.regs.rip = CODE + 0x100
+    platform.run(other, g.aspace)  # switch out and back
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0x5000
+
+
+def test_legacy_int80_is_a_fault_not_a_crash(platform, assemble) -> None:
+    g = Guest(platform, assemble("int $0x80"))
+    e = g.run()
+    # Hardware: #GP(0x402) (the gate is absent); kvm_pvm reports #UD.
+    assert e.kind == ExitKind.FAULT and e.vector in (GP, UD, 11)
+
+
+def test_two_host_threads_each_with_a_cpu(platform, assemble) -> None:
+    code = assemble("xor %ebx, %ebx\n1: inc %rbx\n mov $1, %eax\n syscall\n jmp 1b")
+    guests = [Guest(platform, code) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def work(g: Guest) -> None:
+        try:
+            cpu = platform.cpu()
+            for _ in range(200):
+                assert cpu.run(g.ctx, g.aspace).kind == ExitKind.SYSCALL
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(g,)) for g in guests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [g.ctx.regs.rbx for g in guests] == [200, 200]

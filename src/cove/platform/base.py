@@ -131,6 +131,12 @@ class Context(Protocol):
     writes them freely between runs and the next ``run`` loads them. The
     FPU/SSE/AVX state is kept lazily (it only moves when the cpu switches
     threads), so it is read and written through ``get_fpu``/``set_fpu``.
+
+    Guest code can change its FS/GS base itself (``wrfsbase`` runs natively
+    on some hypervisors even without CR4.FSGSBASE); ``regs`` are always
+    current after ``run``, but the bases only after the context was switched
+    out or ``sync()`` was called. Well-behaved programs use arch_prctl, which
+    goes through the North anyway (don't advertise HWCAP2_FSGSBASE).
     """
 
     regs: UserRegs
@@ -145,6 +151,12 @@ class Context(Protocol):
     def set_fpu(self, image: bytes | bytearray | memoryview) -> None:
         """Replace the XSAVE image; the next ``run`` of this context loads it.
         Raises ValueError if the size is wrong."""
+        ...
+
+    def sync(self) -> None:
+        """Pull ``fs_base``/``gs_base`` (and the FPU image) from the cpu this
+        context is loaded on, if any. Costs host calls; needed only before
+        reading the bases of a running thread (ARCH_GET_FS, fork, core dump)."""
         ...
 
     def copy(self) -> Context:

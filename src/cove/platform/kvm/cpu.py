@@ -197,12 +197,23 @@ class KvmCpu:
             ioctl(self.fd, self._xsave_get, self._xsave)
             ctx._fpu[:] = self._xsave.raw
 
+    def sync_bases(self, ctx: KvmContext) -> None:
+        """Pull the live FS/GS bases into ``ctx`` (the guest may have changed them
+        itself), except where the North assigned a new value since the last run:
+        that one is still to be loaded and wins."""
+        fs, gs = self._get_bases()
+        if ctx.fs_base == self._fs:
+            ctx.fs_base = fs
+        if ctx.gs_base == self._gs:
+            ctx.gs_base = gs
+        self._fs, self._gs = fs, gs
+
     def _switch(self, ctx: KvmContext, aspace: KvmAddressSpace) -> None:
         old = self._ctx
         if old is not ctx:
             if old is not None and old._live_on is self:
                 self.save_fpu(old)
-                old.fs_base, old.gs_base = self._get_bases()  # the guest may wrfsbase
+                self.sync_bases(old)
                 old._live_on = None
             if ctx._live_on is not None and ctx._live_on is not self:
                 other = ctx._live_on

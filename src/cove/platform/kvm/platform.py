@@ -96,7 +96,14 @@ class KvmContext:
         self._fpu[:size] = image
         self._fpu_dirty = True
 
+    def sync(self) -> None:
+        cpu = self._live_on
+        if cpu is not None:
+            cpu.sync_bases(self)
+            cpu.save_fpu(self)
+
     def copy(self) -> KvmContext:
+        self.sync()
         c = KvmContext(self._platform)
         ctypes.memmove(c._regs_addr, self._regs_addr, ctypes.sizeof(UserRegs))
         c.fs_base, c.gs_base = self.fs_base, self.gs_base
