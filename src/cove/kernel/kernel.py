@@ -134,7 +134,9 @@ class Kernel:
             signals.deliver(t)
             if t.state is not State.RUNNABLE:
                 continue
+            t0 = time.perf_counter()
             ex = cpu.run(t.ctx, t.mm.space)
+            t1 = time.perf_counter()
             kind = ex.kind
             if kind == ExitKind.SYSCALL:
                 self.syscall(t)
@@ -145,6 +147,12 @@ class Kernel:
             else:
                 log.error("guest thread %d halted: %s", t.tid, ex.detail)
                 self.exit_group(t.proc, F.SIGSEGV)
+            # CPU time: in guest code is user time, handling its exit is system time.
+            t2 = time.perf_counter()
+            t.utime += t1 - t0
+            t.stime += t2 - t1
+            t.proc.user_time += t1 - t0
+            t.proc.sys_time += t2 - t1
             if t.state is State.RUNNABLE:
                 self.sched.requeue(t)
         assert self.init is not None
@@ -205,8 +213,23 @@ class Kernel:
             t.blocked_call = None
             t.ctx.regs.rax = -E.EINTR & MASK64
             t.restart_nr = sc.nr if sc.restartable else None
+            if sc.on_interrupt is not None:
+                self._on_interrupt(t, sc, raw)
             return
         self._invoke(t, sc, raw)
+
+    def _on_interrupt(self, t: Task, sc: Syscall, raw: tuple[int, ...]) -> None:
+        """Let an interrupted call record partial results (nanosleep's rem);
+        an ``Errno`` it raises replaces EINTR, as Linux's EFAULT on rem does."""
+        assert sc.on_interrupt is not None
+        try:
+            args = [dec(t, r) for dec, r in zip(sc.decoders, raw, strict=False)]
+            sc.on_interrupt(t, *args)
+        except Errno as e:
+            t.ctx.regs.rax = -e.errno & MASK64
+            t.restart_nr = None
+        except Exception:
+            log.error("internal error in %s (interrupted):\n%s", sc.name, traceback.format_exc())
 
     def _trace(self, t: Task, name: str, args: Any, result: Any, dt: float) -> None:
         assert self.trace is not None
@@ -262,17 +285,20 @@ class Kernel:
     def _process_exit(self, proc: Process, status: int) -> None:
         proc.exit_code = status
         proc.state = State.ZOMBIE
+        proc.maxrss = max(proc.maxrss, proc.mm.resident_pages() * 4)  # KiB, before release
         # Memory goes now (files went with each thread); the zombie keeps pid and status.
         proc.mm.release()
-        init = self.init
+        reaper = self._reaper(proc)
         for child in proc.children:
-            child.parent = init if init is not None and init is not proc else None
+            child.parent = reaper
+            if child.pdeathsig and child.alive:
+                signals.send_process(child, child.pdeathsig)
             if child.parent is not None:
                 child.parent.children.append(child)
                 if not child.alive:
                     child.parent.child_wait.notify()
         proc.children = []
-        if proc is init:
+        if proc is self.init:
             self.exit_status = status
             self.kill_all(F.SIGKILL)
             return
@@ -283,9 +309,26 @@ class Kernel:
         elif parent is None:
             self.processes.pop(proc.pid, None)
 
+    def _reaper(self, proc: Process) -> Process | None:
+        """Who adopts ``proc``'s children: the nearest live ancestor marked
+        PR_SET_CHILD_SUBREAPER, else init."""
+        p = proc.parent
+        while p is not None and p is not self.init:
+            if p.child_subreaper and p.alive:
+                return p
+            p = p.parent
+        return self.init if self.init is not proc else None
+
     def reap(self, proc: Process) -> None:
         """wait4 collected a zombie: forget it."""
         self.processes.pop(proc.pid, None)
+        parent = proc.parent
+        if parent is not None:
+            # Its times (and its waited-for children's) become the parent's
+            # RUSAGE_CHILDREN, as Linux does in wait_task_zombie.
+            parent.child_user_time += proc.user_time + proc.child_user_time
+            parent.child_sys_time += proc.sys_time + proc.child_sys_time
+            parent.child_maxrss = max(parent.child_maxrss, proc.maxrss, proc.child_maxrss)
         if proc.parent is not None and proc in proc.parent.children:
             proc.parent.children.remove(proc)
 

@@ -70,20 +70,24 @@ class Syscall:
     support: str  # "full", "partial" or "enosys"
     note: str = ""
     restartable: bool = True  # restarted after a SA_RESTART handler (vs EINTR)
+    # Called with the handler's arguments when a signal ends the blocked call
+    # with EINTR (nanosleep writes rem); may raise Errno to replace EINTR.
+    on_interrupt: Callable[..., None] | None = None
 
 
 TABLE: dict[int, Syscall] = {}
 
 
 def syscall(name: str, *decoders: Decoder, support: str = "full", note: str = "",
-            restartable: bool = True) -> Callable[[Callable[..., int]], Callable[..., int]]:
+            restartable: bool = True, on_interrupt: Callable[..., None] | None = None,
+            ) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Register the decorated function as the handler of syscall ``name``."""
     nr = int(NR[name])
 
     def register(fn: Callable[..., int]) -> Callable[..., int]:
         if nr in TABLE and TABLE[nr].handler is not None:
             raise RuntimeError(f"syscall {name} registered twice")
-        TABLE[nr] = Syscall(nr, name, fn, decoders, support, note, restartable)
+        TABLE[nr] = Syscall(nr, name, fn, decoders, support, note, restartable, on_interrupt)
         return fn
 
     return register

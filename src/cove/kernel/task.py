@@ -128,6 +128,20 @@ class Process:
         self.user_time = 0.0
         self.sys_time = 0.0
         self.stop_report: int | None = None  # pending WSTOPPED/WCONTINUED status
+        # Set through prctl/setpriority/personality/membarrier/getrusage (the
+        # syscalls.proc_info family; its fork_inherit/exec_reset say which
+        # survive fork and execve).
+        self.nice = 0
+        self.personality = 0
+        self.dumpable = 1
+        self.no_new_privs = False
+        self.child_subreaper = False  # orphans below us are reparented here
+        self.pdeathsig = 0  # sent to this process when its parent exits
+        self.membarrier = 0  # MEMBARRIER_CMD_REGISTER_* done on this mm
+        self.maxrss = 0  # KiB, highest resident size seen (ru_maxrss)
+        self.child_user_time = 0.0  # waited-for descendants (RUSAGE_CHILDREN, times)
+        self.child_sys_time = 0.0
+        self.child_maxrss = 0  # KiB
 
     @property
     def alive(self) -> bool:
@@ -166,6 +180,8 @@ class Task:
         self.futex_woken = False
         self.exit_code = 0
         self.comm = proc.comm
+        self.utime = 0.0  # seconds in guest code (CLOCK_THREAD_CPUTIME_ID)
+        self.stime = 0.0  # seconds in cove on its behalf
 
     @property
     def mm(self) -> MemoryMap:
