@@ -209,10 +209,11 @@ class Kernel:
             t.ctx.regs.rax = result & MASK64
             return
         if t.interrupted and signals.has_deliverable(t):
-            # ERESTARTSYS: signals.deliver turns this into -EINTR or a restart.
+            # ERESTARTSYS: signals.deliver turns this into -EINTR or a restart
+            # (sigframe checks sc.restartable against the handler's SA_RESTART).
             t.blocked_call = None
             t.ctx.regs.rax = -E.EINTR & MASK64
-            t.restart_nr = sc.nr if sc.restartable else None
+            t.restart_nr = sc.nr
             if sc.on_interrupt is not None:
                 self._on_interrupt(t, sc, raw)
             return
@@ -246,7 +247,7 @@ class Kernel:
             bad = t.mm.handle_fault(ex.cr2, write, execute)
             if bad is None:
                 return
-            signals.force_fault(t, bad.signo, bad.code, bad.addr)
+            signals.force_fault(t, bad.signo, bad.code, bad.addr, err=ex.error_code)
             return
         signo, code = FAULT_SIGNALS.get(ex.vector, (F.SIGSEGV, 0x80))
         addr = t.ctx.regs.rip if signo != F.SIGSEGV else 0

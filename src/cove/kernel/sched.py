@@ -8,6 +8,7 @@ import itertools
 import selectors
 import time
 from collections import deque
+from collections.abc import Callable
 
 from cove.kernel.task import State, Task
 from cove.kernel.wait import Blocked
@@ -15,10 +16,26 @@ from cove.kernel.wait import Blocked
 TIMESLICE = 0.02  # seconds a guest thread runs before another may take the cpu
 
 
+class Timer:
+    """A callback the scheduler runs at ``deadline`` (time.monotonic() seconds),
+    from its own loop: interval timers, alarm(2), POSIX timers."""
+
+    __slots__ = ("cancelled", "deadline", "fn")
+
+    def __init__(self, deadline: float, fn: Callable[[], None]) -> None:
+        self.deadline = deadline
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class Scheduler:
     def __init__(self) -> None:
         self.runq: deque[Task] = deque()
         self._deadlines: list[tuple[float, int, Task]] = []
+        self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._selector = selectors.DefaultSelector()
         self._fd_waiters: dict[int, set[Task]] = {}
@@ -77,6 +94,25 @@ class Scheduler:
         except ValueError:
             pass
 
+    def call_at(self, deadline: float, fn: Callable[[], None]) -> Timer:
+        """Run ``fn()`` once at ``deadline`` (cancel with ``Timer.cancel``)."""
+        timer = Timer(deadline, fn)
+        heapq.heappush(self._timers, (deadline, next(self._seq), timer))
+        return timer
+
+    def _fire(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)[2]
+            if not timer.cancelled:
+                timer.cancelled = True
+                timer.fn()
+
+    def _next_deadline(self) -> float | None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        times = [q[0][0] for q in (self._deadlines, self._timers) if q]
+        return min(times) if times else None
+
     # --- choosing -------------------------------------------------------------
     def _expire(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -100,17 +136,20 @@ class Scheduler:
         while True:
             if self._fd_waiters:
                 self._poll_host(0)
+            if self._timers:
+                self._fire(time.monotonic())
             if self._deadlines:
                 self._expire(time.monotonic())
             while self.runq:
                 t = self.runq.popleft()
                 if t.state is State.RUNNABLE:
                     return t
-            if not self._deadlines and not self._fd_waiters:
+            deadline = self._next_deadline()
+            if deadline is None and not self._fd_waiters:
                 return None
             timeout = None
-            if self._deadlines:
-                timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
             self._poll_host(timeout)
 
     def requeue(self, t: Task) -> None:
