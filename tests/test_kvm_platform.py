@@ -526,3 +526,15 @@ def test_two_host_threads_each_with_a_cpu(platform, assemble) -> None:
         t.join()
     assert not errors
     assert [g.ctx.regs.rbx for g in guests] == [200, 200]
+
+
+@pytest.mark.parametrize("offset", [0x1, 0x2, 0x10, 0x40, 0x41, 0xFFF])
+def test_jumping_into_the_stub_page_is_a_fault_or_syscall(platform, assemble, offset: int) -> None:
+    # The LSTAR page is user-executable on kvm_pvm; wherever user code lands in
+    # it, the result must be an ordinary exit, never a wedged vCPU.
+    g = Guest(platform, assemble(f"mov ${KBASE + offset}, %rax\n mov $0x1000, %rdi\n jmp *%rax"))
+    e = g.run()
+    assert e.kind in (ExitKind.FAULT, ExitKind.SYSCALL), e
+    follow = Guest(platform, assemble("mov $5, %eax\n syscall"))
+    e = follow.run()  # the same cpu still runs other contexts
+    assert e.kind == ExitKind.SYSCALL and follow.ctx.regs.rax == 5
