@@ -373,8 +373,10 @@ def test_rename_noreplace(ov):
 
 def test_rename_exchange_file_and_merged_dir(ov):
     before = dump(ov.root)
-    ino_a, ino_b = ov.root.lookup("a").stat().ino, ov.root.lookup("b").stat().ino
+    held_a, held_b = ov.root.lookup("a"), ov.root.lookup("b")
+    ino_a, ino_b = held_a.stat().ino, held_b.stat().ino
     ov.root.rename("a", ov.root, "b", RENAME_EXCHANGE)
+    assert ov.root.lookup("b") is held_a and ov.root.lookup("a") is held_b
     after = dump(ov.root)
     assert after["/a"] == before["/b"]
     for path, rec in before.items():

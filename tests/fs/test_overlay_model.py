@@ -203,13 +203,11 @@ class OverlayModel(RuleBasedStateMachine):
         if self.both(lambda root: resolve(root, head).rmdir(name)) is None:
             self.vacate(path)
 
-    @rule(data=st.data())
-    def remove_tree(self, data):
-        """rm -r of a directory: lower entries become whiteouts, then the dir one."""
-        top = self.pick(data, {S_IFDIR}, missing=False)
-        order = sorted((p for p in self.tree() if p == top or p.startswith(top + "/")),
-                       key=lambda p: -p.count("/"))
+    def rm_rf(self, top: str) -> None:
+        """rm -r: lower entries become whiteouts, then the directory's own."""
         kinds = self.tree()
+        order = sorted((p for p in kinds if p == top or p.startswith(top + "/")),
+                       key=lambda p: -p.count("/"))
         for path in order:
             head, name = split(path)
             if kinds[path][0] == S_IFDIR:
@@ -217,6 +215,29 @@ class OverlayModel(RuleBasedStateMachine):
             else:
                 assert self.both(lambda root, h=head, n=name: resolve(root, h).unlink(n)) is None
             self.vacate(path)
+
+    @rule(data=st.data())
+    def remove_tree(self, data):
+        self.rm_rf(self.pick(data, {S_IFDIR}, missing=False))
+
+    @rule(data=st.data(), exchange=st.booleans())
+    def replace_tree(self, data, exchange):
+        """rm -rf D && mv X D (or exchange them): D's lower dirs must not show through."""
+        dirs = sorted(p for p, rec in self.tree().items() if rec[0] == S_IFDIR)
+        if len(dirs) < 2:
+            return
+        target = data.draw(st.sampled_from(dirs))
+        src = data.draw(st.sampled_from(dirs))
+        if src == target or src.startswith(target + "/") or target.startswith(src + "/"):
+            return
+        self.rm_rf(target)
+        th, tn = split(target)
+        sh, sn = split(src)
+        if exchange:
+            assert self.both(lambda root: resolve(root, th).mkdir(tn, 0o755, 0, 0)) is None
+        flags = RENAME_EXCHANGE if exchange else 0
+        assert self.both(
+            lambda root: resolve(root, sh).rename(sn, resolve(root, th), tn, flags)) is None
 
     # --- rename ------------------------------------------------------------
     @rule(data=st.data(), name=st.sampled_from(NAMES),
