@@ -52,6 +52,9 @@ _EXC_HI = layout.PORT_EXC_BASE + 32
 _ERRVEC = layout.ERROR_CODE_VECTORS
 _KBASE = layout.KBASE
 _RFMASK, _RFFIXED = layout.RFLAGS_USER_MASK, layout.RFLAGS_FIXED
+# Hot-path constants as module globals (one dict lookup instead of two).
+_KVM_RUN, _EXIT_IO, _SYNC_REGS = uapi.KVM_RUN, uapi.KVM_EXIT_IO, uapi.KVM_SYNC_X86_REGS
+_PORT_SYSCALL, _LSTAR_OUT_END = layout.PORT_SYSCALL, layout.LSTAR_OUT_END
 
 
 class KvmCpu:
@@ -267,13 +270,13 @@ class KvmCpu:
                 sr.rip = layout.RESUME_FLUSH
             else:
                 sr.rip = layout.RESUME_POP
-        self._run.kvm_dirty_regs = uapi.KVM_SYNC_X86_REGS
+        self._run.kvm_dirty_regs = _SYNC_REGS
         return self._loop(ctx)
 
     def _loop(self, ctx: KvmContext) -> Exit:
         fd, run, sr, ex = self.fd, self._run, self._sr, self._exit
         while True:
-            if raw_ioctl(fd, uapi.KVM_RUN, None) < 0:
+            if raw_ioctl(fd, _KVM_RUN, None) < 0:
                 e = errno()
                 run.immediate_exit = 0
                 if e != _errno.EINTR and e != _errno.EAGAIN:
@@ -283,12 +286,12 @@ class KvmCpu:
                     return ex
                 continue  # stopped mid-stub: let it reach its exit
             reason = self._exit_reason.value
-            if reason == uapi.KVM_EXIT_IO:
+            if reason == _EXIT_IO:
                 port = self._io_port.value
-                if port == layout.PORT_SYSCALL:
+                if port == _PORT_SYSCALL:
                     regs = ctx.regs
                     _memmove(ctx._regs_addr, self._sr_addr, _REGS_SIZE)
-                    if sr.rip != layout.LSTAR_OUT_END:
+                    if sr.rip != _LSTAR_OUT_END:
                         # user code ran `out` to our port itself: not a syscall
                         self._cpl0 = False
                         regs.rip -= 2
