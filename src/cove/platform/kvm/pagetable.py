@@ -160,7 +160,8 @@ class KvmAddressSpace:
                 start = f
             prev = f
         mm.madvise(mmap.MADV_DONTNEED, start << 12, (prev - start + 1) << 12)
-        self.flush_gen += 1
+        # No guest TLB flush needed on top: the notifier-driven zap flushes
+        # KVM's TLB tags (shadow roots, or INVEPT/NPT ASID on hardware) itself.
 
     # --- the AddressSpace contract -------------------------------------------
 
