@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cove.abi.errno import E, Errno
 from cove.fs.file import File
 
 NR_OPEN_DEFAULT = 1024  # RLIMIT_NOFILE soft default
 NR_OPEN_MAX = 1 << 20
+
+# Called as hook(table, file) just before an fd of ``file`` in ``table`` is
+# closed by any route (close, dup2 over it, close_range, exec, exit), while
+# the fd still holds its reference: POSIX record locks are released here.
+CLOSE_HOOKS: list[Callable[[FdTable, File], None]] = []
 
 
 class OpenFiles:
@@ -64,6 +71,8 @@ class FdTable:
         else:
             self.cloexec.discard(fd)
         if old is not None:
+            for hook in CLOSE_HOOKS:
+                hook(self, old)
             OpenFiles.put(old)
 
     def close(self, fd: int) -> None:
@@ -71,6 +80,8 @@ class FdTable:
         if f is None:
             raise Errno(E.EBADF)
         self.cloexec.discard(fd)
+        for hook in CLOSE_HOOKS:
+            hook(self, f)
         OpenFiles.put(f)
 
     def close_range(self, first: int, last: int, *, only_cloexec: bool = False) -> None:
