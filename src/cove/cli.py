@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
 
     sub.add_parser("syscalls", help="print the syscall support table")
+    bench = sub.add_parser("bench", help="measure cove next to native and runsc")
+    bench.add_argument("which", nargs="?", default="syscall", choices=["syscall", "all"])
     return p
 
 
@@ -123,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(ns)
         if ns.command == "syscalls":
             return _cmd_syscalls()
+        if ns.command == "bench":
+            from cove.bench import main as bench_main
+
+            return bench_main(ns.which)
         _parser().print_help()
         return EXIT_USAGE
     except Exception as e:  # the last line of defence: one line, no traceback

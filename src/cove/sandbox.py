@@ -121,6 +121,7 @@ class Sandbox:
              stdio: tuple[int, int, int] = (0, 1, 2), trace: IO[str] | None = None) -> Kernel:
         """A kernel with ``argv`` loaded as init, ready to ``run()``."""
         from cove.kernel import hostio, loader
+        from cove.kernel.elf import ExecError
         from cove.kernel.physmem import PhysMem
         from cove.platform.base import select_platform
 
@@ -154,8 +155,8 @@ class Sandbox:
             image = loader.load_program(mm, self.vfs, fs, path, argv,
                                         [f"{k}={v}" for k, v in environ.items()],
                                         creds=creds)
-        except loader.ExecError as e:
-            raise CoveError(f"{argv[0]}: {e}") from None
+        except ExecError as e:
+            raise CoveError(f"{argv[0]}: {e.reason}") from None
         except Errno as e:
             raise CoveError(f"{argv[0]}: {_why(e)}") from None
         proc.image = image

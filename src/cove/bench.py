@@ -1,0 +1,179 @@
+"""``cove bench``: cove next to native and gVisor (``runsc``), measured in one run.
+
+Figures are printed, never asserted: speed is measured here, behaviour in tests.
+Guest programs are small C files compiled with the host's gcc on first use and
+cached under ``~/.cache/cove/bench``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+GETPPID_LOOP = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 100000;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) syscall(SYS_getppid);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.4f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n / 1000.0);
+    return 0;
+}
+"""
+
+CPU_LOOP = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 200000000;
+    volatile unsigned long x = 0x9E3779B97F4A7C15ul;
+    unsigned long acc = x;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) { acc = acc * acc + (unsigned long)i; acc ^= acc >> 7; }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    x = acc;
+    printf("%.3f\n", ((b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6));
+    return 0;
+}
+"""
+
+# The directory the sandbox sees the benchmark binaries in (a --mount).
+GUEST_DIR = "/bench"
+
+
+def _cache_dir() -> Path:
+    d = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cove" / "bench"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def build(name: str, source: str) -> Path:
+    """Compile ``source`` statically (cached by content)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    out = _cache_dir() / f"{name}-{digest}"
+    if not out.exists():
+        src = out.with_suffix(".c")
+        src.write_text(source)
+        subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(src)], check=True)
+    return out
+
+
+def _cove_cmd() -> list[str]:
+    return [sys.executable, "-m", "cove.cli"]
+
+
+def _run_out(cmd: list[str], timeout: float = 300) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+    return r.stdout.strip()
+
+
+def in_cove(binary: Path, *args: str) -> list[str]:
+    return [*_cove_cmd(), "run", "--mount", f"{binary.parent}:{GUEST_DIR}", "--",
+            f"{GUEST_DIR}/{binary.name}", *args]
+
+
+def in_runsc(binary: Path, *args: str) -> list[str] | None:
+    runsc = shutil.which("runsc")
+    if runsc is None:
+        return None
+    return [runsc, "--platform=ptrace", "--network=none", "--rootless", "do",
+            str(binary), *args]
+
+
+def wall(cmd: list[str], repeat: int = 5) -> float:
+    """Median wall time of a command, in milliseconds."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=False, timeout=300)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _try(fn: Callable[[], float]) -> float | str:
+    try:
+        return fn()
+    except Exception as e:  # a missing peer or platform is reported, not fatal
+        return f"n/a ({str(e).splitlines()[0][:60]})"
+
+
+def syscall_floor_us(iters: int = 20000) -> float:
+    """The bare guest-syscall round trip on kvm (no North work)."""
+    from cove.platform.kvm.floor import syscall_round_trip_us
+
+    return syscall_round_trip_us(iters)
+
+
+def bench_syscall(iters: int = 20000) -> list[tuple[str, float | str, str]]:
+    loop = build("getppid_loop", GETPPID_LOOP)
+    cpu = build("cpu_loop", CPU_LOOP)
+    native = float(_run_out([str(loop), "2000000"]))
+    rows: list[tuple[str, float | str, str]] = [("getppid, native", native, "µs/call")]
+    cove = _try(lambda: float(_run_out(in_cove(loop, str(iters)))))
+    floor = _try(lambda: syscall_floor_us(iters))
+    rows.append(("getppid, cove-kvm", cove, "µs/call"))
+    rows.append(("guest syscall floor (kvm, no North work)", floor, "µs/call"))
+    cmd = in_runsc(loop, str(iters * 5))
+    runsc = _try(lambda: float(_run_out(cmd))) if cmd else "n/a (runsc not installed)"
+    rows.append(("getppid, runsc (ptrace)", runsc, "µs/call"))
+    if isinstance(cove, float) and isinstance(floor, float):
+        rows.append(("cove / floor", cove / floor, "x (target ≤ 1.3)"))
+    if isinstance(cove, float) and isinstance(runsc, float):
+        rows.append(("cove / runsc", cove / runsc, "x"))
+    cpu_native = float(_run_out([str(cpu)]))
+    cpu_cove = _try(lambda: float(_run_out(in_cove(cpu))))
+    rows.append(("CPU loop, native", cpu_native, "ms"))
+    rows.append(("CPU loop, cove-kvm", cpu_cove, "ms"))
+    if isinstance(cpu_cove, float):
+        rows.append(("cove speed vs native", cpu_native / cpu_cove, "x (target ≥ 0.95)"))
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    rows.append(("cove run /bin/busybox true",
+                 _try(lambda: wall([*_cove_cmd(), "run", "--", busybox, "true"])),
+                 "ms wall (target ≤ 150)"))
+    rows.append(("native /bin/busybox true", _try(lambda: wall([busybox, "true"])), "ms wall"))
+    rcmd = in_runsc(Path(busybox), "true")
+    if rcmd:
+        rows.append(("runsc do /bin/busybox true", _try(lambda: wall(rcmd)), "ms wall"))
+    return rows
+
+
+def bench_fs() -> list[tuple[str, float | str, str]]:
+    from cove.fs_bench import run_fs_bench  # type: ignore[import-not-found]
+
+    return run_fs_bench()
+
+
+def print_rows(title: str, rows: list[tuple[str, float | str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    for name, value, unit in rows:
+        table.add_row(name, f"{value:.2f}" if isinstance(value, float) else value, unit)
+    Console().print(table)
+
+
+def main(which: str = "syscall") -> int:
+    if which in ("syscall", "all"):
+        print_rows("cove bench syscall", bench_syscall())
+    return 0
