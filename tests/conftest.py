@@ -1,0 +1,78 @@
+"""Shared fixtures: C guest programs built once per session, and running them in cove."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+GUESTS = Path(__file__).parent / "guests"
+
+
+def kvm_skip_reason() -> str | None:
+    try:
+        from cove.platform.kvm import kvm_unavailable_reason
+    except Exception as e:  # pragma: no cover
+        return f"kvm platform not importable: {e}"
+    return kvm_unavailable_reason()
+
+
+needs_kvm = pytest.mark.skipif(kvm_skip_reason() is not None,
+                               reason=f"needs /dev/kvm: {kvm_skip_reason()}")
+
+
+@pytest.fixture(scope="session")
+def guest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where built guests live; mounted read-only into sandboxes at /guests."""
+    return tmp_path_factory.mktemp("guests")
+
+
+@pytest.fixture(scope="session")
+def build_guest(guest_dir: Path) -> Callable[..., Path]:
+    """``build_guest("name", pie=False, extra=[...])`` compiles tests/guests/name.c
+    statically (or static-pie) once per session and returns the binary's host path."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build guest programs")
+    cache: dict[tuple[str, bool, tuple[str, ...]], Path] = {}
+
+    def build(name: str, pie: bool = False, extra: tuple[str, ...] = ()) -> Path:
+        key = (name, pie, tuple(extra))
+        if key not in cache:
+            out = guest_dir / (name + ("-pie" if pie else "") + ("-" + "-".join(
+                e.strip("-") for e in extra) if extra else ""))
+            flags = ["-static-pie", "-fPIE"] if pie else ["-static", "-no-pie"]
+            subprocess.run(["gcc", "-O1", "-g0", "-Wall", *flags, "-o", str(out),
+                            str(GUESTS / f"{name}.c"), *extra, "-lpthread"], check=True)
+            cache[key] = out
+        return cache[key]
+
+    return build
+
+
+@pytest.fixture
+def cove_run(guest_dir: Path) -> Callable[..., object]:
+    """Run argv in a fresh sandbox (default rootfs, guests mounted at /guests)
+    and capture its output: returns cove.sandbox.CompletedRun."""
+    from cove.rootfs import MountSpec
+    from cove.sandbox import Sandbox, SandboxConfig
+
+    def run(argv: list[str], *, memory: str = "512M", mounts: tuple[str, ...] = (),
+            env: dict[str, str] | None = None, cwd: str = "/", stdin: int | None = None,
+            user: tuple[int, int] = (0, 0)) -> object:
+        specs = (MountSpec(str(guest_dir), "/guests"),
+                 *(MountSpec.parse(m) for m in mounts))
+        sb = Sandbox(config=SandboxConfig(memory=memory), mounts=specs, env=env or {},
+                     cwd=cwd, user=user)
+        if stdin is None:
+            stdin = os.open(os.devnull, os.O_RDONLY)
+            try:
+                return sb.run(argv, capture_output=True, stdin=stdin)
+            finally:
+                os.close(stdin)
+        return sb.run(argv, capture_output=True, stdin=stdin)
+
+    return run
