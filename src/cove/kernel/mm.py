@@ -104,8 +104,10 @@ class VMA:
 
     def split(self, at: int) -> VMA:
         """Cut at ``at``; self keeps the low part, the returned VMA is the high part."""
+        # file_size counts from ``start``: the high part has that much less file behind it.
         high = VMA(at, self.end, self.prot, self.shared, self.file,
-                   self.offset + (at - self.start), self.name, self.file_size)
+                   self.offset + (at - self.start), self.name,
+                   max(0, self.file_size - (at - self.start)))
         if self.shared is not None:
             self.shared.users += 1
         self.end = at
