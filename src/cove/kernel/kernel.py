@@ -120,7 +120,6 @@ class Kernel:
     # --- the run loop -----------------------------------------------------
     def run(self) -> int:
         """Run until init exits; returns its wait status (see ``status_to_exit``)."""
-        cpu = self.cpu
         while self.init is not None and self.init.alive:
             t = self.sched.next()
             if t is None:
@@ -131,32 +130,45 @@ class Kernel:
                 self._resume_blocked(t)
                 if t.state is not State.RUNNABLE:
                     continue
-            signals.deliver(t)
-            if t.state is not State.RUNNABLE:
-                continue
-            t0 = time.perf_counter()
-            ex = cpu.run(t.ctx, t.mm.space)
-            t1 = time.perf_counter()
+            self._run_task(t)
+        assert self.init is not None
+        return self.init.exit_code if self.init.exit_code is not None else 0
+
+    def _run_task(self, t: Task) -> None:
+        """Run ``t`` for as long as it is the only thing to do: the hot path.
+
+        Leaves when ``t`` blocks, exits or stops, when its timeslice ends, or
+        when a handler made another task runnable.
+        """
+        cpu, sched, perf = self.cpu, self.sched, time.perf_counter
+        ctx, proc = t.ctx, t.proc
+        while True:
+            if t.pending.mask or proc.shared_pending.mask or t.restart_nr is not None:
+                signals.deliver(t)
+                if t.state is not State.RUNNABLE:
+                    return
+            t0 = perf()
+            ex = cpu.run(ctx, t.mm.space)
+            t1 = perf()
             kind = ex.kind
             if kind == ExitKind.SYSCALL:
                 self.syscall(t)
             elif kind == ExitKind.FAULT:
                 self.fault(t, ex)
-            elif kind == ExitKind.INTERRUPTED:
-                pass
-            else:
+            elif kind != ExitKind.INTERRUPTED:
                 log.error("guest thread %d halted: %s", t.tid, ex.detail)
-                self.exit_group(t.proc, F.SIGSEGV)
+                self.exit_group(proc, F.SIGSEGV)
             # CPU time: in guest code is user time, handling its exit is system time.
-            t2 = time.perf_counter()
+            t2 = perf()
             t.utime += t1 - t0
             t.stime += t2 - t1
-            t.proc.user_time += t1 - t0
-            t.proc.sys_time += t2 - t1
-            if t.state is State.RUNNABLE:
-                self.sched.requeue(t)
-        assert self.init is not None
-        return self.init.exit_code if self.init.exit_code is not None else 0
+            proc.user_time += t1 - t0
+            proc.sys_time += t2 - t1
+            if t.state is not State.RUNNABLE:
+                return
+            if kind == ExitKind.INTERRUPTED or sched.runq:
+                sched.requeue(t)
+                return
 
     # --- syscalls -----------------------------------------------------------
     def syscall(self, t: Task) -> None:
