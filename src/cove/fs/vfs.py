@@ -508,6 +508,11 @@ class VFS:
     def link(self, ctx: PathContext, old_at: Location | None, old_path: str,
              new_at: Location | None, new_path: str, *, follow: bool = False) -> None:
         old = self.resolve(ctx, old_at, old_path, follow=follow)
+        self.link_location(ctx, old, new_at, new_path)
+
+    def link_location(self, ctx: PathContext, old: Location, new_at: Location | None,
+                      new_path: str) -> None:
+        """link(2) of an already resolved location (linkat with AT_EMPTY_PATH)."""
         parent = self._create_parent(ctx, new_at, new_path)
         if old.mount is not parent.dir.mount:
             raise Errno(E.EXDEV)
