@@ -215,6 +215,9 @@ def test_stack_is_byte_identical_to_the_host_kernels(bins, vfs, mm, kind):
     same = lambda b: b[:rnd] + b[rnd + 16:]  # noqa: E731
     assert auxv_from_bytes(mine) == auxv_from_bytes(native.stack)
     assert same(mine) == same(native.stack)
+    host = PlatformInfo.from_host()
+    assert (host.hwcap, host.hwcap2, host.minsigstksz) == (info.hwcap, info.hwcap2,
+                                                           info.minsigstksz)
 
 
 def _maps_of(lines: list[str], names: set[str]) -> list[tuple[int, int, str, int, str]]:
