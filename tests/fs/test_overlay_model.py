@@ -323,8 +323,10 @@ class OverlayModel(RuleBasedStateMachine):
             for path, ino in ref_inos.items():
                 if ino == ref.ino:
                     assert ov_inos[path] == ov.ino
-                    if ref.stat().nlink == 1 or ref.mode & S_IFMT == S_IFDIR:
-                        # one object per file while held, wherever it moved
+                    if not ov.detached and (
+                            ref.stat().nlink == 1 or ref.mode & S_IFMT == S_IFDIR):
+                        # One object per path while held, wherever it moved (each
+                        # hard link name has its own object, with the same key).
                         assert resolve(self.ov.root, path) is ov
 
     def teardown(self) -> None:
