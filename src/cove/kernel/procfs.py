@@ -116,11 +116,14 @@ def _fd_listing(fs: ProcFS, p: Process | None) -> dict[str, Callable[[SynthDir],
 
 
 def _describe(fs: ProcFS, t: Any, f: Any) -> str:
+    # A File's own name comes first: a memfd has a location no path leads to.
+    describe = getattr(f, "proc_name", None)
+    if callable(describe):
+        return describe()  # type: ignore[no-any-return]
     loc = getattr(f, "location", None)
     if loc is not None:
         return fs.vfs.path_of(t.fs, loc)
-    describe = getattr(f, "proc_name", None)
-    return describe() if callable(describe) else f"anon_inode:[{type(f).__name__.lower()}]"
+    return f"anon_inode:[{type(f).__name__.lower()}]"
 
 
 def make_procfs(vfs: VFS) -> ProcFS:
