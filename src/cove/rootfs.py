@@ -88,6 +88,9 @@ def build_vfs(rootfs: str = "host", mounts: tuple[MountSpec, ...] = ()) -> VFS:
     lower = open_lower(rootfs)
     vfs = VFS(OverlayFS(MemFS(), [lower]), source=rootfs)
     register_drivers(vfs.device_openers)
+    from cove.kernel.pipe import install_fifos
+
+    install_fifos(vfs)  # FIFOs open as cove pipes
     for path in ("/dev", "/proc", "/tmp", "/sys"):
         _mkdir_p(vfs, path)
     vfs.mount("/dev", make_devfs(), flags=MS_NOSUID, source="devfs")

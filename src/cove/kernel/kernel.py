@@ -196,6 +196,8 @@ class Kernel:
             result = sc.handler(t, *args)  # type: ignore[misc]
         except Errno as e:
             result = -e.errno
+            if getattr(e, "signo", 0):  # EPIPE's SIGPIPE (cove.kernel.sigerrno)
+                signals.send_task(t, e.signo)  # type: ignore[attr-defined]
         except Blocked as b:
             t.blocked_call = (sc, raw)
             self.sched.block(t, b)
