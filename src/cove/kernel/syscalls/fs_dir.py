@@ -1,0 +1,97 @@
+"""Directories and the process's place in the tree: getdents64, getcwd, chdir,
+fchdir, chroot.
+
+getdents64 packs ``struct linux_dirent64`` records; each record's ``d_off``
+is the position just after it (the cookie lseek and the next call resume
+from), and the file position advances by the entries actually stored.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cove.abi.errno import E, Errno
+from cove.abi.structs import dirent64_reclen, pack_dirent64
+from cove.fs import perm
+from cove.fs.file import O_PATH
+from cove.fs.node import S_IFDIR, S_IFMT
+from cove.fs.perm import MAY_EXEC
+from cove.kernel.syscall import FD, PATH, PTR, UINT, ULONG, syscall
+from cove.kernel.syscalls.fs_iov import writable_run
+
+if TYPE_CHECKING:
+    from cove.kernel.task import Task
+
+INT_MAX = 0x7FFFFFFF
+
+
+@syscall("getdents64", FD, PTR, UINT)
+def getdents64(t: Task, fd: int, dirp: int, count: int) -> int:
+    f = t.files.get(fd)
+    if f.flags & O_PATH:
+        raise Errno(E.EBADF)
+    entries = f.readdir()  # ENOTDIR for anything that is not a directory
+    if f.location is not None and f.location.inode.stat().nlink == 0:
+        raise Errno(E.ENOENT)  # a removed directory lists nothing (IS_DEADDIR)
+    room = count if count <= INT_MAX else -1  # the kernel keeps it in an int
+    writable = writable_run(t, dirp, max(room, 0))
+    buf = bytearray()
+    pos = getattr(f, "pos", 0)
+    taken = 0
+    for ent in entries:
+        name = ent.name.encode("utf-8", "surrogateescape")
+        reclen = dirent64_reclen(len(name))
+        if reclen > room - len(buf):
+            if not taken:
+                raise Errno(E.EINVAL)  # the buffer cannot hold even one entry
+            break
+        if len(buf) + reclen > writable:
+            if not taken:
+                raise Errno(E.EFAULT)
+            break
+        off = len(buf)
+        buf.extend(bytes(reclen))
+        pack_dirent64(buf, off, ent.ino, pos + taken + 1, ent.dtype, name)
+        taken += 1
+    if buf:
+        t.mm.write(dirp, buf)
+    if taken:
+        f.pos = pos + taken  # type: ignore[attr-defined]
+    return len(buf)
+
+
+@syscall("getcwd", PTR, ULONG)
+def getcwd(t: Task, buf: int, size: int) -> int:
+    path = t.kernel.vfs.getcwd(t.fs).encode("utf-8", "surrogateescape") + b"\0"
+    if len(path) > size:
+        raise Errno(E.ERANGE)
+    t.mm.write(buf, path)
+    return len(path)
+
+
+@syscall("chdir", PATH)
+def chdir(t: Task, path: str) -> int:
+    t.kernel.vfs.chdir(t.fs, None, path)
+    return 0
+
+
+@syscall("fchdir", FD)
+def fchdir(t: Task, fd: int) -> int:
+    loc = t.files.get(fd).location
+    if loc is None:
+        raise Errno(E.ENOTDIR)
+    t.kernel.vfs.chdir_location(t.fs, loc)
+    return 0
+
+
+@syscall("chroot", PATH)
+def chroot(t: Task, path: str) -> int:
+    loc = t.kernel.vfs.resolve(t.fs, None, path)
+    st = loc.inode.stat()
+    if st.mode & S_IFMT != S_IFDIR:
+        raise Errno(E.ENOTDIR)
+    perm.check(st, t.fs.cred, MAY_EXEC)
+    if not t.fs.cred.is_root:
+        raise Errno(E.EPERM)  # CAP_SYS_CHROOT
+    t.fs.root = loc
+    return 0
