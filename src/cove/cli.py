@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(ns: argparse.Namespace) -> int:
+    from cove.platform.base import PlatformUnavailable
     from cove.rootfs import MountSpec, RootfsError
     from cove.sandbox import CoveError, ProgramNotFound, Sandbox, SandboxConfig
 
@@ -91,6 +92,8 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         return _fail(str(e), EXIT_NOT_FOUND)
     except (CoveError, RootfsError) as e:
         return _fail(str(e), EXIT_CANNOT_EXECUTE)
+    except PlatformUnavailable as e:
+        return _fail(str(e), 1)
     except KeyboardInterrupt:
         return 130
     return result.returncode

@@ -301,7 +301,8 @@ def select_platform(name: str = "auto", *, physmem: PhysMem | None = None) -> Pl
         if reason is None:
             return KvmPlatform(physmem)
         raise PlatformUnavailable(
-            f"kvm platform unavailable: {reason}"
+            f"kvm platform unavailable: {reason}; load the kvm module and give this user "
+            "read/write access to /dev/kvm (e.g. add it to the kvm group)"
             + ("; no other platform is implemented yet" if name == "auto" else "")
         )
     raise PlatformUnavailable(f"unknown platform {name!r} (known: auto, kvm)")

@@ -48,8 +48,14 @@ def _install_kick_handler() -> None:
         signal.signal(KICK_SIGNAL, _noop_handler)
 
 
-def kvm_unavailable_reason(path: str = "/dev/kvm") -> str | None:
+def kvm_device() -> str:
+    """The KVM device node (``COVE_KVM_DEVICE`` overrides, for tests and odd hosts)."""
+    return os.environ.get("COVE_KVM_DEVICE", "/dev/kvm")
+
+
+def kvm_unavailable_reason(path: str | None = None) -> str | None:
     """None if a KVM VM can be made here, else why not (for skip messages)."""
+    path = path or kvm_device()
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
@@ -116,7 +122,8 @@ class KvmPlatform:
 
     name = "kvm"
 
-    def __init__(self, physmem: PhysMem, kvm_path: str = "/dev/kvm") -> None:
+    def __init__(self, physmem: PhysMem, kvm_path: str | None = None) -> None:
+        kvm_path = kvm_path or kvm_device()
         reason = kvm_unavailable_reason(kvm_path)
         if reason:
             raise PlatformUnavailable(reason)

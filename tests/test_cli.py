@@ -1,0 +1,91 @@
+"""The cove command: one clear line and a non-zero status for bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import needs_kvm
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def cove(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cove.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def one_line(r: subprocess.CompletedProcess) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("cove: ")
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+def test_version():
+    r = cove("--version")
+    assert r.returncode == 0 and r.stdout.startswith("cove ")
+
+
+@needs_kvm
+def test_missing_program(tmp_path):
+    r = cove("run", "--", "/nope/nothing")
+    assert r.returncode == 127
+    assert "no such file" in one_line(r)
+
+
+@needs_kvm
+def test_not_an_elf_and_wrong_architecture(tmp_path):
+    script = tmp_path / "text"
+    script.write_text("hello\n")
+    arm = tmp_path / "arm"
+    arm.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00\xb7\x00" + bytes(44))
+    for f in (script, arm):
+        f.chmod(0o755)
+    r = cove("run", "--mount", f"{tmp_path}:/t", "--", "/t/text")
+    assert r.returncode == 126 and "not an ELF" in one_line(r)
+    r = cove("run", "--mount", f"{tmp_path}:/t", "--", "/t/arm")
+    assert r.returncode == 126 and "wrong architecture: ARM aarch64" in one_line(r)
+
+
+def test_malformed_mount():
+    r = cove("run", "--mount", "nocolon", "--", "/bin/true")
+    assert r.returncode != 0 and "SRC:DST" in one_line(r)
+    r = cove("run", "--mount", "/a:/b:xx", "--", "/bin/true")
+    assert r.returncode != 0 and "ro or rw" in one_line(r)
+
+
+def test_no_kvm_says_what_to_do():
+    r = cove("run", "--platform", "kvm", "--", "/bin/true",
+             env={"COVE_KVM_DEVICE": "/nonexistent/kvm"})
+    assert r.returncode != 0
+    line = one_line(r)
+    assert "kvm" in line and "/dev/kvm" in line
+
+
+@needs_kvm
+def test_exit_status_is_the_guests():
+    r = cove("run", "--", "/bin/busybox", "sh", "-c", "exit 7")
+    assert r.returncode == 7, r.stderr
+
+
+@needs_kvm
+def test_killed_guest_exits_128_plus_signal():
+    r = cove("run", "--", "/bin/busybox", "sh", "-c", "kill -SEGV $$")
+    assert r.returncode == 128 + 11, r.stderr
+
+
+@needs_kvm
+def test_trace_writes_jsonl(tmp_path):
+    import json
+
+    trace = tmp_path / "t.jsonl"
+    r = cove("run", "--trace", str(trace), "--", "/bin/busybox", "echo", "hi")
+    assert r.returncode == 0 and r.stdout == "hi\n"
+    recs = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert any(rec["syscall"] == "write" and rec["result"] == 3 for rec in recs)
+    assert all({"pid", "tid", "syscall", "args", "result", "us"} <= rec.keys() for rec in recs)
