@@ -23,6 +23,7 @@ __all__ = ["AT_FDCWD", "BAD_ADDR", "E", "F", "Guest", "call"]
 AT_FDCWD = -100
 BAD_ADDR = 0x5000_0000  # never mapped
 SCRATCH_END = SCRATCH + (1 << 20)
+MASK64 = (1 << 64) - 1
 
 
 class Guest:
@@ -62,7 +63,8 @@ class Guest:
     def iov(self, *segs: tuple[int, int]) -> int:
         addr = self.alloc(IOVEC.size * max(len(segs), 1))
         for i, (base, length) in enumerate(segs):
-            self.t.mm.write(addr + i * IOVEC.size, IOVEC.pack(base, length))
+            self.t.mm.write(addr + i * IOVEC.size,
+                            IOVEC.pack(base & MASK64, length & MASK64))
         return addr
 
     # --- calls ------------------------------------------------------------------

@@ -21,7 +21,6 @@ from cove.abi.structs import IOVEC, UIO_MAXIOV
 from cove.fs.file import O_APPEND, File, InodeFile
 from cove.fs.node import S_IFMT, S_IFREG
 from cove.kernel import signals
-from cove.kernel.mm import USER_TOP
 from cove.kernel.physmem import PAGE_MASK, PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -30,13 +29,15 @@ if TYPE_CHECKING:
 MAX_RW_COUNT = 0x7FFFF000  # INT_MAX & PAGE_MASK: the most one read/write moves
 SSIZE_MAX = (1 << 63) - 1
 IOV_MAX = UIO_MAXIOV
+USER_LIMIT = 1 << 63
 
 Segs = list[tuple[int, int]]  # (guest address, length)
 
 
 def user_range_ok(addr: int, n: int) -> bool:
-    """``access_ok``: the range lies in the user half (mapped or not)."""
-    return 0 <= addr and addr + n <= USER_TOP
+    """``access_ok`` as x86-64 Linux 6.x has it: the end does not wrap and has no
+    high bit (mapped or not is for the copy to find out)."""
+    return 0 <= addr and addr + n < USER_LIMIT
 
 
 def read_iovecs(t: Task, addr: int, count: int) -> Segs:

@@ -4,15 +4,18 @@ Every form funnels into ``fs_iov.read_into``/``write_from`` (one place for
 EFAULT, MAX_RW_COUNT and RLIMIT_FSIZE). Order of checks as Linux: a negative
 offset of pread/pwrite is EINVAL before the fd is looked at; then EBADF (fd
 or access mode); then the iovec array; a zero total moves nothing; then the
-RWF flags of preadv2/pwritev2.
+RWF flags of preadv2/pwritev2 (HIPRI, DSYNC, SYNC, NOWAIT, APPEND,
+NOAPPEND; ATOMIC and DONTCACHE are EOPNOTSUPP, as on a filesystem without
+them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
-from cove.fs.file import File
+from cove.fs.file import O_APPEND, O_NONBLOCK, File
 from cove.kernel.syscall import FD, INT, LONG, PTR, UINT, ULONG, syscall
 from cove.kernel.syscalls.fs_iov import (
     MAX_RW_COUNT,
@@ -31,8 +34,11 @@ RWF_DSYNC = 0x02
 RWF_SYNC = 0x04
 RWF_NOWAIT = 0x08
 RWF_APPEND = 0x10
-# Flags cove honours: HIPRI is a polling hint, (D)SYNC a flush after the write.
-RWF_SUPPORTED = RWF_HIPRI | RWF_DSYNC | RWF_SYNC
+RWF_NOAPPEND = 0x20
+RWF_ATOMIC = 0x40  # needs O_DIRECT atomic-write support: none in cove's filesystems
+RWF_DONTCACHE = 0x80  # needs a page cache to bypass: none in cove's filesystems
+RWF_SUPPORTED = RWF_HIPRI | RWF_DSYNC | RWF_SYNC | RWF_NOWAIT | RWF_APPEND | RWF_NOAPPEND
+RWF_ALL = RWF_SUPPORTED | RWF_ATOMIC | RWF_DONTCACHE
 SEEK_MAX = 4
 
 
@@ -56,8 +62,34 @@ def _writable(t: Task, fd: int) -> File:
 
 
 def _rwf(flags: int) -> None:
-    if flags & ~RWF_SUPPORTED:
+    """``kiocb_set_rw_flags``'s refusals."""
+    if flags & ~RWF_ALL or flags & (RWF_ATOMIC | RWF_DONTCACHE):
         raise Errno(E.EOPNOTSUPP)
+    if flags & RWF_APPEND and flags & RWF_NOAPPEND:
+        raise Errno(E.EINVAL)
+
+
+def _with_rwf(f: File, flags: int, write: bool, op: Callable[[], int]) -> int:
+    """Run ``op`` with the per-call RWF_* flags applied to the description's
+    flags (NOWAIT as O_NONBLOCK, APPEND/NOAPPEND as O_APPEND) for its duration."""
+    if not flags:
+        return op()
+    saved = f.flags
+    new = saved
+    if flags & RWF_NOWAIT:
+        new |= O_NONBLOCK
+    if write and flags & RWF_APPEND:
+        new |= O_APPEND
+    if write and flags & RWF_NOAPPEND:
+        new &= ~O_APPEND
+    f.flags = new
+    try:
+        n = op()
+    finally:
+        f.flags = saved
+    if write and flags & (RWF_DSYNC | RWF_SYNC):
+        f.sync()
+    return n
 
 
 @syscall("read", FD, PTR, ULONG)
@@ -96,7 +128,7 @@ def _readv(t: Task, fd: int, iov: int, cnt: int, offset: int | None, flags: int 
     if not any(n for _, n in segs):
         return 0
     _rwf(flags)
-    return read_into(t, f, segs, offset)
+    return _with_rwf(f, flags, False, lambda: read_into(t, f, segs, offset))
 
 
 def _writev(t: Task, fd: int, iov: int, cnt: int, offset: int | None, flags: int = 0) -> int:
@@ -105,10 +137,7 @@ def _writev(t: Task, fd: int, iov: int, cnt: int, offset: int | None, flags: int
     if not any(n for _, n in segs):
         return 0
     _rwf(flags)
-    n = write_from(t, f, segs, offset)
-    if flags & (RWF_DSYNC | RWF_SYNC):
-        f.sync()
-    return n
+    return _with_rwf(f, flags, True, lambda: write_from(t, f, segs, offset))
 
 
 @syscall("readv", FD, PTR, ULONG)
