@@ -31,7 +31,7 @@ def gids(t):
 
 
 def test_queries():
-    k, t = unpriv()
+    _k, t = unpriv()
     c = t.proc.creds
     c.ruid, c.euid, c.suid, c.rgid, c.egid, c.sgid = 1, 2, 3, 4, 5, 6
     assert (call(t, "getuid"), call(t, "geteuid"), call(t, "getgid"), call(t, "getegid")) == (
