@@ -1,19 +1,37 @@
-"""Futex wait queues, keyed as Linux keys them: (address space, address) for
-private futexes, the physical address for shared ones (so processes sharing a
-MAP_SHARED page meet on the same queue)."""
+"""Futex wait queues (kernel/futex/), keyed as Linux keys them:
+
+- a private futex (FUTEX_PRIVATE_FLAG): the address space and the address;
+- a shared futex in private memory (anonymous or a private file mapping):
+  the same, marked shared (Linux's FUT_OFF_MMSHARED: it never meets a
+  private waiter on the same word);
+- a shared futex in a MAP_SHARED mapping: the physical frame and offset, so
+  processes sharing the page meet on one queue whatever their addresses.
+
+A waiter is queued in FIFO order with its bitset and sleeps with
+``Blocked(queue)``. ``wake_key`` sets ``Task.futex_woken`` before waking it,
+so the re-run of FUTEX_WAIT knows it was woken (returns 0) rather than
+re-comparing. Entries of waiters that timed out or were interrupted are
+dropped lazily: a waiter counts only while it still sleeps on that queue.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
-from cove.kernel.physmem import PAGE_MASK, PAGE_SHIFT
+from cove.kernel.mm import USER_TOP
+from cove.kernel.physmem import PAGE_MASK
+from cove.kernel.task import State
 from cove.kernel.wait import WaitQueue
 
 if TYPE_CHECKING:
+    from cove.kernel.kernel import Kernel
     from cove.kernel.task import Task
 
 FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
+PRIVATE, MM_SHARED, PHYS_SHARED = 0, 1, 2
+
+Key = tuple[int, int, int]
 
 
 class FutexQueue(WaitQueue):
@@ -26,65 +44,115 @@ class FutexQueue(WaitQueue):
         self.order: list[tuple[Task, int]] = []
 
 
-def key_of(t: Task, addr: int, private: bool) -> tuple[int, int]:
+def key_of(t: Task, addr: int, private: bool) -> Key:
+    """The futex key of the u32 at ``addr`` (EINVAL unaligned, EFAULT unmapped;
+    a private key is not checked against the map, as Linux only range-checks it)."""
     if addr & 3:
         raise Errno(E.EINVAL)
-    if private:
-        return (id(t.mm), addr)
-    t.mm.read(addr, 4)  # populate, and EFAULT if unmapped
-    frame = t.mm.frames.get(addr >> PAGE_SHIFT)
-    if frame is None:
+    if addr >= USER_TOP:
         raise Errno(E.EFAULT)
-    return (-1, (frame << PAGE_SHIFT) | (addr & PAGE_MASK))
+    if private:
+        return (PRIVATE, id(t.mm), addr)
+    t.mm.read(addr, 4)  # populate, and EFAULT if unmapped or inaccessible
+    vma = t.mm.find(addr)
+    if vma is None:
+        raise Errno(E.EFAULT)
+    if vma.shared is not None:
+        frame = vma.shared.frame(vma.pgoff(addr))
+        return (PHYS_SHARED, frame, addr & PAGE_MASK)
+    return (MM_SHARED, id(t.mm), addr)
 
 
-def queue(t: Task, key: tuple[int, int]) -> FutexQueue:
+def _live(w: Task, q: FutexQueue) -> bool:
+    """Still asleep on ``q`` (not timed out, interrupted, or gone)."""
+    b = w.blocked_on
+    return w.state is State.BLOCKED and b is not None and any(x is q for x in b.queues)
+
+
+def _cleanup(k: Kernel, key: Key, q: FutexQueue) -> None:
+    if not q.order and not q.waiters and k.futexes.get(key) is q:
+        del k.futexes[key]
+
+
+def enqueue(t: Task, key: Key, bitset: int) -> FutexQueue:
+    """Queue ``t`` (at the back) on ``key``; the caller then raises Blocked(q)."""
     q = t.kernel.futexes.get(key)
     if q is None:
         q = t.kernel.futexes[key] = FutexQueue()
+    q.order = [(w, b) for w, b in q.order if w is not t]
+    q.order.append((t, bitset))
+    t.futex_woken = False
     return q
 
 
-def enqueue(t: Task, key: tuple[int, int], bitset: int) -> FutexQueue:
-    q = queue(t, key)
-    if not any(w is t for w, _ in q.order):
-        q.order.append((t, bitset))
-    return q
-
-
-def dequeue(t: Task, key: tuple[int, int]) -> None:
-    q = t.kernel.futexes.get(key)
-    if q is not None:
-        q.order = [(w, b) for w, b in q.order if w is not t]
-        if not q.order and not q.waiters:
-            t.kernel.futexes.pop(key, None)
-
-
-def wake_key(t: Task, key: tuple[int, int], n: int, bitset: int = FUTEX_BITSET_MATCH_ANY) -> int:
-    q = t.kernel.futexes.get(key)
+def wake_key(k: Kernel, key: Key, n: int, bitset: int = FUTEX_BITSET_MATCH_ANY) -> int:
+    """Wake up to ``n`` live waiters whose bitset matches; how many were woken."""
+    q = k.futexes.get(key)
     if q is None:
         return 0
     woken = 0
     keep = []
     for w, b in q.order:
+        if not _live(w, q):
+            continue  # a stale entry: timed out, interrupted, exited
         if woken < n and b & bitset:
             w.futex_woken = True
-            w.wake()
+            k.sched.wake(w)
             woken += 1
         else:
             keep.append((w, b))
     q.order = keep
-    if not q.order:
-        t.kernel.futexes.pop(key, None)
+    _cleanup(k, key, q)
     return woken
 
 
+def requeue(k: Kernel, key1: Key, key2: Key, nr_wake: int, nr_requeue: int) -> int:
+    """Wake ``nr_wake`` waiters of key1 and move up to ``nr_requeue`` more onto
+    key2 (they stay asleep there); returns woken + moved, as futex_requeue."""
+    q1 = k.futexes.get(key1)
+    if q1 is None or q1 is k.futexes.get(key2):
+        if q1 is not None:  # same queue: waking is all that can happen
+            return wake_key(k, key1, nr_wake)
+        return 0
+    woken = moved = 0
+    keep, move = [], []
+    for w, b in q1.order:
+        if not _live(w, q1):
+            continue
+        if woken < nr_wake:
+            w.futex_woken = True
+            k.sched.wake(w)
+            woken += 1
+        elif moved < nr_requeue:
+            move.append((w, b))
+            moved += 1
+        else:
+            keep.append((w, b))
+    q1.order = keep
+    if move:
+        q2 = k.futexes.get(key2)
+        if q2 is None:
+            q2 = k.futexes[key2] = FutexQueue()
+        for w, b in move:
+            blocked = w.blocked_on
+            assert blocked is not None
+            q1.waiters.discard(w)
+            q2.waiters.add(w)
+            blocked.queues = tuple(q2 if x is q1 else x for x in blocked.queues)
+            q2.order.append((w, b))
+    _cleanup(k, key1, q1)
+    return woken + moved
+
+
 def wake(t: Task, addr: int, n: int) -> int:
-    """Wake up to ``n`` waiters at ``addr`` (private and shared keys alike)."""
-    woken = wake_key(t, key_of(t, addr, True), n)
-    if woken < n:
+    """Wake up to ``n`` waiters at ``addr`` under either key kind
+    (CLONE_CHILD_CLEARTID at thread exit; a spurious wake is harmless)."""
+    woken = 0
+    for private in (False, True):
+        if woken >= n:
+            break
         try:
-            woken += wake_key(t, key_of(t, addr, False), n - woken)
+            woken += wake_key(t.kernel, key_of(t, addr, private), n - woken)
         except Errno:
             pass
     return woken
