@@ -2,9 +2,9 @@
 faccessat2.
 
 ``Stat.dev``/``Stat.rdev`` are encoded dev_t values (``node.makedev``); statx
-splits them with ``major``/``minor``. statx reports what cove knows whatever
-the request mask asks (the basic stats and the mount id always, the birth
-time when the filesystem keeps one), as Linux does.
+splits them with ``major``/``minor``. statx reports the basic stats and the
+mount id whatever the request mask asks, and the birth time when asked for
+and the filesystem keeps one, as Linux 6.x does.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 ST_VALID = 0x20
 ANON_INODE_FS_MAGIC = 0x09041934
-STATX_ATTRS_KNOWN = F.STATX_ATTR_AUTOMOUNT | F.STATX_ATTR_DAX | F.STATX_ATTR_MOUNT_ROOT
+STATX_ATTRS_KNOWN = F.STATX_ATTR_MOUNT_ROOT  # the one attribute cove reports
 FSTATAT_FLAGS = F.AT_SYMLINK_NOFOLLOW | F.AT_NO_AUTOMOUNT | F.AT_EMPTY_PATH
 STATX_FLAGS = FSTATAT_FLAGS | F.AT_STATX_SYNC_TYPE
 ACCESS_FLAGS = F.AT_EACCESS | F.AT_SYMLINK_NOFOLLOW | F.AT_EMPTY_PATH
@@ -50,7 +50,7 @@ def pack_stat(st: Stat) -> bytes:
                      a, an, m, mn, c, cn)
 
 
-def pack_statx(st: Stat, loc: Location | None) -> bytes:
+def pack_statx(st: Stat, loc: Location | None, request: int) -> bytes:
     mask = F.STATX_BASIC_STATS
     attrs = 0
     mnt_id = 0
@@ -59,7 +59,7 @@ def pack_statx(st: Stat, loc: Location | None) -> bytes:
         mnt_id = loc.mount.id
         if loc.is_mount_root:
             attrs |= F.STATX_ATTR_MOUNT_ROOT
-    if st.btime_ns:
+    if st.btime_ns and request & F.STATX_BTIME:
         mask |= F.STATX_BTIME
     a, an = divmod(st.atime_ns, NS)
     b, bn = divmod(st.btime_ns, NS)
@@ -122,7 +122,7 @@ def statx(t: Task, dirfd: int, upath: int, flags: int, mask: int, buf: int) -> i
         raise Errno(E.EINVAL)
     path = _path_or_null(t, upath, flags)
     st, loc = stat_at(t, dirfd, path, flags)
-    t.mm.write(buf, pack_statx(st, loc))
+    t.mm.write(buf, pack_statx(st, loc, mask))
     return 0
 
 
