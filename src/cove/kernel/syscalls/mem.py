@@ -148,14 +148,26 @@ def _file_mapping(t: Task, file: File, kind: int, flags: int, prot: int, offset:
         if shared and prot & F.PROT_WRITE:
             raise Errno(E.EPERM)
         writable = False
-    name = ""
-    if loc is not None:
-        try:
-            name = t.kernel.vfs.path_of(t.fs, loc)
-        except Errno:
-            name = ""
     src = MappedFile(file, writable=writable, noexec=noexec)
-    return src, name, flags
+    return src, mapping_name(t, file), flags
+
+
+def mapping_name(t: Task, file: File) -> str:
+    """What /proc/<pid>/maps shows for a mapping of ``file``: the file's own
+    name (memfd), the path it was opened by when the opener recorded one, or
+    the path of its location (only directories can be walked back upwards)."""
+    describe = getattr(file, "proc_name", None)
+    if callable(describe):
+        return str(describe())
+    path = getattr(file, "path", None)
+    if isinstance(path, str):
+        return path
+    if file.location is not None:
+        try:
+            return t.kernel.vfs.path_of(t.fs, file.location)
+        except Errno:
+            pass
+    return ""
 
 
 def _low_gap(mm: MemoryMap, length: int) -> int:
