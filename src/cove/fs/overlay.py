@@ -134,6 +134,10 @@ class OverlayFS(FileSystem):
         self._wide: dict[tuple[int, int], int] = {}  # (layer, real ino >= 2**48) -> ino
         self._wide_next = itertools.count(1 << 63)
         self._orphans = itertools.count()
+        # Bumped by every change to any directory's entries: merged-directory
+        # link counts are cached against it (listing /usr/bin on every stat of
+        # it would make each path lookup cost a directory read).
+        self.generation = 0
         root_upper = upper.root if upper is not None else None
         root_lowers: list[Layer] = []
         if root_upper is None or not is_opaque(root_upper):
@@ -189,6 +193,8 @@ class OvlInode(Inode):
         "_name",
         "_parent",
         "_type",
+        "_nlink",
+        "_nlink_gen",
         "detached",
         "fs",
         "ino",
@@ -219,6 +225,8 @@ class OvlInode(Inode):
             weakref.WeakValueDictionary()
         )
         self.detached = False  # unlinked, rmdir'ed or renamed over, maybe still open
+        self._nlink_gen = -1
+        self._nlink = 0
 
     @property
     def _top(self) -> Inode:
@@ -239,7 +247,10 @@ class OvlInode(Inode):
                 if self.detached:
                     st.nlink = 0
                 elif self.lowers:
-                    st.nlink = 2 + sum(1 for e in self._merged() if e.dtype == DT_DIR)
+                    if self._nlink_gen != self.fs.generation:
+                        self._nlink = 2 + sum(1 for e in self._merged() if e.dtype == DT_DIR)
+                        self._nlink_gen = self.fs.generation
+                    st.nlink = self._nlink
             elif self.detached and self.upper is None:
                 st.nlink = max(0, st.nlink - 1)
         return st
@@ -487,20 +498,25 @@ class OvlInode(Inode):
             return child
 
     def create(self, name: str, mode: int, uid: int, gid: int) -> OvlInode:
+        self.fs.generation += 1
         return self._new_entry(name, lambda d: d.create(name, mode, uid, gid))
 
     def mkdir(self, name: str, mode: int, uid: int, gid: int) -> OvlInode:
+        self.fs.generation += 1
         return self._new_entry(name, lambda d: d.mkdir(name, mode, uid, gid))
 
     def mknod(self, name: str, mode: int, rdev: int, uid: int, gid: int) -> OvlInode:
+        self.fs.generation += 1
         if mode & S_IFMT == S_IFCHR and rdev == WHITEOUT_RDEV:
             raise Errno(E.EPERM)
         return self._new_entry(name, lambda d: d.mknod(name, mode, rdev, uid, gid))
 
     def symlink(self, name: str, target: str, uid: int, gid: int) -> OvlInode:
+        self.fs.generation += 1
         return self._new_entry(name, lambda d: d.symlink(name, target, uid, gid))
 
     def link(self, name: str, target: Inode) -> None:
+        self.fs.generation += 1
         if not isinstance(target, OvlInode) or target.fs is not self.fs:
             raise Errno(E.EXDEV)
         self._writable_dir()
@@ -518,6 +534,7 @@ class OvlInode(Inode):
             self._new_entry(name, make)
 
     def unlink(self, name: str) -> None:
+        self.fs.generation += 1
         self._writable_dir()
         with self.fs.lock:
             child = self.lookup(name)
@@ -526,6 +543,7 @@ class OvlInode(Inode):
             self._remove(name, child)
 
     def rmdir(self, name: str) -> None:
+        self.fs.generation += 1
         self._writable_dir()
         with self.fs.lock:
             child = self.lookup(name)
@@ -551,6 +569,7 @@ class OvlInode(Inode):
         child.detached = True
 
     def rename(self, name: str, newdir: Inode, newname: str, flags: int = 0) -> None:
+        self.fs.generation += 1
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or (
             flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE
         ):
