@@ -383,7 +383,7 @@ class TtyFile(HostFile):
             return self.location.inode.stat()
         owner = self.stdio.owner()
         st = super().stat()
-        return Stat(ino=3, mode=S_IFCHR | 0o620, rdev=makedev(PTS_MAJOR, 0), uid=owner[0],
+        return Stat(ino=self.ino, mode=S_IFCHR | 0o620, rdev=makedev(PTS_MAJOR, 0), uid=owner[0],
                     gid=TTY_GID, dev=DEVPTS_DEV, blksize=1024, atime_ns=st.atime_ns,
                     mtime_ns=st.mtime_ns, ctime_ns=st.ctime_ns)
 

@@ -356,7 +356,7 @@ class FifoOpener:
         nonblock = bool(flags & O_NONBLOCK)
         file_flags = flags & ~F.O_CLOEXEC & ~F.O_CREAT & ~F.O_EXCL & ~F.O_TRUNC & ~F.O_NOCTTY
         if acc == O_RDONLY:
-            if not nonblock and not pipe.has_writers():
+            if not nonblock and not pipe.has_writers() and not _live(pipe.read_grants):
                 raise Blocked(pipe.open_rd_q)
             no_writer = not pipe.has_writers()
             f = PipeFile(pipe, file_flags, loc)
@@ -365,7 +365,7 @@ class FifoOpener:
             _grant(pipe.open_wr_q, pipe.write_grants)
             return f
         if acc == O_WRONLY:
-            if not pipe.has_readers():
+            if not pipe.has_readers() and not _live(pipe.write_grants):
                 if nonblock:
                     raise Errno(E.ENXIO)
                 raise Blocked(pipe.open_wr_q)
