@@ -302,7 +302,10 @@ class Kernel:
         proc.state = State.ZOMBIE
         proc.maxrss = max(proc.maxrss, proc.mm.resident_pages() * 4)  # KiB, before release
         # Memory goes now (files went with each thread); the zombie keeps pid and status.
-        proc.mm.release()
+        # (process.release_mm: a map shared by vfork stays with its other user.)
+        from cove.kernel import process
+
+        process.release_mm(proc)
         reaper = self._reaper(proc)
         for child in proc.children:
             child.parent = reaper
@@ -310,8 +313,7 @@ class Kernel:
                 signals.send_process(child, child.pdeathsig)
             if child.parent is not None:
                 child.parent.children.append(child)
-                if not child.alive:
-                    child.parent.child_wait.notify()
+                process.adopted(child)  # SIGCHLD and a wake-up for a zombie orphan
         proc.children = []
         if proc is self.init:
             self.exit_status = status
@@ -321,6 +323,7 @@ class Kernel:
         if parent is not None and parent.alive:
             signals.notify_parent(proc)
             parent.child_wait.notify()
+            process.child_exited(proc)  # auto-reaped if the parent ignores SIGCHLD
         elif parent is None:
             self.processes.pop(proc.pid, None)
 
