@@ -79,7 +79,10 @@ class Scheduler:
             return
         if interrupted and t.blocked_on is not None and not t.blocked_on.interruptible:
             return
+        b = t.blocked_on
         self._unpark(t)
+        if timed_out:
+            t.blocked_on = b  # Kernel._resume_blocked returns its on_timeout
         t.woken = True
         t.timed_out = timed_out
         t.interrupted = interrupted

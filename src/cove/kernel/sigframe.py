@@ -92,10 +92,10 @@ def _settle_syscall(t: Task, ka: SigAction) -> None:
         regs.rax = nr
 
 
-def setup(t: Task, signo: int, act: SigAction, info: bytes) -> None:
+def setup(t: Task, signo: int, act: SigAction, info: bytes) -> bool:
     """Run the guest's handler for ``signo``: write the frame on the thread's
     stack (or alternate stack), point the registers at the handler, block
-    sa_mask. A frame that cannot be written becomes SIGSEGV."""
+    sa_mask. A frame that cannot be written becomes SIGSEGV (False)."""
     ka = SigAction(act.handler, act.flags, act.restorer, act.mask)
     if ka.flags & F.SA_RESETHAND:
         act.handler = signals.SIG_DFL
@@ -111,12 +111,13 @@ def setup(t: Task, signo: int, act: SigAction, info: bytes) -> None:
         _write_frame(t, signo, ka, info, saved, fault)
     except (Errno, BadFrame):
         signals.force_sigsegv(t, signo)
-        return
+        return False
     t.saved_sigmask = None
     blocked = t.sigmask | ka.mask
     if not ka.flags & F.SA_NODEFER:
         blocked |= signals.bit(signo)
     t.sigmask = blocked & ~signals.UNBLOCKABLE & signals.ALL
+    return True
 
 
 def _write_frame(t: Task, signo: int, ka: SigAction, info: bytes, saved: int,

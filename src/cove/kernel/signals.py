@@ -276,8 +276,9 @@ def deliver(t: Task) -> None:
             return
         from cove.kernel import sigframe
 
-        sigframe.setup(t, signo, act, info or make_info(signo))
-        return
+        if sigframe.setup(t, signo, act, info or make_info(signo)):
+            return
+        # No frame: the forced SIGSEGV is taken before the thread runs again.
     if t.restart_nr is not None:
         # No handler ran: every ERESTART* flavour restarts the call, except
         # those that already settled partial results (nanosleep's rem: Linux
@@ -308,6 +309,7 @@ def notify_parent(proc: Process, code: int | None = None, status: int | None = N
     parent = proc.parent
     if parent is None or not parent.alive:
         return
+    parent.child_wait.notify()  # wait4/waitid sleepers re-check (stops and continues too)
     if code is None:
         st = proc.exit_code or 0
         if st & 0x7F:
