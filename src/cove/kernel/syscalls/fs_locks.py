@@ -180,7 +180,7 @@ def set_record(t: Task, f: File, owner: object, *, ofd: bool, type_: int, start:
     if blocker is not None:
         if not wait:
             reg.tidy(key)
-            raise Errno(E.EAGAIN)
+            raise Errno(E.EAGAIN)  # EWOULDBLOCK
         if not ofd and not blocker.ofd and _deadlock(reg, owner, blocker.owner):
             reg.waiting.pop(owner, None)
             reg.tidy(key)
@@ -218,7 +218,7 @@ def flock(t: Task, f: File, op: int, nonblock: bool) -> None:
     if busy:
         if nonblock:
             reg.tidy(key)
-            raise Errno(E.EWOULDBLOCK)
+            raise Errno(E.EAGAIN)  # EWOULDBLOCK
         raise Blocked(il.queue)
     il.flocks[f] = op
 

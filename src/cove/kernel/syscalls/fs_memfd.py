@@ -39,6 +39,7 @@ class MemfdInode(MemFile):
 
     def __init__(self, fs: MemFS, mode: int, uid: int, gid: int) -> None:
         super().__init__(fs, mode, uid, gid)
+        self.nlink = 0  # no directory holds it: fstat says 0, as Linux
         self.seals = 0
 
 
