@@ -23,6 +23,20 @@ def test_io_pipes_guest(build_guest, cove_run, pie):
     assert r.stdout == b"ok\n"
 
 
+def test_io_fork_guest(build_guest, cove_run):
+    exe = build_guest("io_fork")
+    r = cove_run([f"/guests/{exe.name}"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ok\n"
+
+
+def test_shell_pipeline(cove_run):
+    r = cove_run(["/bin/busybox", "sh", "-c",
+                  "echo one two three | /bin/busybox tr a-z A-Z | /bin/busybox wc -w"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == b"3"
+
+
 def test_terminal_guest_over_a_pty(build_guest, guest_dir):
     """A real pty as stdin/stdout/stderr: isatty, ttyname, tcgetpgrp, window
     size, raw mode, a blocking read that does not block the sandbox; and the

@@ -96,6 +96,19 @@ def test_blocking_writer_waits_for_a_reader():
     assert rd(reader, r, 1) == b"x"
 
 
+def test_blocking_reader_finds_a_waiting_writer():
+    k, t, _ = _fifo_kernel()
+    assert _open(t, F.O_WRONLY) is None
+    reader = thread(k, t)
+    r = _open(reader, F.O_RDONLY)  # the waiting writer counts: no wait, no deadlock
+    assert r is not None and r >= 0
+    assert rd(reader, r, 1, off=0x60000) is None  # a writer is on its way: not EOF
+    w = resume(t)
+    assert w is not None and w >= 0
+    assert wr(t, w, b"z") == 1
+    assert resume(reader) == 1
+
+
 def test_interrupted_open_leaves_no_phantom_reader():
     _, t, _ = _fifo_kernel()
     assert _open(t, F.O_RDONLY) is None

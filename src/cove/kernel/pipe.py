@@ -83,7 +83,8 @@ class Pipe:
         self.rd_q = WaitQueue()  # data arrived, or the last writer left
         self.wr_q = WaitQueue()  # room was freed, or the last reader left
         # FIFO opens waiting for a partner, and partners granted to them (see
-        # FifoOpener): a granted opener counts as present until its open returns.
+        # FifoOpener): like Linux, which counts a sleeping opener, a waiting or
+        # granted opener counts as a reader/writer until its open returns.
         self.open_rd_q = WaitQueue()
         self.open_wr_q = WaitQueue()
         self.read_grants: dict[Task, object] = {}
@@ -101,7 +102,7 @@ class Pipe:
         return self.readers > 0 or bool(self.open_rd_q.waiters) or _live(self.read_grants) > 0
 
     def has_writers(self) -> bool:
-        return self.writers > 0 or _live(self.write_grants) > 0
+        return self.writers > 0 or bool(self.open_wr_q.waiters) or _live(self.write_grants) > 0
 
     def idle(self) -> bool:
         return (not self.readers and not self.writers and not self.open_rd_q
