@@ -7,6 +7,9 @@ lower before and after the test: lowers must never change.
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 
 from cove.abi.errno import E, Errno
@@ -313,6 +316,9 @@ def test_reserved_names(ov):
     raises(E.EINVAL, ov.root.create, OPAQUE_MARKER, 0o644, 0, 0)
     raises(E.EINVAL, ov.root.mkdir, OPAQUE_MARKER, 0o755, 0, 0)
     raises(E.EPERM, ov.root.mknod, "wh", S_IFCHR | 0o600, 0, 0, 0)
+    raises(E.EINVAL, ov.root.link, OPAQUE_MARKER, resolve(ov.root, "a/a"))
+    raises(E.EINVAL, ov.root.rename, "b", ov.root, OPAQUE_MARKER)
+    assert names(ov.upper.root) == []  # refused before any copy-up
     assert ov.root.mknod("null", S_IFCHR | 0o666, 0x103, 0, 0).stat().rdev == 0x103
 
 
@@ -522,6 +528,38 @@ def test_dir_nlink_counts_merged_subdirs(ov):
     assert a.stat().nlink == 5
     resolve(ov.root, "a/c").rename("c", a, "m")
     assert a.stat().nlink == 6 and resolve(ov.root, "a/c").stat().nlink == 2
+
+
+def test_concurrent_copy_ups_of_one_lower_file(guard):
+    lo = lower([("d", "d"), ("f", "d/f", bytes(64))])
+    guard(lo)
+    ov = OverlayFS(MemFS(), [lo])
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            node = resolve(ov.root, "d/f")
+            start.wait()
+            for _ in range(50):
+                node.write(i * 8, bytes([i + 1]) * 8)
+                node.setattr(SetAttr(atime_ns=i))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, inside copy-up too
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors
+    assert resolve(ov.root, "d/f").read(0, 64) == b"".join(bytes([i + 1]) * 8 for i in range(8))
+    assert names(ov.upper.root) == ["d"] and names(upper_node(ov, "d")) == ["f"]
 
 
 # --- filesystem level -----------------------------------------------------------

@@ -23,7 +23,8 @@ Differences from Linux worth knowing:
   links (Linux keeps it only for nlink == 1). Without an index (Linux's
   ``index=off``) copying up one name of a lower hard link breaks the link: the
   other names keep showing the lower content and the same ``st_ino``.
-- One overlay inode object exists per visible path while referenced, and it
+- One overlay inode object exists per visible path while referenced (each
+  hard-link name has its own, with the same ``key``); it follows renames and
   forwards to the upper after a copy-up: a file opened while it was lower
   reads the new content after another writer copied it up (Linux keeps
   reading the stale lower file).
@@ -473,8 +474,7 @@ class OvlInode(Inode):
 
     def _new_entry(self, name: str, make: Callable[[Inode], Inode]) -> OvlInode:
         self._writable_dir()
-        if name == OPAQUE_MARKER:
-            raise Errno(E.EINVAL)
+        _check_name(name)
         with self.fs.lock:
             if self._visible(name):
                 raise Errno(E.EEXIST)
@@ -520,6 +520,7 @@ class OvlInode(Inode):
         if not isinstance(target, OvlInode) or target.fs is not self.fs:
             raise Errno(E.EXDEV)
         self._writable_dir()
+        _check_name(name)
         with self.fs.lock:
             if self._visible(name):
                 raise Errno(E.EEXIST)
@@ -578,8 +579,7 @@ class OvlInode(Inode):
             raise Errno(E.EXDEV)
         self._writable_dir()
         newdir._writable_dir()
-        if newname == OPAQUE_MARKER:
-            raise Errno(E.EINVAL)
+        _check_name(newname)
         with self.fs.lock:
             src = self.lookup(name)
             dst = newdir.lookup(newname) if newdir._visible(newname) else None
@@ -662,6 +662,11 @@ class OvlInode(Inode):
         self._children[name] = dst
         src._drop_lowers()
         dst._drop_lowers()
+
+
+def _check_name(name: str) -> None:
+    if name == OPAQUE_MARKER:
+        raise Errno(E.EINVAL)  # reserved: it marks opaque directories
 
 
 def _copy_node(directory: Inode, name: str, src: Inode, st: Stat, size: int | None) -> Inode:
