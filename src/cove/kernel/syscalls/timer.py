@@ -25,7 +25,7 @@ from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import ITIMERSPEC, ITIMERVAL
 from cove.abi.structs.siginfo import SIGINFO_SIZE, SIGINFO_TIMER, siginfo_timer
-from cove.kernel import signals
+from cove.kernel import process, signals
 from cove.kernel.itimer import NSEC, ClockTimer
 from cove.kernel.syscall import INT, PTR, UINT, syscall
 from cove.kernel.task import State
@@ -116,7 +116,7 @@ def getitimer(t: Task, which: int, value: int) -> int:
 def setitimer(t: Task, which: int, new: int, old: int) -> int:
     interval = value = 0
     if new:  # Linux still takes NULL as "disarm"
-        isec, iusec, vsec, vusec = ITIMERVAL.unpack(t.mm.read(new, ITIMERVAL.size))
+        isec, iusec, vsec, vusec = ITIMERVAL.unpack_from(t.mm.read(new, ITIMERVAL.size))
         for sec, usec in ((isec, iusec), (vsec, vusec)):
             if sec < 0 or not 0 <= usec < 1_000_000:
                 raise Errno(E.EINVAL)
@@ -225,6 +225,9 @@ def exec_reset(proc: Process) -> None:
             pt.timer.disarm()
 
 
+process.EXEC_HOOKS.append(lambda t: exec_reset(t.proc))
+
+
 _UNSUPPORTED_CLOCKS = {F.CLOCK_MONOTONIC_RAW, F.CLOCK_REALTIME_COARSE, F.CLOCK_MONOTONIC_COARSE,
                        F.CLOCK_REALTIME_ALARM, F.CLOCK_BOOTTIME_ALARM}
 
@@ -270,7 +273,7 @@ def _pack_itimerspec(interval: int, value: int) -> bytes:
 def timer_settime(t: Task, timer_id: int, flags: int, new: int, old: int) -> int:
     if not new:
         raise Errno(E.EINVAL)
-    isec, insec, vsec, vnsec = ITIMERSPEC.unpack(t.mm.read(new, ITIMERSPEC.size))
+    isec, insec, vsec, vnsec = ITIMERSPEC.unpack_from(t.mm.read(new, ITIMERSPEC.size))
     for sec, nsec in ((isec, insec), (vsec, vnsec)):
         if sec < 0 or not 0 <= nsec < NSEC:
             raise Errno(E.EINVAL)
@@ -278,11 +281,8 @@ def timer_settime(t: Task, timer_id: int, flags: int, new: int, old: int) -> int
     assert pt.timer is not None
     before = _get(pt.timer)
     pt.overrun = pt.last_overrun = 0
-    value = vsec * NSEC + vnsec
-    absolute = bool(flags & F.TIMER_ABSTIME)
-    if absolute and value and value <= pt.timer.clock():
-        value = pt.timer.clock()  # already due: expire at the next scheduler look
-    pt.timer.arm(value, isec * NSEC + insec, absolute)
+    # An absolute time already past expires at the scheduler's next look.
+    pt.timer.arm(vsec * NSEC + vnsec, isec * NSEC + insec, bool(flags & F.TIMER_ABSTIME))
     if old:
         t.mm.write(old, _pack_itimerspec(*before))
     return 0
