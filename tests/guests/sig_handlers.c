@@ -59,6 +59,47 @@ static void skip_ud2(int sig, siginfo_t *si, void *ucv) {
     counted++;
 }
 
+/* The handler gets a clean FPU and clobbers SSE/AVX state; sigreturn must
+ * bring the interrupted code's registers (and MXCSR) back. */
+static volatile unsigned handler_mxcsr;
+static void clobber_fpu(int sig) {
+    (void)sig;
+    unsigned m;
+    __asm__ volatile("stmxcsr %0" : "=m"(m));
+    handler_mxcsr = m;
+    m = 0x7f80 | 0x6000;  /* round toward zero */
+    __asm__ volatile("ldmxcsr %0\n\tpxor %%xmm0, %%xmm0" :: "m"(m) : "xmm0");
+    if (__builtin_cpu_supports("avx"))
+        __asm__ volatile("vpxor %%ymm1, %%ymm1, %%ymm1" ::: "xmm1");
+}
+
+static void fpu_across_a_signal(void) {
+    signal(SIGUSR1, clobber_fpu);
+    unsigned mx = 0x1f80 | 0x2000, mx_after;  /* round down */
+    double in = 2.5, out;
+    double wide_in[4] = {1, 2, 3, 4}, wide_out[4] = {0};
+    int avx = __builtin_cpu_supports("avx");
+    if (avx) __asm__ volatile("vmovupd %0, %%ymm1" :: "m"(wide_in) : "xmm1");
+    __asm__ volatile(
+        "ldmxcsr %[mx]\n\t"
+        "movsd %[in], %%xmm0\n\t"
+        "mov $62, %%eax\n\t"      /* kill(getpid(), SIGUSR1): delivered on the way out */
+        "mov %[pid], %%edi\n\t"
+        "mov $10, %%esi\n\t"
+        "syscall\n\t"
+        "movsd %%xmm0, %[out]\n\t"
+        "stmxcsr %[mx_after]\n\t"
+        : [out] "=m"(out), [mx_after] "=m"(mx_after)
+        : [in] "m"(in), [mx] "m"(mx), [pid] "r"(getpid())
+        : "rax", "rdi", "rsi", "rcx", "r11", "xmm0", "memory");
+    if (avx) __asm__ volatile("vmovupd %%ymm1, %0" : "=m"(wide_out) :: "memory");
+    CHECK(handler_mxcsr == 0x1f80);  /* the handler starts from the default */
+    CHECK(out == 2.5 && mx_after == mx);
+    if (avx) CHECK(memcmp(wide_in, wide_out, sizeof wide_in) == 0);
+    unsigned dflt = 0x1f80;
+    __asm__ volatile("ldmxcsr %0" :: "m"(dflt));
+}
+
 static volatile uintptr_t handler_sp;
 static void on_alt(int sig) { int here; (void)sig; handler_sp = (uintptr_t)&here; }
 
@@ -113,6 +154,8 @@ int main(void) {
     long rax;
     __asm__ volatile("xor %%eax, %%eax\n\tud2\n\t" : "=a"(rax) :: "memory");
     CHECK(counted == 1 && rax == 0x5151);
+
+    fpu_across_a_signal();
 
     /* raise / kill / masks / pending */
     signal(SIGUSR1, count);
