@@ -37,12 +37,14 @@ Differences from Linux worth knowing:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import replace
+from typing import Any, TypeVar, cast
 
 from cove.abi.errno import E, Errno
 from cove.fs.node import (
@@ -72,6 +74,7 @@ MAX_LOWERS = 500  # Linux's OVL_MAX_STACK
 XINO_SHIFT = 48  # real inos below 2**48 get the layer number above them
 _CHUNK = 1 << 20  # copy-up granularity
 
+F = TypeVar("F", bound=Callable[..., Any])
 Layer = tuple[int, Inode]  # (layer number: 0 upper, 1.. lowers, real directory)
 
 
@@ -178,6 +181,21 @@ class OverlayFS(FileSystem):
         """An upper inode lost its last name: drop its origin entry."""
         if nlink_before <= 1 or upper_node.mode & S_IFMT == S_IFDIR:
             self._origin.pop(upper_node.ino, None)
+
+
+def _changes_entries(method: F) -> F:
+    """Bump the generation after a change to directory entries (even a failed one:
+    a stale cached link count must not outlive it). After, not before: a stat
+    racing the change then recomputes instead of caching the old count."""
+
+    @functools.wraps(method)
+    def wrapper(self: OvlInode, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.fs.generation += 1
+
+    return cast(F, wrapper)
 
 
 class OvlInode(Inode):
@@ -497,26 +515,26 @@ class OvlInode(Inode):
             self._children[name] = child
             return child
 
+    @_changes_entries
     def create(self, name: str, mode: int, uid: int, gid: int) -> OvlInode:
-        self.fs.generation += 1
         return self._new_entry(name, lambda d: d.create(name, mode, uid, gid))
 
+    @_changes_entries
     def mkdir(self, name: str, mode: int, uid: int, gid: int) -> OvlInode:
-        self.fs.generation += 1
         return self._new_entry(name, lambda d: d.mkdir(name, mode, uid, gid))
 
+    @_changes_entries
     def mknod(self, name: str, mode: int, rdev: int, uid: int, gid: int) -> OvlInode:
-        self.fs.generation += 1
         if mode & S_IFMT == S_IFCHR and rdev == WHITEOUT_RDEV:
             raise Errno(E.EPERM)
         return self._new_entry(name, lambda d: d.mknod(name, mode, rdev, uid, gid))
 
+    @_changes_entries
     def symlink(self, name: str, target: str, uid: int, gid: int) -> OvlInode:
-        self.fs.generation += 1
         return self._new_entry(name, lambda d: d.symlink(name, target, uid, gid))
 
+    @_changes_entries
     def link(self, name: str, target: Inode) -> None:
-        self.fs.generation += 1
         if not isinstance(target, OvlInode) or target.fs is not self.fs:
             raise Errno(E.EXDEV)
         self._writable_dir()
@@ -534,8 +552,8 @@ class OvlInode(Inode):
 
             self._new_entry(name, make)
 
+    @_changes_entries
     def unlink(self, name: str) -> None:
-        self.fs.generation += 1
         self._writable_dir()
         with self.fs.lock:
             child = self.lookup(name)
@@ -543,8 +561,8 @@ class OvlInode(Inode):
                 raise Errno(E.EISDIR)
             self._remove(name, child)
 
+    @_changes_entries
     def rmdir(self, name: str) -> None:
-        self.fs.generation += 1
         self._writable_dir()
         with self.fs.lock:
             child = self.lookup(name)
@@ -569,8 +587,8 @@ class OvlInode(Inode):
         self._children.pop(name, None)
         child.detached = True
 
+    @_changes_entries
     def rename(self, name: str, newdir: Inode, newname: str, flags: int = 0) -> None:
-        self.fs.generation += 1
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or (
             flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE
         ):
