@@ -77,6 +77,13 @@ static void *blocker_of_usr2(void *arg) {
     return (void *)(long)sig;
 }
 
+static pthread_mutex_t robust;
+static void *dies_holding_the_lock(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&robust);
+    return NULL;  /* exits without unlocking */
+}
+
 static void *exits_alone(void *arg) {
     (void)arg;
     pthread_exit((void *)7);
@@ -154,6 +161,20 @@ int main(void) {
     pthread_create(&ex, NULL, exits_alone, NULL);
     void *code;
     CHECK(pthread_join(ex, &code) == 0 && code == (void *)7);
+
+    /* a robust mutex whose owner died: EOWNERDEAD, then consistent again */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+    CHECK(pthread_mutex_init(&robust, &ma) == 0);
+    pthread_t dier;
+    pthread_create(&dier, NULL, dies_holding_the_lock, NULL);
+    pthread_join(dier, NULL);
+    CHECK(pthread_mutex_lock(&robust) == EOWNERDEAD);
+    CHECK(pthread_mutex_consistent(&robust) == 0);
+    CHECK(pthread_mutex_unlock(&robust) == 0);
+    CHECK(pthread_mutex_lock(&robust) == 0);
+    pthread_mutex_unlock(&robust);
 
     /* detached threads and many short-lived ones */
     for (int i = 0; i < 20; i++) {

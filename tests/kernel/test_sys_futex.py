@@ -225,3 +225,22 @@ def test_thread_exit_clears_tid_and_wakes_the_joiner():
     k.exit_task(child, 0)
     assert u32(t, WORD) == 0
     assert t.state is State.RUNNABLE and resume(t) == 0
+
+
+def test_robust_list_marks_owner_died_and_wakes_a_waiter():
+    k, t = make_kernel()
+    owner = thread(k, t)
+    head, entry = SCRATCH + 0x800, SCRATCH + 0x840
+    lock = entry + 16  # futex_offset 16 from the list entry
+    t.mm.write(head, struct.pack("<QqQ", entry, 16, 0))
+    t.mm.write(entry, struct.pack("<Q", head))
+    _set(t, lock, owner.tid | 0x80000000)  # held by owner, with waiters
+    other_lock = SCRATCH + 0x900  # a lock owned by someone else stays untouched
+    assert call(owner, "set_robust_list", head, 24) == 0
+    futex(t, lock, F.FUTEX_WAIT, owner.tid | 0x80000000)  # glibc: robust waits are shared
+    assert t.state is State.BLOCKED
+    _set(t, other_lock, 12345)
+    k.exit_task(owner, 0)
+    assert u32(t, lock) == 0x80000000 | 0x40000000  # FUTEX_WAITERS | FUTEX_OWNER_DIED
+    assert u32(t, other_lock) == 12345
+    assert resume(t) == 0

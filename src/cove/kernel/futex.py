@@ -156,3 +156,66 @@ def wake(t: Task, addr: int, n: int) -> int:
         except Errno:
             pass
     return woken
+
+
+ROBUST_LIST_LIMIT = 2048
+FUTEX_WAITERS = 0x80000000
+FUTEX_OWNER_DIED = 0x40000000
+FUTEX_TID_MASK = 0x3FFFFFFF
+
+
+def _death(t: Task, uaddr: int, pi: bool, pending: bool) -> bool:
+    """handle_futex_death: a robust lock ``t`` still holds gets OWNER_DIED and
+    one waiter is woken. False stops the walk (a fault)."""
+    if uaddr & 3:
+        return False
+    try:
+        uval = int.from_bytes(t.mm.read(uaddr, 4), "little")
+        owner = uval & FUTEX_TID_MASK
+        if pending and not pi and not owner:
+            wake(t, uaddr, 1)  # an unlock raced with the exit: pass the wake on
+            return True
+        if owner != t.tid:
+            return True
+        t.mm.write(uaddr, ((uval & FUTEX_WAITERS) | FUTEX_OWNER_DIED).to_bytes(4, "little"))
+    except Errno:
+        return False
+    if not pi and uval & FUTEX_WAITERS:
+        wake(t, uaddr, 1)
+    return True
+
+
+def exit_robust_list(t: Task) -> None:
+    """exit_robust_list: walk the thread's registered robust mutex list (glibc's
+    robust and PTHREAD_MUTEX_ROBUST mutexes) when it exits or execs."""
+    head = t.robust_list[0]
+    if not head:
+        return
+    t.robust_list = (0, 0)
+
+    def entry(addr: int) -> tuple[int, bool]:
+        v = int.from_bytes(t.mm.read(addr, 8), "little")
+        return v & ~1, bool(v & 1)
+
+    try:
+        cur, pi = entry(head)
+        offset = int.from_bytes(t.mm.read(head + 8, 8), "little", signed=True)
+        pending, ppi = entry(head + 16)
+    except Errno:
+        return
+    limit = ROBUST_LIST_LIMIT
+    while cur != head:
+        try:
+            nxt, npi = entry(cur)
+        except Errno:
+            nxt = None
+        if cur != pending and not _death(t, (cur + offset) & ((1 << 64) - 1), pi, False):
+            return
+        if nxt is None:
+            return
+        cur, pi = nxt, npi
+        limit -= 1
+        if not limit:
+            break
+    if pending:
+        _death(t, (pending + offset) & ((1 << 64) - 1), ppi, True)

@@ -14,7 +14,12 @@ _U32 = struct.Struct("<I")
 
 
 def on_thread_exit(t: Task) -> None:
-    """CLONE_CHILD_CLEARTID (write 0, wake one futex waiter) and the fd table."""
+    """Robust futexes, CLONE_CHILD_CLEARTID (write 0, wake one futex waiter)
+    and the fd table."""
+    if t.robust_list[0] and t.proc.mm.vmas:
+        from cove.kernel import futex
+
+        futex.exit_robust_list(t)
     if t.clear_child_tid and t.proc.mm.vmas:
         addr = t.clear_child_tid
         t.clear_child_tid = 0
