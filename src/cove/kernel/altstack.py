@@ -20,6 +20,12 @@ DISABLED = (0, F.SS_DISABLE, 0)  # sas_ss_reset: new threads, SS_AUTODISARM afte
 _MODES = (0, F.SS_ONSTACK, F.SS_DISABLE)
 
 
+def exec_reset(t: Task) -> None:
+    """execve forgets the stack but keeps the stored flags (Linux's
+    begin_new_exec clears only sas_ss_sp and sas_ss_size)."""
+    t.altstack = (0, t.altstack[1], 0)
+
+
 def within(t: Task, sp: int) -> bool:
     """``__on_sig_stack``: sp inside the registered stack (growing down)."""
     base, _, size = t.altstack

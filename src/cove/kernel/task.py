@@ -166,7 +166,9 @@ class Task:
         self.sigmask = 0
         self.pending = SigPending()
         self.saved_sigmask: int | None = None  # restored after rt_sigsuspend/ppoll handler
-        self.altstack = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), ss_size
+        # ss_sp, ss_flags, ss_size as registered (cove.kernel.altstack); none is
+        # size 0, with flags 0 as Linux's first process has (threads get SS_DISABLE).
+        self.altstack = (0, 0, 0)
         self.clear_child_tid = 0
         self.robust_list = (0, 0)
         # The syscall this task is blocked in, re-run when it wakes.
