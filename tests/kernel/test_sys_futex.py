@@ -244,3 +244,40 @@ def test_robust_list_marks_owner_died_and_wakes_a_waiter():
     assert u32(t, lock) == 0x80000000 | 0x40000000  # FUTEX_WAITERS | FUTEX_OWNER_DIED
     assert u32(t, other_lock) == 12345
     assert resume(t) == 0
+
+
+# --- futex2 ------------------------------------------------------------------------
+F2 = F.FUTEX_32 | F.FUTEX_PRIVATE_FLAG
+
+
+def test_futex2_wait_wake_requeue():
+    k, t = make_kernel()
+    a, b = thread(k, t), thread(k, t)
+    assert call(t, "futex_wake", WORD, 0, 1, F2) == -E.EINVAL  # mask 0
+    assert call(t, "futex_wake", WORD, 1, 1, F.FUTEX_PRIVATE_FLAG) == -E.EINVAL  # u8
+    assert call(t, "futex_wake", WORD, 1 << 33, 1, F2) == -E.EINVAL
+    assert call(t, "futex_wake", WORD, 1, 1, F2 | 0x1000) == -E.EINVAL
+    # without a timeout the clock is not looked at
+    assert call(t, "futex_wait", WORD, 5, 0xFFFFFFFF, F2, 0, 99) == -E.EAGAIN
+    assert call(t, "futex_wait", WORD, 0, 0xFFFFFFFF, F2, _ts(t, 0), 99) == -E.EINVAL
+    assert call(t, "futex_wait", WORD, 0, 0xFFFFFFFF, F2, _ts(t, 0), F.CLOCK_MONOTONIC) \
+        == -E.ETIMEDOUT  # absolute, long past
+    assert call(t, "futex_wait", WORD, 0, 0, F2, 0, 0) == -E.EINVAL
+    call(a, "futex_wait", WORD, 0, 0b01, F2, 0, 0)
+    call(b, "futex_wait", WORD, 0, 0b10, F2, 0, 0)
+    assert a.state is b.state is State.BLOCKED
+    assert call(t, "futex_wake", WORD, 0xFFFFFFFF, 0, F2) == 0  # strict: nr 0 wakes none
+    assert call(t, "futex_wake", WORD, 0b10, 5, F2) == 1
+    assert b.state is State.RUNNABLE and resume(b) == 0
+    wv = put(t, struct.pack("<QQII", 0, WORD, F2, 0) + struct.pack("<QQII", 0, WORD2, F2, 0),
+             0xA00)
+    assert call(t, "futex_requeue", wv, 1, 0, 1) == -E.EINVAL
+    assert call(t, "futex_requeue", wv, 0, 0, 1) == 1
+    assert call(t, "futex_wake", WORD2, 0xFFFFFFFF, 1, F2) == 1
+    assert a.state is State.RUNNABLE
+    bad = put(t, struct.pack("<QQII", 7, WORD, F2, 0) + struct.pack("<QQII", 0, WORD2, F2, 0),
+              0xA40)
+    assert call(t, "futex_requeue", bad, 0, 0, 1) == -E.EAGAIN
+    bad = put(t, struct.pack("<QQII", 0, WORD, F2, 1) + struct.pack("<QQII", 0, WORD2, F2, 0),
+              0xA40)
+    assert call(t, "futex_requeue", bad, 0, 0, 1) == -E.EINVAL

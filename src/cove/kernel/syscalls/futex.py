@@ -1,9 +1,10 @@
 """futex(2): WAIT, WAKE, WAIT_BITSET, WAKE_BITSET, REQUEUE, CMP_REQUEUE,
 WAKE_OP, with FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME (kernel/futex/).
 
-Priority-inheritance futexes (LOCK_PI, UNLOCK_PI, TRYLOCK_PI, LOCK_PI2,
-WAIT_REQUEUE_PI, CMP_REQUEUE_PI) and futex_waitv are not offered: ENOSYS
-(glibc uses PI futexes only for PTHREAD_PRIO_INHERIT mutexes).
+Also the futex2 calls futex_wake, futex_wait and futex_requeue on 32-bit
+words. Priority-inheritance futexes (LOCK_PI, UNLOCK_PI, TRYLOCK_PI,
+LOCK_PI2, WAIT_REQUEUE_PI, CMP_REQUEUE_PI) and futex_waitv are not offered:
+ENOSYS (glibc uses PI futexes only for PTHREAD_PRIO_INHERIT mutexes).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from weakref import WeakKeyDictionary
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.kernel import futex
-from cove.kernel.syscall import INT, PTR, UINT, enosys, syscall
+from cove.kernel.syscall import INT, PTR, UINT, ULONG, enosys, syscall
 from cove.kernel.syscalls.time import NSEC, deadline, read_timespec
 from cove.kernel.wait import Blocked
 
@@ -151,6 +152,70 @@ def futex_(t: Task, uaddr: int, op: int, val: int, utime: int, uaddr2: int, val3
         return woken
     # FUTEX_FD (gone since 2.6.26), the PI family, and unknown commands.
     raise Errno(E.ENOSYS)
+
+
+# --- futex2: futex_wake, futex_wait, futex_requeue (Linux 6.7) ---------------------
+FUTEX2_SIZE_MASK = 3
+FUTEX2_NUMA = 4
+FUTEX2_MPOL = 8
+FUTEX2_PRIVATE = F.FUTEX_PRIVATE_FLAG
+FUTEX2_VALID = FUTEX2_SIZE_MASK | FUTEX2_NUMA | FUTEX2_MPOL | FUTEX2_PRIVATE
+_WAITV = struct.Struct("<QQII")  # struct futex_waitv: val, uaddr, flags, __reserved
+
+
+def _futex2_private(flags: int) -> bool:
+    """The futex2 flags cove takes: 32-bit words, optionally private (EINVAL else)."""
+    if flags & ~FUTEX2_VALID or flags & FUTEX2_SIZE_MASK != F.FUTEX_32:
+        raise Errno(E.EINVAL)
+    if flags & (FUTEX2_NUMA | FUTEX2_MPOL):
+        raise Errno(E.EINVAL)  # NUMA-node futexes are not offered
+    return bool(flags & FUTEX2_PRIVATE)
+
+
+@syscall("futex_wake", PTR, ULONG, INT, UINT, support="partial",
+         note="32-bit futexes only; FUTEX2_NUMA/MPOL: EINVAL")
+def futex_wake(t: Task, uaddr: int, mask: int, nr: int, flags: int) -> int:
+    private = _futex2_private(flags)
+    if mask >> 32 or not mask:
+        raise Errno(E.EINVAL)
+    if nr <= 0:
+        return 0  # futex2 is strict: no "wake at least one"
+    return futex.wake_key(t.kernel, futex.key_of(t, uaddr, private), nr, mask)
+
+
+@syscall("futex_wait", PTR, ULONG, ULONG, UINT, PTR, INT, support="partial",
+         note="32-bit futexes only; FUTEX2_NUMA/MPOL: EINVAL")
+def futex_wait(t: Task, uaddr: int, val: int, mask: int, flags: int, timeout: int,
+               clockid: int) -> int:
+    private = _futex2_private(flags)
+    if val >> 32 or mask >> 32:
+        raise Errno(E.EINVAL)
+    end = None
+    if timeout:
+        if clockid not in (F.CLOCK_REALTIME, F.CLOCK_MONOTONIC):
+            raise Errno(E.EINVAL)
+        end = deadline(t, clockid, read_timespec(t, timeout), True)
+    return _wait(t, uaddr, val, end, mask, private)
+
+
+@syscall("futex_requeue", PTR, UINT, INT, INT, support="partial",
+         note="32-bit futexes only; FUTEX2_NUMA/MPOL: EINVAL")
+def futex_requeue(t: Task, waiters: int, flags: int, nr_wake: int, nr_requeue: int) -> int:
+    if flags:
+        raise Errno(E.EINVAL)
+    raw = t.mm.read(waiters, 2 * _WAITV.size)
+    (val, addr1, f1, r1), (val2, addr2, f2, r2) = (_WAITV.unpack_from(raw, i * _WAITV.size)
+                                                   for i in (0, 1))
+    if r1 or r2:
+        raise Errno(E.EINVAL)
+    private1, private2 = _futex2_private(f1), _futex2_private(f2)
+    if val >> 32 or val2 >> 32 or nr_wake < 0 or nr_requeue < 0:
+        raise Errno(E.EINVAL)
+    key1 = futex.key_of(t, addr1, private1)
+    key2 = futex.key_of(t, addr2, private2)
+    if _get_u32(t, addr1) != val:
+        raise Errno(E.EAGAIN)
+    return futex.requeue(t.kernel, key1, key2, nr_wake, nr_requeue)
 
 
 enosys("futex_waitv", note="vectored futex waits are not offered")

@@ -132,7 +132,8 @@ def pause(t: Task) -> int:
 _waits: WeakKeyDictionary[Task, float] = WeakKeyDictionary()
 
 
-@syscall("rt_sigtimedwait", PTR, PTR, PTR, ULONG, restartable=False)
+@syscall("rt_sigtimedwait", PTR, PTR, PTR, ULONG, restartable=False,
+         note="a waited-for signal the caller left unblocked runs its handler (EINTR)")
 def rt_sigtimedwait(t: Task, uthese: int, uinfo: int, uts: int, sigsetsize: int) -> int:
     _check_size(sigsetsize)
     want = _sigset(t, uthese) & ~UNBLOCKABLE

@@ -232,7 +232,8 @@ _UNSUPPORTED_CLOCKS = {F.CLOCK_MONOTONIC_RAW, F.CLOCK_REALTIME_COARSE, F.CLOCK_M
                        F.CLOCK_REALTIME_ALARM, F.CLOCK_BOOTTIME_ALARM}
 
 
-@syscall("timer_create", INT, PTR, PTR)
+@syscall("timer_create", INT, PTR, PTR, support="partial",
+         note="no timers on another process's CPU clock (clock_getcpuclockid ids): EINVAL")
 def timer_create(t: Task, clockid: int, sevp: int, created: int) -> int:
     if clockid in _UNSUPPORTED_CLOCKS:
         # No timer on these in Linux either (the alarm clocks need an RTC).
