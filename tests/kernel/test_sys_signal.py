@@ -696,3 +696,18 @@ def test_default_actions_terminate_ignore_and_core():
     signals.send_process(b.proc, F.SIGQUIT)
     deliver(b)
     assert b.proc.exit_code == F.SIGQUIT | 0x80
+
+
+@pytest.mark.parametrize("field,value", [("cs", 0x23), ("cs", 0), ("ss", 0), ("rip", 1 << 47)])
+def test_sigreturn_to_what_user_mode_cannot_run_is_sigsegv(field, value):
+    _, t = make_kernel()
+    with_stack(t)
+    sigaction(t, F.SIGUSR1)
+    signals.send_task(t, F.SIGUSR1)
+    deliver(t)
+    frame_uc = t.ctx.regs.rsp + RT_SIGFRAME_UC
+    uc = ucontext(t)._asdict()
+    uc[field] = value
+    t.mm.write(frame_uc, UCONTEXT.pack(*uc.values()))
+    sigreturn(t)
+    assert pending(t, F.SIGSEGV)

@@ -189,7 +189,12 @@ def sigreturn(t: Task) -> bool:
     for r in _GREGS:
         setattr(regs, r, getattr(uc, r))
     regs.rflags = (regs.rflags & ~FIX_EFLAGS) | (uc.eflags & FIX_EFLAGS)
-    ok = regs.rip < USER_TOP  # a non-canonical or kernel rip could never return
+    # What the return to user mode would fault on is SIGSEGV here: a
+    # non-canonical or kernel rip, or segments other than the 64-bit user
+    # ones (cove runs no 32-bit code; a null or kernel selector #GPs).
+    ok = regs.rip < USER_TOP and uc.cs | 3 == USER_CS
+    if uc.uc_flags & F.UC_STRICT_RESTORE_SS and uc.ss | 3 != USER_DS:
+        ok = False
     if ok:
         try:
             restore_fpu(t, uc.fpstate)
