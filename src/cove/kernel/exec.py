@@ -98,8 +98,7 @@ def prepare(t: Task, dirfd: int, path: str, argv_addr: int, envp_addr: int,
         image = loader.load_elf(mm, k.vfs, t.fs, exe, argv, envp, execfn=filename,
                                 creds=t.proc.creds, stack_rlimit=stack_limit)
     except BaseException:
-        mm.release()
-        process._destroy_space(space)
+        process.free_mm(mm)
         raise
     return Prepared(mm, image)
 

@@ -4,7 +4,8 @@ queries are in ``proc_info``).
 
 The mechanics live in ``cove.kernel.process`` (fork_process, shared memory
 maps, auto-reaping) and ``cove.kernel.exec`` (execve's two phases); clone and
-clone3 for new processes go through the same ``fork_process``.
+clone3 (``syscalls.thread``) make new processes through the same
+``fork_process``, installed here as ``thread.PROCESS_CLONE``.
 
 Wait statuses are Linux's: ``code << 8`` for an exit, the signal number
 (``| 0x80`` with a core dump) for a kill, ``sig << 8 | 0x7f`` for a stop and
@@ -25,6 +26,7 @@ from cove.kernel import process
 from cove.kernel.kernel import NORETURN
 from cove.kernel.signals import CLD_CONTINUED, CLD_DUMPED, CLD_EXITED, CLD_KILLED, CLD_STOPPED
 from cove.kernel.syscall import FD, INT, PATH, PTR, UINT, syscall
+from cove.kernel.syscalls import thread
 from cove.kernel.syscalls.proc_lookup import find_process, put_s32
 from cove.kernel.task import State
 from cove.kernel.wait import Blocked
@@ -50,6 +52,15 @@ def fork(t: Task) -> int:
 @syscall("vfork")
 def vfork(t: Task) -> int:
     return process.fork_process(t, F.CLONE_VM | F.CLONE_VFORK)
+
+
+def _clone_process(t: Task, a: thread.CloneArgs) -> int:
+    """clone/clone3 without CLONE_THREAD (validated by ``thread.kernel_clone``)."""
+    return process.fork_process(t, a.flags, a.stack, a.parent_tid, a.child_tid, a.tls,
+                                a.exit_signal)
+
+
+thread.PROCESS_CLONE = _clone_process
 
 
 # --- exec -------------------------------------------------------------------------------
