@@ -10,9 +10,6 @@ import argparse
 import logging
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
-
-from cove.kernel.kernel import stderr_log
 
 EXIT_USAGE = 2
 EXIT_CANNOT_EXECUTE = 126
@@ -20,10 +17,9 @@ EXIT_NOT_FOUND = 127
 
 
 def _version() -> str:
-    try:
-        return version("cove")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
+    from cove import __version__
+
+    return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,7 +118,8 @@ def _fail(message: str, status: int = 1) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
-    stderr_log(ns.debug)
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if ns.debug else logging.WARNING,
+                        format="cove: %(message)s")
     try:
         if ns.command == "run":
             return _cmd_run(ns)
