@@ -8,6 +8,7 @@ The layout, placement and every field's meaning are documented in
 from __future__ import annotations
 
 import struct
+import weakref
 from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
@@ -32,6 +33,7 @@ from cove.kernel.syscall import TABLE
 from cove.kernel.task import SigAction
 
 if TYPE_CHECKING:
+    from cove.kernel.kernel import Kernel
     from cove.kernel.task import Task
 
 MASK64 = (1 << 64) - 1
@@ -55,26 +57,35 @@ class BadFrame(Exception):
     """The frame cannot be written or read back: the thread gets SIGSEGV."""
 
 
-def _xfeatures(t: Task, image: bytes) -> int:
-    """The user xfeatures the platform enabled (XCR0): what sw_reserved reports."""
-    caps = getattr(t.kernel.platform, "capabilities", None)
-    if caps is not None:
-        return int(caps.xcr0)
-    return 0b11 | _U64.unpack_from(image, FXSAVE_SIZE)[0]
+class _FpuFacts:
+    """What every FPU image of one platform shares: its size, the CPU's MXCSR
+    mask, the enabled xfeatures (XCR0) and the initial image."""
+
+    __slots__ = ("init", "mxcsr_mask", "size", "xcr0")
+
+    def __init__(self, t: Task, image: bytes) -> None:
+        self.size = len(image)
+        self.mxcsr_mask = _U32.unpack_from(image, 28)[0] or MXCSR_DEFAULT_MASK
+        caps = getattr(t.kernel.platform, "capabilities", None)
+        if caps is not None:
+            self.xcr0 = int(caps.xcr0)
+        else:
+            self.xcr0 = 0b11 | (_U64.unpack_from(image, FXSAVE_SIZE)[0] if self.size > 512 else 0)
+        init = bytearray(self.size)  # fninit's control word, default MXCSR, no xfeatures
+        _U16.pack_into(init, 0, FCW_INIT)
+        _U32.pack_into(init, 24, MXCSR_INIT)
+        init[28:32] = image[28:32]  # MXCSR_MASK is the CPU's, not state
+        self.init = bytes(init)
 
 
-def _mxcsr_mask(image: bytes) -> int:
-    return _U32.unpack_from(image, 28)[0] or MXCSR_DEFAULT_MASK
+_facts: weakref.WeakKeyDictionary[Kernel, _FpuFacts] = weakref.WeakKeyDictionary()
 
 
-def init_fpu(image: bytes) -> bytes:
-    """The FPU's initial state in an image the size of ``image`` (fninit +
-    default MXCSR; in XSAVE format every other component in its init state)."""
-    out = bytearray(len(image))
-    _U16.pack_into(out, 0, FCW_INIT)
-    _U32.pack_into(out, 24, MXCSR_INIT)
-    out[28:32] = image[28:32]  # MXCSR_MASK is the CPU's, not state
-    return bytes(out)
+def _fpu_facts(t: Task, image: bytes | None = None) -> _FpuFacts:
+    facts = _facts.get(t.kernel)
+    if facts is None:
+        facts = _facts[t.kernel] = _FpuFacts(t, t.ctx.get_fpu() if image is None else image)
+    return facts
 
 
 # --- delivery -----------------------------------------------------------------
@@ -139,7 +150,7 @@ def _write_frame(t: Task, signo: int, ka: SigAction, info: bytes, saved: int,
     fp = bytearray(fp_size)
     fp[:len(fpu)] = fpu
     if xsave:
-        stamp_fpstate(fp, 0, len(fpu), _xfeatures(t, fpu))
+        stamp_fpstate(fp, 0, len(fpu), _fpu_facts(t, fpu).xcr0)
     else:
         fp[_SW_OFF:FXSAVE_SIZE] = bytes(FXSAVE_SIZE - _SW_OFF)
 
@@ -168,7 +179,7 @@ def _write_frame(t: Task, signo: int, ka: SigAction, info: bytes, saved: int,
     regs.rip = ka.handler
     regs.rsp = plan.rsp
     regs.rflags &= ~ENTRY_CLEAR
-    t.ctx.set_fpu(init_fpu(fpu))
+    t.ctx.set_fpu(_fpu_facts(t, fpu).init)
 
 
 # --- rt_sigreturn -------------------------------------------------------------
@@ -212,11 +223,11 @@ def sigreturn(t: Task) -> bool:
 
 def restore_fpu(t: Task, addr: int) -> None:
     """fpu__restore_sig: take the guest's fpstate at ``addr`` (0: reset the FPU)."""
-    cur = t.ctx.get_fpu()
+    facts = _fpu_facts(t)
     if addr == 0:
-        t.ctx.set_fpu(init_fpu(cur))
+        t.ctx.set_fpu(facts.init)
         return
-    user_size = len(cur)
+    user_size = facts.size
     legacy = t.mm.read(addr, FXSAVE_SIZE)
     image = bytearray(user_size)
     full = False
@@ -230,11 +241,11 @@ def restore_fpu(t: Task, addr: int) -> None:
                 full = True
     if not full:
         image[:FXSAVE_SIZE] = legacy
-    if _U32.unpack_from(image, 24)[0] & ~_mxcsr_mask(cur):
+    if _U32.unpack_from(image, 24)[0] & ~facts.mxcsr_mask:
         raise BadFrame  # XRSTOR would #GP on reserved MXCSR bits
     image[_SW_OFF:FXSAVE_SIZE] = bytes(FXSAVE_SIZE - _SW_OFF)
     if user_size > FXSAVE_SIZE:
-        xcr0 = _xfeatures(t, cur)
+        xcr0 = facts.xcr0
         hdr = XSTATE_HEADER.read(image, FXSAVE_SIZE)
         if full:
             reserved = bytes(image[FXSAVE_SIZE + 8:FXSAVE_SIZE + XSTATE_HEADER.size])
