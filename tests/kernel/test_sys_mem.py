@@ -295,6 +295,30 @@ def test_mprotect():
     assert call(t, "mprotect", a, (1 << 64) - PG, F.PROT_READ) == -E.ENOMEM
 
 
+def test_mprotect_split_and_restore_is_one_mapping_again():
+    k, t = make_kernel()
+    a = mmap(t, LOW, 4 * PG, RW, ANON | FIXED)
+    assert call(t, "mprotect", a + PG, PG, F.PROT_READ) == 0
+    assert len([v for v in t.mm.vmas if LOW <= v.start < LOW + 4 * PG]) == 3
+    assert call(t, "mprotect", a + PG, PG, RW) == 0
+    (v,) = [v for v in t.mm.vmas if LOW <= v.start < LOW + 4 * PG]
+    assert (v.start, v.end) == (a, a + 4 * PG)
+    t.mm.write(a + 3 * PG, b"tail")
+    b = call(t, "mremap", a, 4 * PG, 64 * PG, F.MREMAP_MAYMOVE)  # one VMA: may grow
+    assert b > 0 and t.mm.read(b + 3 * PG, 4) == b"tail"
+    # shared and file mappings merge only with their own other half
+    fd = open_file(k, t, "/mf", O_RDWR, b"m" * 3 * PG)
+    s = mmap(t, LOW + 0x100_0000, 3 * PG, RW, F.MAP_SHARED, fd)
+    shared = t.mm.find(s).shared
+    call(t, "mprotect", s + PG, PG, F.PROT_READ)
+    assert shared.users == 3
+    call(t, "mprotect", s + PG, PG, RW)
+    assert shared.users == 1 and t.mm.find(s).end == s + 3 * PG
+    n = mmap(t, s + 3 * PG, PG, RW, F.MAP_SHARED, fd)  # adjacent, another mapping
+    call(t, "mprotect", n, PG, RW)
+    assert t.mm.find(n).start == n and t.mm.find(s).end == s + 3 * PG
+
+
 # --- mremap ----------------------------------------------------------------------------------
 def test_mremap_grow_shrink_move():
     _, t = make_kernel()

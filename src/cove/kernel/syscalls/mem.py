@@ -98,6 +98,37 @@ def _has_hole(mm: MemoryMap, start: int, end: int) -> bool:
     return cursor < end
 
 
+def _mergeable(a: VMA, b: VMA) -> bool:
+    if a.end != b.start or a.prot != b.prot or a.name != b.name:
+        return False
+    if a.shared is not None or b.shared is not None:
+        return a.shared is b.shared and b.offset == a.offset + (a.end - a.start)
+    if a.file is not None or b.file is not None:
+        return a.file is b.file and b.offset == a.offset + (a.end - a.start)
+    return True
+
+
+def coalesce(mm: MemoryMap, start: int, end: int) -> None:
+    """Merge the VMAs touching [start, end] with compatible neighbours, as
+    Linux's vma_merge does after mprotect: a range split and re-protected is
+    one mapping again (for mremap, and for /proc/<pid>/maps)."""
+    vmas = mm.vmas
+    i = 0
+    while i < len(vmas) - 1:
+        a, b = vmas[i], vmas[i + 1]
+        if a.start > end:
+            break
+        if a.end >= start and _mergeable(a, b):
+            # Both halves of one mapping: the low part's offset and file size
+            # describe the whole (the frames are per page, not per VMA).
+            a.end = b.end
+            if b.shared is not None:
+                b.shared.users -= 1
+            del vmas[i + 1]
+            continue
+        i += 1
+
+
 # --- brk and mmap -------------------------------------------------------------------
 @syscall("brk", PTR)
 def brk(t: Task, addr: int) -> int:
@@ -262,6 +293,7 @@ def mprotect(t: Task, addr: int, length: int, prot: int) -> int:
         if prot & F.PROT_EXEC and src.noexec:
             raise Errno(E.EACCES)
     t.mm.mprotect(addr, length, prot)
+    coalesce(t.mm, addr, end)
     return 0
 
 
@@ -281,6 +313,7 @@ def mremap(t: Task, old: int, old_len: int, new_len: int, flags: int, new_addr: 
     old_len, new_len = page_align(old_len), page_align(new_len)
     if new_len == 0:
         raise Errno(E.EINVAL)
+    coalesce(mm, old, old + old_len)
     vma = mm.find(old)
     if vma is None:
         raise Errno(E.EFAULT)
