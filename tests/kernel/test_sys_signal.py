@@ -711,3 +711,16 @@ def test_sigreturn_to_what_user_mode_cannot_run_is_sigsegv(field, value):
     t.mm.write(frame_uc, UCONTEXT.pack(*uc.values()))
     sigreturn(t)
     assert pending(t, F.SIGSEGV)
+
+
+def test_a_timed_out_ppoll_puts_the_mask_back():
+    k, t = make_kernel()
+    t.sigmask = bit(F.SIGHUP)
+    temp = put(t, struct.pack("<Q", bit(F.SIGUSR2)), 0x100)
+    ts = put(t, struct.pack("<qq", 0, 10_000_000), 0x200)
+    call(t, "ppoll", 0, 0, ts, temp, 8)
+    assert t.state is State.BLOCKED and t.sigmask == bit(F.SIGUSR2)
+    from .sighelp import finish
+
+    assert finish(k, t) == 0
+    assert t.sigmask == bit(F.SIGHUP) and t.saved_sigmask is None

@@ -221,6 +221,10 @@ class Kernel:
             result = t.blocked_on.on_timeout if t.blocked_on else 0
             t.blocked_call = None
             t.ctx.regs.rax = result & MASK64
+            if t.saved_sigmask is not None:
+                # ppoll/pselect6/epoll_pwait's temporary mask ends with the call
+                # (only an EINTR that runs a handler keeps it for the frame).
+                t.sigmask, t.saved_sigmask = t.saved_sigmask, None
             return
         if t.interrupted and signals.has_deliverable(t):
             # ERESTARTSYS: signals.deliver turns this into -EINTR or a restart
