@@ -372,3 +372,36 @@ def test_nice():
     assert u.proc.nice == v.proc.nice == 3
     assert call(u, "getpriority", F.PRIO_USER, 0) == 17
     assert call(t, "getpriority", F.PRIO_USER, 4242) == -E.ESRCH
+
+
+# --- garbage in, an errno out --------------------------------------------------------------
+MINE = ["getpid", "getppid", "gettid", "getuid", "geteuid", "getgid", "getegid", "getresuid",
+        "getresgid", "getgroups", "setgroups", "setuid", "setgid", "setreuid", "setregid",
+        "setresuid", "setresgid", "setfsuid", "setfsgid", "getpgrp", "getpgid", "getsid",
+        "uname", "sethostname", "sysinfo", "getrandom", "clock_gettime", "clock_getres",
+        "clock_settime", "gettimeofday", "settimeofday", "time", "nanosleep",
+        "clock_nanosleep", "times", "getrusage", "prlimit64", "getrlimit", "setrlimit",
+        "sched_yield", "sched_getaffinity", "sched_setaffinity", "getcpu",
+        "sched_getscheduler", "sched_getparam", "sched_get_priority_max",
+        "sched_get_priority_min", "getpriority", "setpriority", "arch_prctl",
+        "set_tid_address", "set_robust_list", "get_robust_list", "prctl", "capget", "capset",
+        "personality", "brk", "mmap", "munmap", "mprotect", "mremap", "madvise", "msync",
+        "mlock", "mlock2", "munlock", "mlockall", "munlockall", "mincore", "membarrier"]
+
+
+def test_garbage_arguments_never_raise(caplog):
+    import random
+
+    rng = random.Random(1234)
+    values = [0, 1, 2, 3, 7, 16, 24, 4096, -1, -4096, 1 << 31, (1 << 32) - 1, 1 << 47,
+              (1 << 63), (1 << 64) - 1, SCRATCH, SCRATCH + 1, SCRATCH + 4096 * 255, BAD,
+              0x2000_0000, 0x7FFF_FFFF_F000]
+    for name in MINE:
+        k, t = make_kernel()
+        for _ in range(150):
+            if t.state is not State.RUNNABLE or not t.proc.alive:
+                k, t = make_kernel()
+            args = [rng.choice(values) for _ in range(6)]
+            r = call(t, name, *args)
+            assert r >= -4095 or name in ("mmap", "brk", "mremap"), (name, args, r)
+    assert "internal error" not in caplog.text
