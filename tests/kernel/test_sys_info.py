@@ -287,8 +287,23 @@ def test_sched_yield_goes_to_the_back():
     k.sched.add(other)
     assert k.sched.next() is t
     assert call(t, "sched_yield") == 0
-    k.sched.requeue(t)  # what the run loop does after every syscall
+    k.sched.requeue(t)  # what the run loop does when others are runnable
     assert k.sched.next() is other
+
+
+def test_sched_yield_wakes_a_sleeper_that_is_due():
+    import time
+
+    from cove.abi.structs import TIMESPEC
+
+    k, t = make_kernel()
+    sleeper = spawn(k, t)
+    call(sleeper, "nanosleep", put(sleeper, TIMESPEC.pack(0, 1_000_000)), 0)
+    assert sleeper.state is State.BLOCKED
+    k.sched.runq.clear()
+    time.sleep(0.005)
+    assert call(t, "sched_yield") == 0
+    assert sleeper.state is State.RUNNABLE and sleeper in k.sched.runq
 
 
 def test_affinity():
@@ -397,10 +412,10 @@ def test_garbage_arguments_never_raise(caplog):
               (1 << 63), (1 << 64) - 1, SCRATCH, SCRATCH + 1, SCRATCH + 4096 * 255, BAD,
               0x2000_0000, 0x7FFF_FFFF_F000]
     for name in MINE:
-        k, t = make_kernel()
+        _, t = make_kernel()
         for _ in range(150):
             if t.state is not State.RUNNABLE or not t.proc.alive:
-                k, t = make_kernel()
+                _, t = make_kernel()
             args = [rng.choice(values) for _ in range(6)]
             r = call(t, name, *args)
             assert r >= -4095 or name in ("mmap", "brk", "mremap"), (name, args, r)

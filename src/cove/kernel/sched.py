@@ -133,6 +133,16 @@ class Scheduler:
             for t in list(self._fd_waiters.get(key.fd, ())):
                 self.wake(t)
 
+    def poll(self) -> None:
+        """Wake whatever is due now (ready host fds, timers, deadlines) without
+        waiting: sched_yield calls this so a yielding thread lets them run."""
+        if self._fd_waiters:
+            self._poll_host(0)
+        if self._timers:
+            self._fire(time.monotonic())
+        if self._deadlines:
+            self._expire(time.monotonic())
+
     def next(self) -> Task | None:
         """The next runnable task, sleeping until one exists; None on deadlock
         (every task blocked with nothing that could ever wake it)."""

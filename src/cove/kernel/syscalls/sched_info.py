@@ -7,9 +7,9 @@ thread is SCHED_OTHER with priority 0, and nice values are kept per process,
 checked with Linux's permission rules and reported, but the round-robin
 scheduler does not weigh them.
 
-sched_yield needs nothing of its own: the run loop puts the calling thread
-at the back of the run queue after every syscall, so any other runnable
-thread runs before it continues.
+sched_yield wakes whatever is due (timers, expired sleeps, ready host fds);
+the run loop then puts the caller at the back of the run queue whenever
+another thread is runnable, so those run before it continues.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ NICE_MIN, NICE_MAX = -20, 19
 
 @syscall("sched_yield")
 def sched_yield(t: Task) -> int:
+    t.kernel.sched.poll()
     return 0
 
 
