@@ -50,6 +50,12 @@ GREGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rb
          "rdx", "rax", "rcx")
 
 
+def killed_by(proc):
+    """The signal a dead process's wait status names (core bit or not)."""
+    assert proc.exit_code is not None and proc.exit_code & 0x7F
+    return proc.exit_code & 0x7F
+
+
 def _fill_regs(t, rip=0x400123):
     regs = t.ctx.regs
     for i, name in enumerate(GREGS):
@@ -193,7 +199,7 @@ def test_sigreturn_with_a_bad_frame_is_sigsegv():
     assert call(t, "rt_sigreturn") == 0
     assert pending(t, F.SIGSEGV)
     deliver(t)
-    assert k.init.exit_code == F.SIGSEGV | 0x80
+    assert killed_by(k.init) == F.SIGSEGV
 
 
 def test_sigreturn_rejects_reserved_mxcsr_bits():
@@ -214,7 +220,7 @@ def test_unwritable_stack_forces_sigsegv():
     sigaction(t, F.SIGUSR1)
     signals.send_task(t, F.SIGUSR1)
     deliver(t)  # frame fails: SIGSEGV queued (no handler) and taken at once
-    assert k.init.exit_code == F.SIGSEGV | 0x80
+    assert killed_by(k.init) == F.SIGSEGV
 
 
 def test_sigsegv_handler_on_a_bad_stack_is_fatal():
@@ -223,7 +229,7 @@ def test_sigsegv_handler_on_a_bad_stack_is_fatal():
     sigaction(t, F.SIGSEGV)
     signals.force_fault(t, F.SIGSEGV, F.SEGV_MAPERR, 0)
     deliver(t)
-    assert k.init.exit_code == F.SIGSEGV | 0x80
+    assert killed_by(k.init) == F.SIGSEGV
 
 
 def test_no_sa_restorer_is_sigsegv():
@@ -233,7 +239,7 @@ def test_no_sa_restorer_is_sigsegv():
     sigaction(t, F.SIGUSR1, flags=F.SA_SIGINFO)
     signals.send_task(t, F.SIGUSR1)
     deliver(t)
-    assert k.init.exit_code == F.SIGSEGV | 0x80
+    assert killed_by(k.init) == F.SIGSEGV
 
 
 def test_resethand_and_nodefer():
@@ -544,7 +550,7 @@ def test_altstack_overflow_is_sigsegv():
     sigaction(t, F.SIGUSR1, flags=F.SA_RESTORER | F.SA_ONSTACK)
     signals.send_task(t, F.SIGUSR1)
     deliver(t)
-    assert k.init.exit_code == F.SIGSEGV | 0x80
+    assert killed_by(k.init) == F.SIGSEGV
 
 
 def test_ss_autodisarm_clears_the_registration_until_sigreturn():
@@ -695,7 +701,7 @@ def test_default_actions_terminate_ignore_and_core():
     assert a.proc.exit_code == F.SIGTERM
     signals.send_process(b.proc, F.SIGQUIT)
     deliver(b)
-    assert b.proc.exit_code == F.SIGQUIT | 0x80
+    assert killed_by(b.proc) == F.SIGQUIT  # (the core bit depends on RLIMIT_CORE)
 
 
 @pytest.mark.parametrize("field,value", [("cs", 0x23), ("cs", 0), ("ss", 0), ("rip", 1 << 47)])
