@@ -257,6 +257,20 @@ def test_fork_inherit():
     assert c.proc.rlimits is not t.proc.rlimits
 
 
+def test_exec_hook_resets_mm_state():
+    from cove.kernel import process
+
+    _, t = make_kernel()
+    call(t, "membarrier", 16, 0, 0)
+    call(t, "prctl", F.PR_SET_DUMPABLE, 0)
+    call(t, "prctl", F.PR_SET_PDEATHSIG, 9)
+    for hook in process.EXEC_HOOKS:
+        hook(t)
+    assert t.proc.membarrier == 0 and t.proc.dumpable == 1
+    assert t.proc.pdeathsig == 9  # kept: cove's execve never changes ids
+    assert call(t, "membarrier", 8, 0, 0) == -E.EPERM
+
+
 # --- arch_prctl ----------------------------------------------------------------------
 def test_arch_prctl():
     _, t = make_kernel()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.abi.structs import SI_LOAD_SHIFT, SYSINFO, UTSNAME
+from cove.kernel import process
 from cove.kernel.kernel import NORETURN
 from cove.kernel.physmem import PAGE_SIZE
 from cove.kernel.syscall import INT, PTR, UINT, ULONG, enosys, syscall
@@ -239,3 +240,5 @@ def exec_reset(proc: Process, *, setid: bool = False) -> None:
     if setid:
         proc.pdeathsig = 0
 
+
+process.EXEC_HOOKS.append(lambda t: exec_reset(t.proc))  # cove's exec never changes ids
