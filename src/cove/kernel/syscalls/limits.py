@@ -7,10 +7,13 @@ started by a typical init, scaled to the sandbox: RLIMIT_NPROC and
 RLIMIT_SIGPENDING follow Linux's max_threads / 2 for the sandbox's guest
 memory size.
 
-Which limits cove enforces: RLIMIT_NOFILE (the fd table's size, set here on
-every change). The others are kept, reported and inherited exactly, so
-programs that read or lower them behave, but cove's memory map, loader and
-scheduler do not consult them yet; callers elsewhere should use ``rlimit()``.
+Which limits are enforced, and where: RLIMIT_NOFILE (the fd table's size,
+set here on every change), RLIMIT_NPROC (fork/clone, kernel/process.py),
+RLIMIT_FSIZE (writes, syscalls/fs_iov.py), RLIMIT_STACK (execve's argument
+limit), RLIMIT_MEMLOCK (one mlock request at a time, syscalls/mem.py),
+RLIMIT_NICE (setpriority). CPU, DATA, AS, RSS, CORE, LOCKS, SIGPENDING,
+MSGQUEUE, RTPRIO and RTTIME are kept, reported and inherited exactly but not
+enforced. Callers elsewhere read limits with ``rlimit()``.
 """
 
 from __future__ import annotations
