@@ -730,3 +730,22 @@ def test_a_timed_out_ppoll_puts_the_mask_back():
 
     assert finish(k, t) == 0
     assert t.sigmask == bit(F.SIGHUP) and t.saved_sigmask is None
+
+
+def test_a_thread_woken_in_a_stopped_group_waits_for_sigcont():
+    from .sighelp import thread
+
+    k, t = make_kernel()
+    t2 = thread(k, t)
+    word = _block_in_futex(t2)
+    signals.send_process(t.proc, F.SIGSTOP)
+    deliver(t)  # t takes the stop
+    assert t.proc.state is State.STOPPED and t.state is State.STOPPED
+    from cove.kernel import futex
+
+    # t2's wait ends while the group is stopped (a wake from another process)
+    assert futex.wake_key(k, futex.key_of(t2, word, False), 1) == 1
+    assert t2.state is State.STOPPED
+    signals.send_process(t.proc, F.SIGCONT)
+    assert t2.state is State.RUNNABLE
+    assert resume(t2) == 0

@@ -86,6 +86,11 @@ class Scheduler:
         t.woken = True
         t.timed_out = timed_out
         t.interrupted = interrupted
+        if t.proc.state is State.STOPPED:
+            # A stopped group's thread waits for SIGCONT, which makes it
+            # runnable; the call then finishes as this wake-up says.
+            t.state = State.STOPPED
+            return
         t.state = State.RUNNABLE
         self.runq.append(t)
 
