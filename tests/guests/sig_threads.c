@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -82,6 +83,16 @@ static void *dies_holding_the_lock(void *arg) {
     (void)arg;
     pthread_mutex_lock(&robust);
     return NULL;  /* exits without unlocking */
+}
+
+static volatile int *ticks;
+static void *ticker(void *arg) {
+    (void)arg;
+    for (;;) {
+        usleep(5000);
+        __atomic_add_fetch(ticks, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
 }
 
 static void *exits_alone(void *arg) {
@@ -182,6 +193,27 @@ int main(void) {
         CHECK(pthread_create(&d, NULL, exits_alone, NULL) == 0);
         if (i % 2) pthread_detach(d); else pthread_join(d, NULL);
     }
+
+    /* SIGSTOP stops every thread of a process, SIGCONT resumes them all */
+    ticks = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    pid_t child = fork();
+    if (child == 0) {
+        pthread_t tk;
+        pthread_create(&tk, NULL, ticker, NULL);
+        for (;;) pause();
+    }
+    usleep(50000);
+    CHECK(kill(child, SIGSTOP) == 0);
+    int st;
+    CHECK(waitpid(child, &st, WUNTRACED) == child && WIFSTOPPED(st));
+    int before = *ticks;
+    usleep(100000);
+    CHECK(*ticks == before);  /* the ticker thread is stopped too */
+    CHECK(kill(child, SIGCONT) == 0);
+    usleep(50000);
+    CHECK(*ticks > before);
+    kill(child, SIGKILL);
+    CHECK(waitpid(child, &st, 0) == child && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 
     if (failures == 0) printf("ok\n");
     return failures;
