@@ -42,6 +42,15 @@ static void test_signals_status(void) {
     if (p == 0) { *(volatile int *)8 = 1; _exit(0); }
     CHECK(waitpid(p, &st, 0) == p);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
+    CHECK(!WCOREDUMP(st));  /* RLIMIT_CORE is 0: no core, no core bit (as Linux) */
+    p = fork();
+    if (p == 0) {
+        struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+        setrlimit(RLIMIT_CORE, &rl);
+        abort();
+    }
+    CHECK(waitpid(p, &st, 0) == p);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && WCOREDUMP(st));
     p = fork();
     if (p == 0) { raise(SIGKILL); _exit(0); }
     siginfo_t si;

@@ -257,20 +257,30 @@ def test_wait4_exit_status_and_reap():
     assert wait4(t) == -E.ECHILD
 
 
-@pytest.mark.parametrize("status", [F.SIGKILL, F.SIGSEGV | 0x80, F.SIGTERM])
-def test_wait4_killed_and_core_dump_status(status):
+@pytest.mark.parametrize("status", [F.SIGKILL, F.SIGTERM, 3 << 8])
+def test_wait4_killed_status(status):
     k, t = make_kernel()
     c = fork(t)
     k.exit_group(c.proc, status)
     assert wait4(t) == c.pid and s32(t, STATUS) == status
 
 
-def test_default_fatal_signal_sets_core_bit():
-    _k, t = make_kernel()
+@pytest.mark.parametrize("core_limit, dumpable, expect", [
+    (0, 1, F.SIGQUIT),  # the default RLIMIT_CORE of 0: no core, no 0x80 (as Linux)
+    (1 << 20, 1, F.SIGQUIT | 0x80),
+    (1 << 20, 0, F.SIGQUIT),  # PR_SET_DUMPABLE 0: never a core
+])
+def test_core_dump_bit_follows_rlimit_core(core_limit, dumpable, expect):
+    _, t = make_kernel()
+    sigaction(t, F.SIGCHLD, 0x5000)  # so SIGCHLD (and its si_code) is queued
     c = fork(t)
+    c.proc.rlimits[F.RLIMIT_CORE] = (core_limit, F.RLIM_INFINITY)
+    c.proc.dumpable = dumpable
     signals.send_process(c.proc, F.SIGQUIT)
     signals.deliver(c)
-    assert wait4(t) == c.pid and s32(t, STATUS) == F.SIGQUIT | 0x80
+    code = signals.info_code(t.proc.shared_pending.take(F.SIGCHLD))
+    assert code == (signals.CLD_DUMPED if expect & 0x80 else signals.CLD_KILLED)
+    assert wait4(t) == c.pid and s32(t, STATUS) == expect
 
 
 def test_wait4_blocks_until_a_child_exits():
@@ -389,6 +399,7 @@ def test_waitid_exited_killed_dumped():
     a.proc.creds = user(1000)
     exit_group(a, 7)
     k.exit_group(b.proc, F.SIGTERM)
+    c.proc.rlimits[F.RLIMIT_CORE] = (F.RLIM_INFINITY, F.RLIM_INFINITY)
     k.exit_group(c.proc, F.SIGABRT | 0x80)
     opts = F.WEXITED
     assert call(t, "waitid", F.P_PID, a.pid, INFO, opts, 0) == 0

@@ -254,9 +254,6 @@ def commit(t: Task, prepared: Prepared) -> None:
     proc.image = image
     proc.exe = image.exe_path
     proc.comm = t.comm = image.comm
-    from cove.kernel.syscalls.proc_info import exec_reset
-
-    exec_reset(proc)
     process.mark_execed(proc)
     for hook in process.EXEC_HOOKS:
         hook(t)

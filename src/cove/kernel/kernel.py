@@ -74,6 +74,8 @@ class Kernel:
         self.exit_status: int | None = None  # init's wait status when it is gone
         self.futexes: dict[Any, Any] = {}  # owned by syscalls.futex
         self.current: Task | None = None  # the task whose syscall is being handled
+        self.deadline: float | None = None  # monotonic wall-clock limit (SandboxConfig.timeout)
+        self.timed_out = False
         self.cpu = platform.cpu()
         self.cpu.set_timeslice(TIMESLICE)
 
@@ -118,10 +120,19 @@ class Kernel:
         return t
 
     # --- the run loop -----------------------------------------------------
+    def set_timeout(self, seconds: float | None) -> None:
+        """Kill every guest process if the sandbox runs longer than ``seconds``."""
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.sched.horizon = self.deadline
+
     def run(self) -> int:
         """Run until init exits; returns its wait status (see ``status_to_exit``)."""
         while self.init is not None and self.init.alive:
             t = self.sched.next()
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.timed_out = True
+                self.kill_all(F.SIGKILL)
+                break
             if t is None:
                 log.warning("every guest thread is blocked forever: ending the sandbox")
                 self.kill_all(F.SIGKILL)
@@ -302,13 +313,14 @@ class Kernel:
         self._process_exit(proc, status)
 
     def _process_exit(self, proc: Process, status: int) -> None:
+        from cove.kernel import process
+
+        status = process.core_status(proc, status)  # 0x80 only when a core "was dumped"
         proc.exit_code = status
         proc.state = State.ZOMBIE
         proc.maxrss = max(proc.maxrss, proc.mm.resident_pages() * 4)  # KiB, before release
         # Memory goes now (files went with each thread); the zombie keeps pid and status.
         # (process.release_mm: a map shared by vfork stays with its other user.)
-        from cove.kernel import process
-
         process.release_mm(proc)
         reaper = self._reaper(proc)
         for child in proc.children:

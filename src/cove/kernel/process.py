@@ -300,6 +300,22 @@ def has_execed(proc: Process) -> bool:
 
 
 # --- dead children ----------------------------------------------------------------------
+def core_status(proc: Process, status: int) -> int:
+    """The wait status Linux reports for a death by ``status``: the core-dump
+    bit (0x80) stays only when a core would have been written, i.e. when
+    RLIMIT_CORE allows one and the process is dumpable. cove writes no core
+    file; it reports what a Linux with core_pattern "core" does. With the
+    default RLIMIT_CORE of 0 a SIGSEGV death is a plain 11, as on such a host."""
+    if not status & 0x80 or not status & 0x7F:
+        return status
+    from cove.kernel.syscalls.limits import rlimit
+
+    if rlimit(proc, F.RLIMIT_CORE)[0] == 0 or not proc.dumpable:
+        return status & ~0x80
+    return status
+
+
+
 def autoreap(proc: Process) -> bool:
     """Whether the dead ``proc`` is released at once instead of becoming a
     zombie: its parent ignores SIGCHLD or set SA_NOCLDWAIT (only for a child
