@@ -62,10 +62,12 @@ def cove_run(guest_dir: Path) -> Callable[..., object]:
 
     def run(argv: list[str], *, memory: str = "512M", mounts: tuple[str, ...] = (),
             env: dict[str, str] | None = None, cwd: str = "/", stdin: int | None = None,
-            user: tuple[int, int] = (0, 0)) -> object:
+            user: tuple[int, int] = (0, 0), timeout: float | None = 100.0) -> object:
         specs = (MountSpec(str(guest_dir), "/guests"),
                  *(MountSpec.parse(m) for m in mounts))
-        sb = Sandbox(config=SandboxConfig(memory=memory), mounts=specs, env=env or {},
+        # A hung guest fails its test with SandboxTimeout instead of stalling the run.
+        sb = Sandbox(config=SandboxConfig(memory=memory, timeout=timeout), mounts=specs,
+                     env=env or {},
                      cwd=cwd, user=user)
         if stdin is None:
             stdin = os.open(os.devnull, os.O_RDONLY)

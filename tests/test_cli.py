@@ -89,3 +89,10 @@ def test_trace_writes_jsonl(tmp_path):
     recs = [json.loads(line) for line in trace.read_text().splitlines()]
     assert any(rec["syscall"] == "write" and rec["result"] == 3 for rec in recs)
     assert all({"pid", "tid", "syscall", "args", "result", "us"} <= rec.keys() for rec in recs)
+
+
+@needs_kvm
+def test_timeout_kills_a_spinning_guest():
+    r = cove("run", "--timeout", "1", "--", "/bin/busybox", "sh", "-c", "while :; do :; done")
+    assert r.returncode == 124
+    assert "timeout" in one_line(r)

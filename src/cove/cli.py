@@ -14,6 +14,7 @@ import sys
 EXIT_USAGE = 2
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
+EXIT_TIMEOUT = 124  # as timeout(1)
 
 
 def _version() -> str:
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--user", default="0:0", metavar="UID:GID",
                      help="the sandbox user (default 0:0, root over the sandbox only)")
     run.add_argument("--memory", default="1G", help="guest memory (default 1G)")
+    run.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="kill the guest after this long (exit status 124)")
     run.add_argument("--trace", metavar="FILE.jsonl",
                      help="write one JSON line per syscall")
     run.add_argument("--verbose", "-v", action="store_true",
@@ -62,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(ns: argparse.Namespace) -> int:
     from cove.platform.base import PlatformUnavailable
     from cove.rootfs import MountSpec, RootfsError
-    from cove.sandbox import CoveError, ProgramNotFound, Sandbox, SandboxConfig
+    from cove.sandbox import CoveError, ProgramNotFound, Sandbox, SandboxConfig, SandboxTimeout
 
     env: dict[str, str] = {}
     for item in ns.env:
@@ -77,7 +80,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     try:
         mounts = tuple(MountSpec.parse(m) for m in ns.mount)
         cfg = SandboxConfig(memory=ns.memory, platform=ns.platform, trace=ns.trace,
-                            debug=ns.debug)
+                            debug=ns.debug, timeout=ns.timeout)
         sb = Sandbox(rootfs=ns.rootfs, config=cfg, mounts=mounts, env=env, cwd=ns.cwd,
                      user=(uid, gid))
         argv = [ns.program, *ns.args]
@@ -86,6 +89,8 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         result = sb.run(argv)
     except ProgramNotFound as e:
         return _fail(str(e), EXIT_NOT_FOUND)
+    except SandboxTimeout as e:
+        return _fail(str(e), EXIT_TIMEOUT)
     except (CoveError, RootfsError) as e:
         return _fail(str(e), EXIT_CANNOT_EXECUTE)
     except PlatformUnavailable as e:

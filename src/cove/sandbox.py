@@ -32,6 +32,10 @@ class ProgramNotFound(CoveError):
     """The program does not exist in the sandbox (or is not executable there)."""
 
 
+class SandboxTimeout(CoveError):
+    """The guest ran past ``SandboxConfig.timeout``; every guest process was killed."""
+
+
 def parse_memory(size: str | int) -> int:
     """``"256M"``, ``"1G"``, ``1 << 30`` → bytes (whole pages)."""
     if isinstance(size, int):
@@ -187,10 +191,14 @@ class Sandbox:
                 readers.append(th)
         try:
             kernel = self.boot(argv, env=env, stdio=stdio, trace=trace)
+            kernel.set_timeout(self.config.timeout)
             try:
                 status = kernel.run()
             finally:
                 kernel.shutdown()
+            if kernel.timed_out:
+                raise SandboxTimeout(f"{argv[0]}: killed after the {self.config.timeout} s "
+                                     "timeout")
         finally:
             if capture_output:
                 os.close(stdio[1])

@@ -39,6 +39,8 @@ class Scheduler:
         self._seq = itertools.count()
         self._selector = selectors.DefaultSelector()
         self._fd_waiters: dict[int, set[Task]] = {}
+        # The sandbox's wall-clock limit (monotonic): next() never sleeps past it.
+        self.horizon: float | None = None
 
     # --- state changes --------------------------------------------------------
     def add(self, t: Task) -> None:
@@ -47,6 +49,7 @@ class Scheduler:
 
     def block(self, t: Task, b: Blocked) -> None:
         t.state = State.BLOCKED
+        t.nvcsw += 1
         t.blocked_on = b
         t.woken = t.timed_out = t.interrupted = False
         for q in b.queues:
@@ -165,6 +168,10 @@ class Scheduler:
             deadline = self._next_deadline()
             if deadline is None and not self._fd_waiters:
                 return None
+            if self.horizon is not None:
+                if time.monotonic() >= self.horizon:
+                    return None
+                deadline = self.horizon if deadline is None else min(deadline, self.horizon)
             timeout = None
             if deadline is not None:
                 timeout = max(0.0, deadline - time.monotonic())
@@ -173,6 +180,7 @@ class Scheduler:
     def requeue(self, t: Task) -> None:
         """Put a preempted (still runnable) task at the back of the queue."""
         if t.state is State.RUNNABLE:
+            t.nivcsw += 1
             self.runq.append(t)
 
     def has_others(self) -> bool:
