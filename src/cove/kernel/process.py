@@ -40,7 +40,7 @@ NAMESPACE_FLAGS = (F.CLONE_NEWNS | F.CLONE_NEWCGROUP | F.CLONE_NEWUTS | F.CLONE_
 # lists, no I/O contexts; CLONE_DETACHED is ignored by Linux too.
 IGNORED_FLAGS = (F.CLONE_PTRACE | F.CLONE_UNTRACED | F.CLONE_SYSVSEM | F.CLONE_IO
                  | F.CLONE_DETACHED)
-KNOWN_FLAGS = (F.CSIGNAL | F.CLONE_VM | F.CLONE_FS | F.CLONE_FILES | F.CLONE_SIGHAND
+KNOWN_FLAGS = (F.CLONE_VM | F.CLONE_FS | F.CLONE_FILES | F.CLONE_SIGHAND
                | F.CLONE_PIDFD | F.CLONE_VFORK | F.CLONE_PARENT | F.CLONE_THREAD
                | F.CLONE_SETTLS | F.CLONE_PARENT_SETTID | F.CLONE_CHILD_CLEARTID
                | F.CLONE_CHILD_SETTID | F.CLONE_CLEAR_SIGHAND | F.CLONE_INTO_CGROUP
@@ -70,9 +70,10 @@ def fork_process(t: Task, flags: int, child_stack: int = 0, ptid: int = 0, ctid:
                  tls: int = 0, exit_signal: int = F.SIGCHLD) -> int:
     """Create a new process from the calling thread ``t``; returns the child's pid.
 
-    ``flags`` are clone flags without CLONE_THREAD (the CSIGNAL byte is
-    ignored here: ``exit_signal`` says which signal the parent gets at the
-    child's exit; an invalid one means none, as for Linux's clone). The
+    ``flags`` are clone flags without CLONE_THREAD and without the legacy
+    CSIGNAL byte (bit 7 there is clone3's CLONE_NEWTIME): ``exit_signal``
+    says which signal the parent gets at the child's exit; an invalid one
+    means none, as for Linux's clone. The
     child's memory is a copy-on-write duplicate, or with CLONE_VM the
     caller's own map; CLONE_FILES/CLONE_FS/CLONE_SIGHAND share the fd
     table, cwd/root/umask and signal handlers instead of copying them.
