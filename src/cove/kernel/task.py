@@ -9,6 +9,7 @@ context are separate objects so ``clone`` can share or copy each, as Linux does.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +185,9 @@ class Task:
         self.comm = proc.comm
         self.utime = 0.0  # seconds in guest code (CLOCK_THREAD_CPUTIME_ID)
         self.stime = 0.0  # seconds in cove on its behalf
+        self.start_time = time.monotonic()  # /proc/<pid>/task/<tid>/stat starttime
+        self.nvcsw = 0  # times it blocked: voluntary context switches (/proc status)
+        self.nivcsw = 0  # times it was preempted while runnable: involuntary ones
 
     @property
     def mm(self) -> MemoryMap:
