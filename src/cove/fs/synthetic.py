@@ -3,6 +3,11 @@
 A ``SyntheticFS`` is a read-only tree whose regular files call a function at
 open time; directories may also be generated (``/proc/<pid>``). The rendering
 is frozen into the open file, so one open sees one consistent snapshot.
+
+A tree made with ``readonly=False`` (``/proc`` itself) may have files with a
+``write`` callback (``/proc/<pid>/comm``); everything else in it refuses
+changes with the errnos Linux's procfs gives (ENOENT for new names, EPERM for
+removal, renames and mode changes, EIO for writing a file without a writer).
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ from cove.fs.node import (
     DirEntry,
     FileSystem,
     Inode,
+    SetAttr,
     Stat,
     dtype_of,
     now_ns,
 )
 
 Render = Callable[[], bytes]
+# Takes the bytes of one write(2) and returns how many it consumed (or raises Errno).
+Writer = Callable[[bytes], int]
 # A dynamic directory lists (name, factory) pairs each time it is read.
 Listing = Callable[[], dict[str, "Callable[[SynthDir], SynthInode]"]]
 
@@ -35,8 +43,9 @@ class SyntheticFS(FileSystem):
     name = "proc"
     magic = PROC_SUPER_MAGIC
 
-    def __init__(self, name: str = "proc", magic: int = PROC_SUPER_MAGIC) -> None:
-        super().__init__(readonly=True)
+    def __init__(self, name: str = "proc", magic: int = PROC_SUPER_MAGIC, *,
+                 readonly: bool = True) -> None:
+        super().__init__(readonly=readonly)
         self.name = name  # type: ignore[misc]
         self.magic = magic  # type: ignore[misc]
         self._inos = itertools.count(1)
@@ -76,19 +85,33 @@ class SynthInode(Inode):
     def parent(self) -> Inode:
         raise Errno(E.ENOTDIR)
 
+    def setattr(self, attr: SetAttr) -> None:
+        self.fs.check_writable()
+        if attr.mode is not None or attr.uid is not None or attr.gid is not None:
+            raise Errno(E.EPERM)
+        # Sizes and times are accepted and ignored, as Linux's proc_setattr does
+        # (the O_TRUNC of a shell's `echo name > /proc/self/comm` must succeed).
+
 
 class SynthFile(SynthInode):
     """A regular file whose bytes come from ``render`` at open time."""
 
-    __slots__ = ("_render",)
+    __slots__ = ("_render", "writer")
 
     def __init__(self, fs: SyntheticFS, parent: SynthDir | None, render: Render,
-                 mode: int = 0o444) -> None:
+                 mode: int = 0o444, write: Writer | None = None) -> None:
         super().__init__(fs, parent, S_IFREG | mode)
         self._render = render
+        self.writer = write
 
     def render(self) -> bytes:
         return self._render()
+
+    def store(self, data: bytes) -> int:
+        """One write(2) to an open file of this node (the offset is ignored)."""
+        if self.writer is None:
+            raise Errno(E.EIO)  # Linux's answer for a proc file without a write op
+        return self.writer(data)
 
     def read(self, offset: int, size: int) -> bytes:
         return self._render()[offset:offset + size]
@@ -150,9 +173,41 @@ class SynthDir(SynthInode):
         for name, node in self._entries().items():
             yield DirEntry(name, node.ino, dtype_of(node.mode))
 
+    # --- changes (reached only when the tree is not read-only) -----------------
+    # Linux's procfs has no such operations: lookups of new names fail first
+    # (ENOENT), and the VFS refuses the rest with EPERM.
+    def create(self, name: str, mode: int, uid: int, gid: int) -> Inode:
+        raise Errno(E.ENOENT)
+
+    def mkdir(self, name: str, mode: int, uid: int, gid: int) -> Inode:
+        raise Errno(E.ENOENT)
+
+    def mknod(self, name: str, mode: int, rdev: int, uid: int, gid: int) -> Inode:
+        raise Errno(E.ENOENT)
+
+    def symlink(self, name: str, target: str, uid: int, gid: int) -> Inode:
+        raise Errno(E.ENOENT)
+
+    def link(self, name: str, target: Inode) -> None:
+        raise Errno(E.ENOENT)
+
+    def unlink(self, name: str) -> None:
+        raise Errno(E.EPERM)
+
+    def rmdir(self, name: str) -> None:
+        raise Errno(E.EPERM)
+
+    def rename(self, name: str, newdir: Inode, newname: str, flags: int = 0) -> None:
+        try:
+            newdir.lookup(newname)
+        except Errno:
+            raise Errno(E.ENOENT) from None
+        raise Errno(E.EPERM)
+
     # --- building -----------------------------------------------------------
-    def add_file(self, name: str, render: Render, mode: int = 0o444) -> SynthFile:
-        node = SynthFile(self.fs, self, render, mode)  # type: ignore[arg-type]
+    def add_file(self, name: str, render: Render, mode: int = 0o444,
+                 write: Writer | None = None) -> SynthFile:
+        node = SynthFile(self.fs, self, render, mode, write)  # type: ignore[arg-type]
         self.children[name] = node
         return node
 
@@ -190,4 +245,12 @@ class RenderedFile(InodeFile):
 
     def write(self, data: bytes) -> int:
         self.check_writable()  # a read-only fd is EBADF, as for any file
+        if isinstance(self.inode, SynthFile):
+            return self.inode.store(bytes(data))
         raise Errno(E.EACCES)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        self.check_writable()
+        if offset < 0:
+            raise Errno(E.EINVAL)
+        return self.write(data)
