@@ -749,3 +749,24 @@ def test_a_thread_woken_in_a_stopped_group_waits_for_sigcont():
     signals.send_process(t.proc, F.SIGCONT)
     assert t2.state is State.RUNNABLE
     assert resume(t2) == 0
+
+
+def test_sigtimedwait_takes_an_unblocked_waited_signal_and_is_eintr_for_others():
+    _k, t = make_kernel()
+    with_stack(t)
+    sigaction(t, F.SIGUSR1)
+    sigaction(t, F.SIGUSR2)
+    want = put(t, struct.pack("<Q", bit(F.SIGUSR1)), 0x100)
+    t.sigmask = bit(F.SIGHUP)
+    call(t, "rt_sigtimedwait", want, 0, 0, 8)
+    assert t.state is State.BLOCKED
+    signals.send_task(t, F.SIGUSR1)  # waited for, though not blocked: returned
+    assert resume(t) == F.SIGUSR1
+    assert t.sigmask == bit(F.SIGHUP) and t.saved_sigmask is None
+    call(t, "rt_sigtimedwait", want, 0, 0, 8)
+    signals.send_task(t, F.SIGUSR2)  # anything else unblocked interrupts it
+    assert resume(t) == -E.EINTR
+    assert t.sigmask == bit(F.SIGHUP)
+    deliver(t)
+    assert t.ctx.regs.rip == HANDLER and ucontext(t).uc_sigmask == bit(F.SIGHUP)
+    assert signed(ucontext(t).rax) == -E.EINTR  # not restarted

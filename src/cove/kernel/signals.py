@@ -120,8 +120,8 @@ def send_task(t: Task, signo: int, info: bytes | None = None) -> None:
     if is_ignored(t.proc, signo) and not t.sigmask & bit(signo):
         return
     t.pending.add(signo, info or make_info(signo))
+    _kick(t, signo)  # first: an interrupting signal must wake it as interrupted
     _arrived(t.proc)
-    _kick(t, signo)
 
 
 def send_process(proc: Process, signo: int, info: bytes | None = None) -> None:
@@ -138,8 +138,8 @@ def send_process(proc: Process, signo: int, info: bytes | None = None) -> None:
     if is_ignored(proc, signo) and (lead is None or not lead.sigmask & bit(signo)):
         return
     proc.shared_pending.add(signo, info or make_info(signo))
-    _arrived(proc)
     _wake_taker(proc, signo)
+    _arrived(proc)
 
 
 def _wake_taker(proc: Process, signo: int) -> None:

@@ -129,11 +129,23 @@ def pause(t: Task) -> int:
     raise Blocked()
 
 
-_waits: WeakKeyDictionary[Task, float] = WeakKeyDictionary()
+_waits: WeakKeyDictionary[Task, float | None] = WeakKeyDictionary()  # its deadline
+
+
+def _end_wait(t: Task) -> None:
+    _waits.pop(t, None)
+    if t.saved_sigmask is not None:
+        t.sigmask, t.saved_sigmask = t.saved_sigmask, None
+
+
+def _sigtimedwait_interrupted(t: Task, *args: int) -> None:
+    """Another signal ended the wait: EINTR (never restarted, as on Linux),
+    with the caller's own mask back before any handler runs."""
+    _end_wait(t)
 
 
 @syscall("rt_sigtimedwait", PTR, PTR, PTR, ULONG, restartable=False,
-         note="a waited-for signal the caller left unblocked runs its handler (EINTR)")
+         on_interrupt=_sigtimedwait_interrupted)
 def rt_sigtimedwait(t: Task, uthese: int, uinfo: int, uts: int, sigsetsize: int) -> int:
     _check_size(sigsetsize)
     want = _sigset(t, uthese) & ~UNBLOCKABLE
@@ -141,23 +153,24 @@ def rt_sigtimedwait(t: Task, uthese: int, uinfo: int, uts: int, sigsetsize: int)
     timeout_ns = read_timespec(t, uts) if uts and first else None
     got = signals.dequeue(t, want)
     if got is not None:
-        _waits.pop(t, None)
+        _end_wait(t)
         signo, info = got
         if uinfo:
-            t.mm.write(uinfo, info)
+            t.mm.write(uinfo, info)  # a fault here still consumes the signal
         return signo
     if first:
         if timeout_ns == 0:
             raise Errno(E.EAGAIN)
-        _waits.pop(t, None)
-        if timeout_ns is not None:
-            _waits[t] = time.monotonic() + timeout_ns / NSEC
+        _waits[t] = None if timeout_ns is None else time.monotonic() + timeout_ns / NSEC
+        # While asleep the waited-for signals are blocked, so that one arriving
+        # ends the sleep through the arrival queue (and is returned) instead
+        # of interrupting it; the kernel puts the mask back on a timeout.
+        t.saved_sigmask = t.sigmask
+        t.sigmask |= want
     end = _waits.get(t)
     if end is not None and time.monotonic() >= end:
-        del _waits[t]
+        _end_wait(t)
         raise Errno(E.EAGAIN)
-    # Sleep until any signal is queued for us (the ones we wait for are
-    # usually blocked, so they would not interrupt the sleep by themselves).
     raise Blocked(signals.arrivals(t.proc), deadline=end, on_timeout=-E.EAGAIN)
 
 
