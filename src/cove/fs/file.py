@@ -114,6 +114,7 @@ class InodeFile(File):
         # One position per description; readers on several threads share it.
         self._lock = threading.Lock()
         self._dir_snapshot: list[DirEntry] | None = None
+        self.name_hint: tuple[Location, str] | None = None  # (directory, name) it was opened by
 
     def stat(self) -> Stat:
         return self.inode.stat()

@@ -343,13 +343,30 @@ class VFS:
         if flags & O_CREAT:
             if flags & O_DIRECTORY:
                 raise Errno(E.EINVAL)
-            loc, created = self._open_create(ctx, at, path, flags, mode)
+            loc, created, where = self._open_create(ctx, at, path, flags, mode)
         else:
-            loc = self.resolve(ctx, at, path, follow=not flags & O_NOFOLLOW)
-        return self._open_location(ctx, loc, flags, created=created)
+            loc, where = self._walk(ctx, at, path, follow_last=not flags & O_NOFOLLOW)
+        f = self._open_location(ctx, loc, flags, created=created)
+        if where.last is Last.NORM and isinstance(f, InodeFile):
+            # Files do not know their directory: remember it for /proc (fd, maps).
+            f.name_hint = (where.dir, where.name)
+        return f
+
+    def file_path(self, ctx: PathContext, f: File) -> str:
+        """The path an open file was opened by (for /proc/<pid>/fd and maps)."""
+        loc = f.location
+        if loc is None:
+            return ""
+        hint = getattr(f, "name_hint", None)
+        if hint is None or loc.inode.mode & S_IFMT == S_IFDIR:
+            return self.path_of(ctx, loc)
+        d, name = hint
+        base = self.path_of(ctx, d)
+        deleted = "" if loc.inode.stat().nlink else " (deleted)"
+        return (base.rstrip("/") + "/" + name) + deleted
 
     def _open_create(self, ctx: PathContext, at: Location | None, path: str, flags: int,
-                     mode: int) -> tuple[Location, bool]:
+                     mode: int) -> tuple[Location, bool, Parent]:
         links = 0
         while True:
             parent = self.resolve_parent(ctx, at, path, links=links)
@@ -374,7 +391,7 @@ class VFS:
                     continue
                 if existing.inode.stat().is_dir():
                     raise Errno(E.EISDIR)
-                return existing, False
+                return existing, False, parent
             self._check_writable(parent.dir)
             dir_st = parent.dir.inode.stat()
             if dir_st.nlink == 0:
@@ -383,7 +400,7 @@ class VFS:
             uid, gid, inherit = self._new_owner(ctx, dir_st)
             mode = self._strip_sgid(ctx, mode, gid, inherit)
             inode = parent.dir.inode.create(parent.name, mode & ~ctx.umask & 0o7777, uid, gid)
-            return Location(parent.dir.mount, inode), True
+            return Location(parent.dir.mount, inode), True, parent
 
     def _open_tmpfile(self, ctx: PathContext, at: Location | None, path: str, flags: int,
                       mode: int) -> File:
