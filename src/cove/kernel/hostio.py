@@ -82,6 +82,7 @@ class HostFile(Pollable, File):
         self.fd = host_fd
         self.kind = st.st_mode & 0o170000
         self.ino = stdio.ino_for(st)
+        self.fasync = self.kind != S_IFREG  # FIOASYNC: accepted, though cove sends no SIGIO
         self._poller = select.poll()
         self._poller.register(host_fd, _POLL_ALL)
 

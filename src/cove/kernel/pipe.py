@@ -224,6 +224,8 @@ class Pipe:
 class PipeFile(Pollable, File):
     """One open end of a pipe or FIFO."""
 
+    fasync = True  # FIOASYNC is accepted (cove sends no SIGIO yet)
+
     def __init__(self, pipe: Pipe, flags: int, location: Location | None = None,
                  uid: int = 0, gid: int = 0) -> None:
         super().__init__(flags)

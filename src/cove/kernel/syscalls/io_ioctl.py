@@ -43,8 +43,8 @@ def ioctl(t: Task, fd: int, cmd: int, arg: int) -> int:
     if cmd == F.FIOASYNC:
         # Recorded like F_SETFL O_ASYNC; cove does not deliver SIGIO.
         on = _get_int(t, arg)
-        if bool(on) != bool(f.flags & O_ASYNC) and not hasattr(f, "poll_events"):
-            raise Errno(E.ENOTTY)  # no fasync for plain files, as Linux
+        if bool(on) != bool(f.flags & O_ASYNC) and not getattr(f, "fasync", False):
+            raise Errno(E.ENOTTY)  # only pipes, terminals and sockets have fasync
         f.flags = f.flags | O_ASYNC if on else f.flags & ~O_ASYNC
         return 0
     if isinstance(f, InodeFile):
