@@ -168,6 +168,25 @@ def test_poll_on_a_host_pipe_sleeps_on_the_host_fd(host_pipes):
     stdio.close()
 
 
+def test_poll_on_two_host_fds_sees_the_second(host_pipes):
+    a_r, _, b_w, _ = host_pipes
+    c_r, c_w = os.pipe()
+    try:
+        k, t, stdio = _attach((a_r, b_w, b_w, c_r))
+        fds = SCRATCH + 0x8000
+        t.mm.write(fds, struct.pack("<ihh", 0, F.POLLIN, 0) + struct.pack("<ihh", 3, F.POLLIN, 0))
+        assert sc(t, "poll", fds, 2, 5000) is None
+        os.write(c_w, b"!")  # on the fd the scheduler does not watch
+        while resume(t) is None:  # woken by the periodic re-check
+            assert k.sched.next() is t
+        assert t.ctx.regs.rax == 1
+        assert struct.unpack("<ihH", t.mm.read(fds + 8, 8))[2] == F.POLLIN
+        stdio.close()
+    finally:
+        os.close(c_r)
+        os.close(c_w)
+
+
 def test_closed_host_fd_leaves_the_guest_fd_closed():
     r, w = os.pipe()
     os.close(w)

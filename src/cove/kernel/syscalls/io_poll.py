@@ -2,7 +2,7 @@
 
 Readiness comes from each file's ``poll_events()`` (see cove.kernel.pollable);
 when nothing is ready the call sleeps on every file's ``poll_queues()`` (and
-one host fd, if a file depends on one) until its deadline.
+host fds, for host stdio) until its deadline.
 
 A blocked call is re-run from the start when woken, so what Linux keeps on
 its stack across the sleep is kept here per task (``_Wait``): the absolute
@@ -18,7 +18,6 @@ TIF_RESTORE_SIGMASK does.
 
 from __future__ import annotations
 
-import selectors
 import time
 import weakref
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from cove.kernel.task import Task
 from cove.kernel.wait import Blocked, WaitQueue
 
 NSEC = 1_000_000_000
+HOST_RECHECK = 0.02  # seconds between looks at a second host fd (see _sleep)
 SIGSET_SIZE = 8
 
 
@@ -115,24 +115,21 @@ def _finish(t: Task, w: _Wait | None) -> None:
             t.saved_sigmask = None
 
 
-def _sleep(t: Task, w: _Wait, queues: list[WaitQueue], host: tuple[int, int] | None) -> Blocked:
+def _sleep(t: Task, w: _Wait, queues: list[WaitQueue], hosts: list[tuple[int, int]]) -> Blocked:
     _waits[t] = w
-    if host is None:
+    if not hosts:
         return Blocked(*queues, deadline=w.deadline, on_timeout=0)
-    return Blocked(*queues, deadline=w.deadline, on_timeout=0, host_fd=host[0],
-                   host_events=host[1])
+    if len(hosts) > 1:
+        # The scheduler watches one host fd per sleeper: look at the others
+        # again every HOST_RECHECK seconds.
+        tick = WaitQueue()
+        t.kernel.sched.call_at(time.monotonic() + HOST_RECHECK, tick.notify)
+        queues = [*queues, tick]
+    fd, events = hosts[0]
+    return Blocked(*queues, deadline=w.deadline, on_timeout=0, host_fd=fd, host_events=events)
 
 
 # --- poll ----------------------------------------------------------------------
-def _host_events(events: int) -> int:
-    ev = 0
-    if events & (F.POLLIN | F.POLLRDNORM | F.POLLPRI):
-        ev |= selectors.EVENT_READ
-    if events & (F.POLLOUT | F.POLLWRNORM):
-        ev |= selectors.EVENT_WRITE
-    return ev
-
-
 def _do_poll(t: Task, key: tuple[Any, ...], ufds: int, nfds: int, deadline: float | None,
              mask: int | None, tsp: int = 0) -> int:
     w = _resumed(t, key)
@@ -143,7 +140,7 @@ def _do_poll(t: Task, key: tuple[Any, ...], ufds: int, nfds: int, deadline: floa
     raw = bytearray(t.mm.read(ufds, nfds * POLLFD.size))
     count = 0
     queues: list[WaitQueue] = []
-    host: tuple[int, int] | None = None
+    hosts: list[tuple[int, int]] = []
     files = t.files.files
     for i in range(nfds):
         off = i * POLLFD.size
@@ -158,8 +155,9 @@ def _do_poll(t: Task, key: tuple[Any, ...], ufds: int, nfds: int, deadline: floa
                 revents = events_of(f) & (events | F.POLLERR | F.POLLHUP)
                 if not revents:
                     queues.extend(queues_of(f))
-                    if host is None:
-                        host = host_of(f, events)
+                    host = host_of(f, events)
+                    if host is not None:
+                        hosts.append(host)
         POLLFD.pack_into(raw, off, fd, events - 0x10000 if events & 0x8000 else events, revents)
         if revents:
             count += 1
@@ -176,7 +174,7 @@ def _do_poll(t: Task, key: tuple[Any, ...], ufds: int, nfds: int, deadline: floa
         _swap_mask(t, w, mask)
     if tsp:
         _write_remaining(t, tsp, time.monotonic(), TIMESPEC, NSEC)
-    raise _sleep(t, w, queues, host)
+    raise _sleep(t, w, queues, hosts)
 
 
 @syscall("poll", PTR, UINT, INT, restartable=False)
@@ -240,7 +238,7 @@ def _do_select(t: Task, key: tuple[Any, ...], n: int, ptrs: tuple[int, int, int]
     res = [0, 0, 0]
     count = 0
     queues: list[WaitQueue] = []
-    host: tuple[int, int] | None = None
+    hosts: list[tuple[int, int]] = []
     wanted = rin | rout | rex
     while wanted:
         low = wanted & -wanted
@@ -269,9 +267,10 @@ def _do_select(t: Task, key: tuple[Any, ...], n: int, ptrs: tuple[int, int, int]
             hit = True
         if not hit:
             queues.extend(queues_of(f))
-            if host is None:
-                asked = (F.POLLIN if rin & low else 0) | (F.POLLOUT if rout & low else 0)
-                host = host_of(f, asked)
+            asked = (F.POLLIN if rin & low else 0) | (F.POLLOUT if rout & low else 0)
+            host = host_of(f, asked)
+            if host is not None:
+                hosts.append(host)
     now_over = w.deadline is not None and time.monotonic() >= w.deadline
     if count or now_over:
         _finish(t, w)
@@ -287,7 +286,7 @@ def _do_select(t: Task, key: tuple[Any, ...], n: int, ptrs: tuple[int, int, int]
         if p:
             t.mm.write(p, bytes(nbytes))
     _write_remaining(t, tp, time.monotonic(), layout, unit)
-    raise _sleep(t, w, queues, host)
+    raise _sleep(t, w, queues, hosts)
 
 
 def _select_interrupted(t: Task, key: tuple[Any, ...], n: int, ptrs: tuple[int, int, int],
