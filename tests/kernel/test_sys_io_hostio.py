@@ -98,6 +98,27 @@ def test_write_goes_to_the_host_fully(host_pipes):
     assert bytes(got) == big + b"err"
 
 
+def test_a_full_host_pipe_sleeps_the_writer_not_the_sandbox(host_pipes):
+    a_r, _, b_w, b_r = host_pipes
+    k, t, stdio = _attach((a_r, b_w, b_w))
+    os.set_blocking(b_w, False)
+    try:
+        while True:
+            os.write(b_w, b"f" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(b_w, True)
+    assert wr(t, 1, b"queued") is None and is_blocked(t)
+    assert t.blocked_on.host_fd is not None
+    drained = b""
+    while len(drained) < 65536:
+        drained += os.read(b_r, 65536)
+    assert k.sched.next() is t
+    assert resume(t) == 6
+    assert os.get_blocking(b_w)  # cove's own description was non-blocking, not the host's
+    stdio.close()
+
+
 def test_host_epipe_is_epipe_and_sigpipe(host_pipes):
     a_r, _, b_w, b_r = host_pipes
     _, t, stdio = _attach((a_r, b_w, b_w))
