@@ -177,3 +177,24 @@ def test_chroot_needs_root(g: Guest) -> None:
 def test_dirent_layout() -> None:
     assert DIRENT64.size == 19
     assert struct.calcsize("<QqHB") == 19
+
+
+def test_old_getdents_layout(g: Guest) -> None:
+    fd = g.ok_open("/dir", F.O_DIRECTORY)
+    buf = g.alloc(4096)
+    n = g.call("getdents", fd, buf, 4096)
+    raw = g.read(buf, n)
+    names = {}
+    pos = 0
+    while pos < n:
+        ino, off, reclen = struct.unpack_from("<QQH", raw, pos)
+        name = raw[pos + 18:pos + reclen].split(b"\0", 1)[0].decode()
+        names[name] = (ino, raw[pos + reclen - 1])
+        assert reclen % 8 == 0 and off >= 1
+        pos += reclen
+    assert names["sub"][1] == F.DT_DIR and names["a"][1] == F.DT_REG
+    assert names["a"][0] == g.stat("/dir/a").st_ino
+    assert len(names) == 7
+    assert g.call("getdents", fd, buf, 10) == 0  # at the end: nothing, not EINVAL
+    g.call("lseek", fd, 0, F.SEEK_SET)
+    assert g.call("getdents", fd, buf, 10) == -E.EINVAL

@@ -1,5 +1,5 @@
-"""Directories and the process's place in the tree: getdents64, getcwd, chdir,
-fchdir, chroot.
+"""Directories and the process's place in the tree: getdents64 (and the old
+getdents), getcwd, chdir, fchdir, chroot.
 
 getdents64 packs ``struct linux_dirent64`` records; each record's ``d_off``
 is the position just after it (the cookie lseek and the next call resume
@@ -8,6 +8,8 @@ from), and the file position advances by the entries actually stored.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
@@ -23,10 +25,27 @@ if TYPE_CHECKING:
     from cove.kernel.task import Task
 
 INT_MAX = 0x7FFFFFFF
+_OLD_HEADER = struct.Struct("<QQH")  # d_ino, d_off, d_reclen; then d_name, pad, d_type
 
 
-@syscall("getdents64", FD, PTR, UINT)
-def getdents64(t: Task, fd: int, dirp: int, count: int) -> int:
+def _dirent64(ino: int, off: int, dtype: int, name: bytes) -> bytes:
+    buf = bytearray(dirent64_reclen(len(name)))
+    pack_dirent64(buf, 0, ino, off, dtype, name)
+    return bytes(buf)
+
+
+def _dirent(ino: int, off: int, dtype: int, name: bytes) -> bytes:
+    """The old ``struct linux_dirent``: the type hides in the record's last byte."""
+    reclen = (_OLD_HEADER.size + len(name) + 2 + 7) & ~7
+    rec = bytearray(reclen)
+    _OLD_HEADER.pack_into(rec, 0, ino, off, reclen)
+    rec[_OLD_HEADER.size:_OLD_HEADER.size + len(name)] = name
+    rec[-1] = dtype
+    return bytes(rec)
+
+
+def _getdents(t: Task, fd: int, dirp: int, count: int,
+              record: Callable[[int, int, int, bytes], bytes]) -> int:
     f = t.files.get(fd)
     if f.flags & O_PATH:
         raise Errno(E.EBADF)
@@ -39,25 +58,33 @@ def getdents64(t: Task, fd: int, dirp: int, count: int) -> int:
     pos = getattr(f, "pos", 0)
     taken = 0
     for ent in entries:
-        name = ent.name.encode("utf-8", "surrogateescape")
-        reclen = dirent64_reclen(len(name))
-        if reclen > room - len(buf):
+        rec = record(ent.ino, pos + taken + 1, ent.dtype,
+                     ent.name.encode("utf-8", "surrogateescape"))
+        if len(rec) > room - len(buf):
             if not taken:
                 raise Errno(E.EINVAL)  # the buffer cannot hold even one entry
             break
-        if len(buf) + reclen > writable:
+        if len(buf) + len(rec) > writable:
             if not taken:
                 raise Errno(E.EFAULT)
             break
-        off = len(buf)
-        buf.extend(bytes(reclen))
-        pack_dirent64(buf, off, ent.ino, pos + taken + 1, ent.dtype, name)
+        buf += rec
         taken += 1
     if buf:
         t.mm.write(dirp, buf)
     if taken:
         f.pos = pos + taken  # type: ignore[attr-defined]
     return len(buf)
+
+
+@syscall("getdents64", FD, PTR, UINT)
+def getdents64(t: Task, fd: int, dirp: int, count: int) -> int:
+    return _getdents(t, fd, dirp, count, _dirent64)
+
+
+@syscall("getdents", FD, PTR, UINT)
+def getdents(t: Task, fd: int, dirp: int, count: int) -> int:
+    return _getdents(t, fd, dirp, count, _dirent)
 
 
 @syscall("getcwd", PTR, ULONG)
