@@ -66,7 +66,8 @@ def chmod(t: Task, path: str, mode: int) -> int:
     return 0
 
 
-@syscall("fchmod", FD, UINT)
+@syscall("fchmod", FD, UINT, support="partial",
+         note="pipes and sockets: EBADF (cove keeps no attributes for them)")
 def fchmod(t: Task, fd: int, mode: int) -> int:
     f, loc = _fd_loc(t, fd)
     check_seals_chmod(f, mode)
@@ -108,7 +109,8 @@ def lchown(t: Task, path: str, uid: int, gid: int) -> int:
     return 0
 
 
-@syscall("fchown", FD, UINT, UINT)
+@syscall("fchown", FD, UINT, UINT, support="partial",
+         note="pipes and sockets: EBADF (cove keeps no attributes for them)")
 def fchown(t: Task, fd: int, uid: int, gid: int) -> int:
     _, loc = _fd_loc(t, fd)
     t.kernel.vfs.chown_location(t.fs, loc, uid, gid)
@@ -150,7 +152,8 @@ def ftruncate(t: Task, fd: int, length: int) -> int:
     return 0
 
 
-@syscall("fallocate", FD, INT, LONG, LONG)
+@syscall("fallocate", FD, INT, LONG, LONG, support="partial",
+         note="tmpfs modes only: allocate, KEEP_SIZE, PUNCH_HOLE")
 def fallocate(t: Task, fd: int, mode: int, offset: int, length: int) -> int:
     f = _fd_plain(t, fd)
     if offset < 0 or length <= 0:

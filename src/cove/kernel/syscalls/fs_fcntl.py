@@ -115,7 +115,8 @@ def _getown(f: File) -> tuple[int, int]:
     return getattr(f, "owner", (F.F_OWNER_PID, 0))  # type: ignore[no-any-return]
 
 
-@syscall("fcntl", FD, UINT, ULONG)
+@syscall("fcntl", FD, UINT, ULONG, support="partial",
+         note="F_SETOWN/F_SETSIG are recorded but SIGIO is not sent; no leases or F_NOTIFY")
 def fcntl(t: Task, fd: int, cmd: int, arg: int) -> int:
     f = t.files.get(fd)
     if f.flags & O_PATH and cmd not in PATH_OK:

@@ -129,7 +129,8 @@ def get_seals(f: File) -> int:
     return inode.seals
 
 
-@syscall("memfd_create", PTR, UINT)
+@syscall("memfd_create", PTR, UINT, support="partial",
+         note="MFD_HUGETLB is EINVAL; F_SEAL_WRITE is not checked against live shared mappings")
 def memfd_create(t: Task, uname: int, flags: int) -> int:
     if flags & F.MFD_HUGETLB:
         # hugetlbfs-backed memfds have other write semantics; cove has none.
