@@ -22,6 +22,7 @@ MODES = ["raise", "altstack", "segv", "chld", "timer", "sigqueue"]
 # gregs that hold neither addresses nor pids in this probe
 STABLE_GREGS = (F.REG_RIP, F.REG_EFL, F.REG_CSGSFS, F.REG_ERR, F.REG_TRAPNO, F.REG_OLDMASK,
                 F.REG_CR2)
+ARITH_FLAGS = 0x8D5
 
 
 def _parse(text: str) -> dict:
@@ -59,7 +60,12 @@ def test_frame_matches_the_host_kernel(probe, cove_run, mode):
         assert cove[key] == host[key], key
     assert cove["kact"] == host["kact"]  # the kernel sigaction glibc registered
     for i in STABLE_GREGS:
-        assert cove["gregs"][i] == host["gregs"][i], i
+        want, got = host["gregs"][i], cove["gregs"][i]
+        if i == F.REG_EFL:
+            # The arithmetic flags (CF PF AF ZF SF OF) depend on the addresses the
+            # code computed just before the signal; compare the rest.
+            want, got = want & ~ARITH_FLAGS, got & ~ARITH_FLAGS
+        assert got == want, i
     if mode == "segv":
         assert cove["si_addr"] == host["si_addr"] == 0x10
     if mode in ("raise", "altstack", "sigqueue"):
