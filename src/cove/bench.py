@@ -154,10 +154,41 @@ def bench_syscall(iters: int = 20000) -> list[tuple[str, float | str, str]]:
     return rows
 
 
-def bench_fs() -> list[tuple[str, float | str, str]]:
-    from cove.fs_bench import run_fs_bench  # type: ignore[import-not-found]
+FORK_EXEC_LOOP = "i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done"
+PIPE_64M = "busybox dd if=/dev/zero bs=65536 count=1024 2>/dev/null | busybox cat > /dev/null"
 
-    return run_fs_bench()
+
+def _three_way(name: str, argv: list[str], unit: str = "ms wall",
+               repeat: int = 3) -> list[tuple[str, float | str, str]]:
+    """The same command natively, in cove and under runsc, with the ratios."""
+    native = _try(lambda: wall(argv, repeat))
+    cove = _try(lambda: wall([*_cove_cmd(), "run", "--", *argv], repeat))
+    runsc = shutil.which("runsc")
+    gvisor: float | str = "n/a (runsc not installed)"
+    if runsc:
+        gvisor = _try(lambda: wall([runsc, "--platform=ptrace", "--network=none",
+                                    "--rootless", "do", *argv], repeat))
+    rows: list[tuple[str, float | str, str]] = [
+        (f"{name}, native", native, unit), (f"{name}, cove-kvm", cove, unit),
+        (f"{name}, runsc (ptrace)", gvisor, unit)]
+    if isinstance(cove, float) and isinstance(native, float):
+        rows.append((f"{name}: cove / native", cove / native, "x"))
+    if isinstance(cove, float) and isinstance(gvisor, float):
+        rows.append((f"{name}: cove / runsc", cove / gvisor, "x"))
+    return rows
+
+
+def bench_process() -> list[tuple[str, float | str, str]]:
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    python3 = shutil.which("python3") or "/usr/bin/python3"
+    # The host's python3 for the guest, not this venv's (the sandbox sees the host's /).
+    python3 = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else python3
+    return [
+        *_three_way("python3 -c pass", [python3, "-c", "pass"]),
+        *_three_way("200 x fork+exec+wait of /bin/true", [busybox, "sh", "-c", FORK_EXEC_LOOP],
+                    repeat=1),
+        *_three_way("64 MB through a pipe", [busybox, "sh", "-c", PIPE_64M], repeat=1),
+    ]
 
 
 def print_rows(title: str, rows: list[tuple[str, float | str, str]]) -> None:
@@ -176,4 +207,6 @@ def print_rows(title: str, rows: list[tuple[str, float | str, str]]) -> None:
 def main(which: str = "syscall") -> int:
     if which in ("syscall", "all"):
         print_rows("cove bench syscall", bench_syscall())
+    if which in ("process", "all"):
+        print_rows("cove bench process", bench_process())
     return 0

@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("syscalls", help="print the syscall support table")
     bench = sub.add_parser("bench", help="measure cove next to native and runsc")
-    bench.add_argument("which", nargs="?", default="syscall", choices=["syscall", "all"])
+    bench.add_argument("which", nargs="?", default="syscall", choices=["syscall", "process", "all"])
     return p
 
 
