@@ -345,3 +345,24 @@ def test_open_hooks_see_how_a_file_was_opened(g: Guest) -> None:
     assert seen[0] == (None, "/dir", True)
     assert seen[1][1:] == ("f", False) and seen[1][0] is g.t.files.get(d).location
     assert len(seen) == 2  # failed opens are not reported
+
+
+@pytest.mark.timeout(30)
+def test_fifo_open_blocks_and_resumes(g: Guest) -> None:
+    from cove.kernel.pipe import install_fifos
+
+    install_fifos(g.vfs)  # as the sandbox's rootfs does
+    assert g.call("mknod", g.s("/fifo"), F.S_IFIFO | 0o666, 0) == 0
+    before = dict(g.t.files.files)
+    g.open("/fifo", F.O_RDONLY)
+    assert g.blocked()
+    assert g.t.files.files == before  # nothing installed while asleep
+    other = g.fork_process()
+    w = other.open("/fifo", F.O_WRONLY)
+    assert w >= 0
+    fd = g.resume()
+    assert fd >= 0 and g.t.files.get(fd).flags & F.O_ACCMODE == F.O_RDONLY
+    assert other.call("write", w, other.data(b"via fifo"), 8) == 8
+    assert g.read_fd(fd) == b"via fifo"
+    assert g.open("/fifo", F.O_WRONLY | F.O_NONBLOCK) >= 0  # a reader exists now
+    assert other.open("/none_fifo", F.O_WRONLY) == -E.ENOENT
