@@ -35,6 +35,7 @@ from cove.fs.file import (
 )
 from cove.fs.mount import MS_RDONLY, Location, Mount
 from cove.fs.node import (
+    DT_DIR,
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     RENAME_WHITEOUT,
@@ -49,6 +50,7 @@ from cove.fs.node import (
     S_ISGID,
     S_ISUID,
     FileSystem,
+    Inode,
     SetAttr,
     Stat,
     StatFs,
@@ -115,6 +117,13 @@ def _check_path(path: str) -> None:
 
 def _split(path: str) -> list[str]:
     return [c for c in path.split("/") if c]
+
+
+def _is_entry(directory: Inode, name: str, inode: Inode) -> bool:
+    try:
+        return directory.lookup(name).key == inode.key
+    except Errno:
+        return False
 
 
 # Opens special files (FIFOs, devices, sockets) by type: the kernel registers
@@ -271,6 +280,12 @@ class VFS:
                 break  # a removed directory: it has no name any more
             ino = cur.inode.ino
             name = next((d.name for d in up.inode.readdir() if d.ino == ino), None)
+            if name is None:
+                # A host directory that is a mount point on the host has another
+                # ino in readdir than in stat (/dev, /proc): compare by lookup.
+                name = next((d.name for d in up.inode.readdir()
+                             if d.dtype == DT_DIR and _is_entry(up.inode, d.name, cur.inode)),
+                            None)
             if name is None:
                 break
             parts.append(name)
