@@ -1,167 +1,545 @@
 """``/proc``: the sandbox's own processes, numbers and mounts — never the host's.
 
-Files render at open time from the kernel's state. ``self`` and ``thread-self``
-resolve against the task making the call (``kernel.current``).
+The tree is a writable ``SyntheticFS``: files render at open time from the
+kernel's state (``procfs_pid``, ``procfs_mem``, ``procfs_fd``, ``procfs_sys``)
+and a few take writes (``comm``, ``oom_score_adj``, ``sys/kernel/hostname``).
+``self`` and ``thread-self`` resolve against the task making the call
+(``kernel.current``), which is also whose rights decide access:
+
+- ``/proc/<pid>`` and its entries belong to the process's effective ids (root
+  for a non-dumpable one), so mode bits do most of the work: ``environ`` and
+  ``auxv`` are 0400, ``fd/`` and ``fdinfo/`` 0500.
+- ``maps``, ``smaps``, ``environ``, ``auxv``, ``fdinfo`` and the ``exe``,
+  ``cwd``, ``root`` and fd links also need Linux's ptrace read access (same
+  ids and dumpable, or root): EACCES otherwise.
+
+``readdir`` of ``/proc`` lists processes; any thread id can still be looked up,
+as on Linux. Links are plain symlinks whose text is a path: following
+``/proc/<pid>/fd/<n>`` reaches the file by that path (Linux's "magic" links,
+which reach even deleted files and pipes, are not implemented).
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
-from cove.fs.synthetic import SynthDir, SyntheticFS, SynthInode
+from cove.abi.errno import E, Errno
+from cove.fs.node import S_IFLNK, Stat
+from cove.fs.synthetic import (
+    Render,
+    SynthDir,
+    SyntheticFS,
+    SynthFile,
+    SynthInode,
+    SynthLink,
+    Writer,
+)
+from cove.kernel import procfs_pid as pidf
+from cove.kernel import procfs_sys as sysf
+from cove.kernel.procfs_fd import fdinfo, file_name, link_mode
+from cove.kernel.procfs_mem import maps, smaps
 
 if TYPE_CHECKING:
-    from cove.fs.vfs import VFS
+    from cove.fs.vfs import VFS, PathContext
+    from cove.kernel.fdtable import FdTable
     from cove.kernel.kernel import Kernel
-    from cove.kernel.task import Process
+    from cove.kernel.task import Process, Task
 
-OSRELEASE = "6.1.0-cove"
-VERSION = f"Linux version {OSRELEASE} (cove) #1 SMP PREEMPT_DYNAMIC cove\n"
+__all__ = ["ProcFS", "make_procfs"]
+
+Owner = Callable[[], tuple[int, int]]
+Factory = Callable[[SynthDir], SynthInode]
+HOST_NAME_MAX = 64
+PID_MAX = 4194304  # PID_MAX_LIMIT: cove's ids never wrap below it
 
 
 class ProcFS(SyntheticFS):
     """The synthetic tree; ``kernel`` is attached when the sandbox boots."""
 
     def __init__(self, vfs: VFS) -> None:
-        super().__init__("proc")
+        super().__init__("proc", readonly=False)
         self.vfs = vfs
         self.kernel: Kernel | None = None
+        self._root = ProcRoot(self)
+        self._boot_ids: WeakKeyDictionary[Kernel, str] = WeakKeyDictionary()
+
+    @property
+    def root(self) -> ProcRoot:
+        return self._root
+
+    # --- who is asking ----------------------------------------------------------------
+    def reader(self) -> Task | None:
+        """The task whose syscall is reading (None: the host, e.g. a test)."""
+        k = self.kernel
+        return k.current if k is not None else None
+
+    def reader_ctx(self) -> PathContext:
+        r = self.reader()
+        return r.fs if r is not None else self.vfs.context()
+
+    def may_inspect(self, p: Process) -> bool:
+        """Linux's ptrace_may_access(PTRACE_MODE_READ_FSCREDS): the same process,
+        or root, or a dumpable process whose ids all equal the reader's fs ids."""
+        r = self.reader()
+        if r is None or r.proc is p:
+            return True
+        c, tc = r.proc.creds, p.creds
+        if c.euid == 0:
+            return True
+        same = (c.fsuid == tc.ruid == tc.euid == tc.suid
+                and c.fsgid == tc.rgid == tc.egid == tc.sgid)
+        return same and bool(p.dumpable)
+
+    def check_inspect(self, p: Process) -> None:
+        if not self.may_inspect(p):
+            raise Errno(E.EACCES)
+
+    def boot_id(self) -> str:
+        k = self.kernel
+        if k is None:
+            return str(uuid.uuid4())
+        return self._boot_ids.setdefault(k, str(uuid.uuid4()))
 
 
-def _current_pid(fs: ProcFS) -> str:
-    k = fs.kernel
-    cur = getattr(k, "current", None) if k else None
-    return str(cur.pid) if cur is not None else "1"
+# --- nodes whose owner is a process ------------------------------------------------------
+class PidDir(SynthDir):
+    __slots__ = ("owner",)
+
+    def __init__(self, fs: ProcFS, parent: SynthDir, owner: Owner, mode: int = 0o555,
+                 listing: Callable[[], dict[str, Factory]] | None = None) -> None:
+        super().__init__(fs, parent, mode, listing)
+        self.owner = owner
+
+    def stat(self) -> Stat:
+        st = super().stat()
+        st.uid, st.gid = self.owner()
+        return st
 
 
-def _process_dir(fs: ProcFS, pid: int) -> Callable[[SynthDir], SynthInode]:
+class PidFile(SynthFile):
+    __slots__ = ("owner",)
+
+    def __init__(self, fs: ProcFS, parent: SynthDir, render: Render, owner: Owner,
+                 mode: int = 0o444, write: Writer | None = None) -> None:
+        super().__init__(fs, parent, render, mode, write)
+        self.owner = owner
+
+    def stat(self) -> Stat:
+        st = super().stat()
+        st.uid, st.gid = self.owner()
+        return st
+
+
+class PidLink(SynthLink):
+    __slots__ = ("owner",)
+
+    def __init__(self, fs: ProcFS, parent: SynthDir, target: Callable[[], str],
+                 owner: Owner) -> None:
+        super().__init__(fs, parent, target)
+        self.owner = owner
+
+    def stat(self) -> Stat:
+        st = super().stat()
+        st.uid, st.gid = self.owner()
+        return st
+
+
+class FdLink(PidLink):
+    """``fd/<n>``: mode bits from the open file's access mode, size 64, as Linux."""
+
+    __slots__ = ("file",)
+
+    def __init__(self, fs: ProcFS, parent: SynthDir, target: Callable[[], str],
+                 owner: Owner, file: Callable[[], object]) -> None:
+        super().__init__(fs, parent, target, owner)
+        self.file = file
+
+    def stat(self) -> Stat:
+        st = super().stat()
+        try:
+            f = self.file()
+        except Errno:
+            return st
+        st.mode = S_IFLNK | link_mode(f)  # type: ignore[arg-type]
+        st.size = 64
+        return st
+
+
+class ProcRoot(SynthDir):
+    """``/proc``: lists processes; any live thread id can also be looked up."""
+
+    __slots__ = ("hidden",)
+
+    def __init__(self, fs: ProcFS) -> None:
+        super().__init__(fs, None, 0o555)
+        self.hidden: dict[str, SynthInode] = {}
+
+    def lookup(self, name: str) -> SynthInode:
+        try:
+            return super().lookup(name)
+        except Errno:
+            k = self.fs.kernel  # type: ignore[attr-defined]
+            if k is None or not name.isdigit() or int(name) not in k.tasks:
+                raise
+        th = k.tasks[int(name)]
+        for stale in [n for n in self.hidden if int(n) not in k.tasks]:
+            del self.hidden[stale]
+        node = self.hidden.get(name)
+        if node is None:
+            node = self.hidden[name] = _process_dir(self.fs, th.proc.pid, th.tid)(self)
+        return node
+
+
+# --- /proc/<pid> -----------------------------------------------------------------------
+class Target:
+    """The process (and thread) a ``/proc/<pid>`` directory describes, found
+    afresh at every use: the directory outlives neither."""
+
+    def __init__(self, fs: ProcFS, pid: int, tid: int | None = None) -> None:
+        self.fs = fs
+        self.pid = pid
+        self.tid = tid
+
+    def proc(self) -> Process:
+        k = self.fs.kernel
+        p = k.processes.get(self.pid) if k is not None else None
+        if p is None:
+            raise Errno(E.ESRCH)
+        return p
+
+    def thread(self) -> Task | None:
+        """The thread this directory is about (None: a zombie, or the thread left)."""
+        p = self.proc()
+        if self.tid is None:
+            return pidf.leader(p)
+        for th in p.threads:
+            if th.tid == self.tid:
+                return th
+        return None
+
+    def owner(self) -> tuple[int, int]:
+        k = self.fs.kernel
+        p = k.processes.get(self.pid) if k is not None else None
+        if p is None or not p.dumpable:
+            return 0, 0
+        return p.creds.euid, p.creds.egid
+
+    def inspected(self) -> Process:
+        p = self.proc()
+        self.fs.check_inspect(p)
+        return p
+
+    def files(self) -> FdTable | None:
+        th = self.thread()
+        return th.files if th is not None else None
+
+
+def _process_dir(fs: ProcFS, pid: int, tid: int | None = None) -> Factory:
+    """``/proc/<pid>`` (``tid``: ``/proc/<tid>`` of a non-leader thread)."""
     def make(parent: SynthDir) -> SynthInode:
-        d = SynthDir(fs, parent, 0o555)
-
-        def proc() -> Process | None:
-            return fs.kernel.processes.get(pid) if fs.kernel else None
-
-        def text(render: Callable[[Process], str]) -> Callable[[], bytes]:
-            def out() -> bytes:
-                p = proc()
-                return render(p).encode("utf-8", "surrogateescape") if p else b""
-            return out
-
-        d.add_file("cmdline", text(lambda p: "".join(a + "\0" for a in _argv(p))))
-        d.add_file("comm", text(lambda p: p.comm + "\n"))
-        d.add_file("status", text(_status))
-        d.add_file("stat", text(_stat))
-        d.add_file("maps", text(_maps))
-        d.add_link("exe", lambda: proc().exe if proc() else "")  # type: ignore[union-attr]
-        d.add_link("cwd", lambda: _cwd(fs, proc()))
-        d.add_link("root", lambda: "/")
-        d.add_dir("fd", listing=lambda: _fd_listing(fs, proc()))
+        tg = Target(fs, pid, tid)
+        d = PidDir(fs, parent, tg.owner)
+        _fill_common(fs, d, tg)
+        add = _adder(fs, d, tg)
+        add("cmdline", lambda: pidf.cmdline(tg.proc()))
+        add("environ", lambda: pidf.environ(tg.inspected()), mode=0o400)
+        add("auxv", lambda: pidf.auxv(tg.inspected()), mode=0o400)
+        add("maps", lambda: _text(maps(tg.inspected().mm, fs.vfs, fs.reader_ctx())
+                                  if tg.proc().alive else ""))
+        add("smaps", lambda: _text(smaps(tg.inspected().mm, fs.vfs, fs.reader_ctx())
+                                   if tg.proc().alive else ""))
+        add("statm", lambda: _text(pidf.statm(tg.proc())))
+        add("limits", lambda: _text(pidf.limits(tg.proc())))
+        add("mounts", lambda: sysf.mounts(fs.vfs, _ctx_of(tg)))
+        add("mountinfo", lambda: sysf.mountinfo(fs.vfs, _ctx_of(tg)))
+        add("oom_score", lambda: _text(f"{pidf.oom_score(tg.proc())}\n"))
+        add("oom_score_adj", lambda: _text(f"{pidf.oom_score_adj(tg.proc())}\n"),
+            mode=0o644, write=lambda data: _write_oom_adj(fs, tg, data))
+        d.children["exe"] = PidLink(fs, d, lambda: _exe(tg), tg.owner)
+        d.children["cwd"] = PidLink(fs, d, lambda: _dir_link(fs, tg, "cwd"), tg.owner)
+        d.children["root"] = PidLink(fs, d, lambda: _dir_link(fs, tg, "root"), tg.owner)
+        d.children["fd"] = PidDir(fs, d, tg.owner, 0o500, lambda: _fd_entries(fs, tg))
+        d.children["fdinfo"] = PidDir(fs, d, tg.owner, 0o500,
+                                      lambda: _fdinfo_entries(fs, tg))
+        d.children["task"] = PidDir(fs, d, tg.owner, 0o555, lambda: _task_entries(fs, pid))
         return d
     return make
 
 
-def _argv(p: Process) -> list[str]:
-    img: Any = p.image
-    return list(getattr(img, "argv", []) or [p.comm])
+def _fill_common(fs: ProcFS, d: PidDir, tg: Target) -> None:
+    """What ``/proc/<pid>`` and ``/proc/<pid>/task/<tid>`` both have."""
+    whole = tg.tid is None
+    add = _adder(fs, d, tg)
+
+    def status() -> bytes:
+        p = tg.proc()
+        th = tg.thread()
+        return _text(pidf.status(p, th, th.fs.umask if th is not None else None))
+
+    def stat() -> bytes:
+        p = tg.proc()
+        return _text(pidf.stat(p, tg.thread(), permitted=fs.may_inspect(p), whole=whole))
+
+    def comm() -> bytes:
+        th = tg.thread()
+        return _text((th.comm if th is not None else tg.proc().comm) + "\n")
+
+    add("status", status)
+    add("stat", stat)
+    add("comm", comm, mode=0o644, write=lambda data: _write_comm(fs, tg, data))
+    add("wchan", lambda: b"0")
 
 
-def _status(p: Process) -> str:
-    st = {"R": "R (running)", "S": "S (sleeping)", "T": "T (stopped)", "Z": "Z (zombie)"}
-    ppid = p.parent.pid if p.parent else 0
-    c = p.creds
-    return (f"Name:\t{p.comm}\nState:\t{st.get(p.state.value, 'R (running)')}\n"
-            f"Tgid:\t{p.pid}\nPid:\t{p.pid}\nPPid:\t{ppid}\n"
-            f"Uid:\t{c.ruid}\t{c.euid}\t{c.suid}\t{c.fsuid}\n"
-            f"Gid:\t{c.rgid}\t{c.egid}\t{c.sgid}\t{c.fsgid}\n"
-            f"Threads:\t{len(p.threads)}\nVmRSS:\t{p.mm.resident_pages() * 4} kB\n")
+def _adder(fs: ProcFS, d: PidDir, tg: Target) -> Callable[..., PidFile]:
+    def add(name: str, render: Render, mode: int = 0o444,
+            write: Writer | None = None) -> PidFile:
+        node = PidFile(fs, d, render, tg.owner, mode, write)
+        d.children[name] = node
+        return node
+    return add
 
 
-def _stat(p: Process) -> str:
-    ppid = p.parent.pid if p.parent else 0
-    fields = [str(p.pid), f"({p.comm})", p.state.value, str(ppid), str(p.pgid), str(p.sid)]
-    fields += ["0"] * 13 + [str(len(p.threads))] + ["0"] * 31
-    return " ".join(fields) + "\n"
+def _text(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape")
 
 
-def _maps(p: Process) -> str:
-    lines = []
-    for v in p.mm.vmas:
-        prot = ("r" if v.prot & 1 else "-") + ("w" if v.prot & 2 else "-") + (
-            "x" if v.prot & 4 else "-") + ("s" if v.shared is not None else "p")
-        lines.append(f"{v.start:08x}-{v.end:08x} {prot} {v.offset:08x} 00:00 0"
-                     + (f"                          {v.name}" if v.name else ""))
-    return "\n".join(lines) + ("\n" if lines else "")
+def _ctx_of(tg: Target) -> PathContext:
+    th = tg.thread()
+    if th is None:
+        raise Errno(E.ENOENT)
+    return th.fs
 
 
-def _cwd(fs: ProcFS, p: Process | None) -> str:
-    if p is None or not p.threads:
-        return "/"
-    t = p.threads[0]
-    return fs.vfs.path_of(t.fs, t.fs.cwd)
+def _exe(tg: Target) -> str:
+    p = tg.inspected()
+    if not p.alive or not p.exe:
+        raise Errno(E.ENOENT)
+    f = getattr(p.image, "file", None)
+    try:
+        gone = f is not None and f.stat().nlink == 0
+    except Errno:
+        gone = False
+    return p.exe + (" (deleted)" if gone else "")
 
 
-def _fd_listing(fs: ProcFS, p: Process | None) -> dict[str, Callable[[SynthDir], SynthInode]]:
-    if p is None or not p.threads:
+def _dir_link(fs: ProcFS, tg: Target, which: str) -> str:
+    tg.inspected()
+    th = tg.thread()
+    if th is None:
+        raise Errno(E.ENOENT)
+    loc = th.fs.cwd if which == "cwd" else th.fs.root
+    return fs.vfs.path_of(fs.reader_ctx(), loc)
+
+
+def _fd_entries(fs: ProcFS, tg: Target) -> dict[str, Factory]:
+    files = tg.files()
+    if files is None:
         return {}
-    t = p.threads[0]
-    out: dict[str, Callable[[SynthDir], SynthInode]] = {}
-    for fd, f in sorted(t.files.files.items()):
-        def make(parent: SynthDir, f: Any = f) -> SynthInode:
-            from cove.fs.synthetic import SynthLink
+    out: dict[str, Factory] = {}
+    for fd in sorted(files.files):
+        def make(parent: SynthDir, fd: int = fd) -> SynthInode:
+            def file() -> object:
+                table = tg.files()
+                f = table.files.get(fd) if table is not None else None
+                if f is None:
+                    raise Errno(E.ENOENT)
+                return f
 
-            return SynthLink(fs, parent, lambda: _describe(fs, t, f))
+            def target() -> str:
+                tg.inspected()
+                return file_name(fs.vfs, fs.reader_ctx(), file())  # type: ignore[arg-type]
+            return FdLink(fs, parent, target, tg.owner, file)
         out[str(fd)] = make
     return out
 
 
-def _describe(fs: ProcFS, t: Any, f: Any) -> str:
-    # A File's own name comes first: a memfd has a location no path leads to.
-    describe = getattr(f, "proc_name", None)
-    if callable(describe):
-        return describe()  # type: ignore[no-any-return]
-    loc = getattr(f, "location", None)
-    if loc is not None:
-        return fs.vfs.path_of(t.fs, loc)
-    return f"anon_inode:[{type(f).__name__.lower()}]"
+def _fdinfo_entries(fs: ProcFS, tg: Target) -> dict[str, Factory]:
+    files = tg.files()
+    if files is None:
+        return {}
+    out: dict[str, Factory] = {}
+    for fd in sorted(files.files):
+        def make(parent: SynthDir, fd: int = fd) -> SynthInode:
+            def render() -> bytes:
+                tg.inspected()
+                table = tg.files()
+                f = table.files.get(fd) if table is not None else None
+                if f is None or table is None:
+                    raise Errno(E.ENOENT)
+                return _text(fdinfo(f, fd in table.cloexec))
+            return PidFile(fs, parent, render, tg.owner)  # type: ignore[arg-type]
+        out[str(fd)] = make
+    return out
+
+
+def _task_entries(fs: ProcFS, pid: int) -> dict[str, Factory]:
+    k = fs.kernel
+    p = k.processes.get(pid) if k is not None else None
+    if p is None:
+        return {}
+    return {str(th.tid): _thread_dir(fs, pid, th.tid) for th in p.threads}
+
+
+def _thread_dir(fs: ProcFS, pid: int, tid: int) -> Factory:
+    def make(parent: SynthDir) -> SynthInode:
+        tg = Target(fs, pid, tid)
+        d = PidDir(fs, parent, tg.owner)
+        _fill_common(fs, d, tg)
+        return d
+    return make
+
+
+# --- writes ---------------------------------------------------------------------------
+def _write_comm(fs: ProcFS, tg: Target, data: bytes) -> int:
+    """Linux's comm_write: the first 15 bytes (a newline included) name the
+    thread; only a thread of the same process may rename it."""
+    from cove.kernel.syscalls.prctl import COMM_LEN, set_comm
+
+    p = tg.proc()
+    r = fs.reader()
+    if r is not None and r.proc is not p:
+        raise Errno(E.EINVAL)
+    name = data[:COMM_LEN - 1].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    th = tg.thread()
+    if th is not None:
+        set_comm(th, name)
+    else:
+        p.comm = name
+    return len(data)
+
+
+def _write_oom_adj(fs: ProcFS, tg: Target, data: bytes) -> int:
+    p = tg.proc()
+    try:
+        value = pidf.parse_int(data[:12])
+    except ValueError:
+        raise Errno(E.EINVAL) from None
+    if not pidf.OOM_SCORE_ADJ_MIN <= value <= pidf.OOM_SCORE_ADJ_MAX:
+        raise Errno(E.EINVAL)
+    r = fs.reader()
+    privileged = r is None or r.proc.creds.euid == 0  # CAP_SYS_RESOURCE
+    _, low = pidf.oom_adj.get(p, (0, 0))
+    if value < low and not privileged:
+        raise Errno(E.EACCES)
+    pidf.oom_adj[p] = (value, value if privileged else low)
+    return len(data)
+
+
+def _write_hostname(fs: ProcFS, data: bytes) -> int:
+    """proc_dostring: up to the first newline or NUL, at most 64 bytes."""
+    k = fs.kernel
+    name = data.split(b"\n", 1)[0].split(b"\0", 1)[0][:HOST_NAME_MAX]
+    if k is not None:
+        k.hostname = os.fsdecode(name)
+    return len(data)
+
+
+def _inherit_oom(parent: Task, child: Task) -> None:
+    adj = pidf.oom_adj.get(parent.proc)
+    if adj is not None and child.proc is not parent.proc:
+        pidf.oom_adj[child.proc] = adj
+
+
+# --- the tree -------------------------------------------------------------------------
+def _current_pid(fs: ProcFS) -> str:
+    cur = fs.reader()
+    if cur is not None:
+        return str(cur.pid)
+    k = fs.kernel
+    return str(k.init.pid) if k is not None and k.init is not None else ""
+
+
+def _thread_self(fs: ProcFS) -> str:
+    cur = fs.reader()
+    return f"{cur.pid}/task/{cur.tid}" if cur is not None else ""
 
 
 def make_procfs(vfs: VFS) -> ProcFS:
     fs = ProcFS(vfs)
     root = fs.root
 
-    def pids() -> dict[str, Callable[[SynthDir], SynthInode]]:
+    def kernel() -> Kernel:
+        if fs.kernel is None:
+            raise Errno(E.ENOENT)
+        return fs.kernel
+
+    def pids() -> dict[str, Factory]:
         k = fs.kernel
         if k is None:
             return {}
         return {str(pid): _process_dir(fs, pid) for pid in sorted(k.processes)}
 
+    def const(text: str) -> Render:
+        data = text.encode()
+        return lambda: data
+
     root.listing = pids
     root.add_link("self", lambda: _current_pid(fs))
-    root.add_file("version", lambda: VERSION.encode())
-    root.add_file("uptime", lambda: _uptime(fs))
-    root.add_file("mounts", lambda: _mounts(fs))
-    root.add_file("filesystems", lambda: b"nodev\ttmpfs\nnodev\tproc\nnodev\toverlay\n")
+    root.add_link("thread-self", lambda: _thread_self(fs))
+    root.add_link("mounts", lambda: "self/mounts")
+    root.add_file("version", sysf.version)
+    root.add_file("uptime", lambda: sysf.uptime(kernel()))
+    root.add_file("loadavg", lambda: sysf.loadavg(kernel()))
+    root.add_file("stat", lambda: sysf.stat(kernel()))
+    root.add_file("meminfo", lambda: sysf.meminfo(kernel()))
+    root.add_file("cpuinfo", sysf.cpuinfo)
+    root.add_file("filesystems", sysf.filesystems)
+
     sys_ = root.add_dir("sys")
     kern = sys_.add_dir("kernel")
-    kern.add_file("osrelease", lambda: (OSRELEASE + "\n").encode())
-    kern.add_file("hostname", lambda: ((fs.kernel.hostname if fs.kernel else "cove") + "\n"
-                                       ).encode())
-    kern.add_file("pid_max", lambda: b"4194304\n")
+    kern.add_file("osrelease", const(sysf.RELEASE + "\n"))
+    kern.add_file("ostype", const("Linux\n"))
+    kern.add_file("version", const(sysf.UTS_VERSION + "\n"))
+    kern.add_file("hostname", lambda: (kernel().hostname + "\n").encode(), mode=0o644,
+                  write=lambda data: _write_hostname(fs, data))
+    kern.add_file("domainname", const("(none)\n"))
+    kern.add_file("pid_max", const(f"{PID_MAX}\n"))
+    kern.add_file("threads-max", lambda: _threads_max(kernel()))
+    kern.add_file("cap_last_cap", const(f"{pidf.CAP_LAST_CAP}\n"))
+    kern.add_file("ngroups_max", const("65536\n"))
+    kern.add_file("overflowuid", const("65534\n"))
+    kern.add_file("overflowgid", const("65534\n"))
+    rnd = kern.add_dir("random")
+    rnd.add_file("boot_id", lambda: (fs.boot_id() + "\n").encode())
+    rnd.add_file("uuid", lambda: (str(uuid.uuid4()) + "\n").encode())
+    rnd.add_file("poolsize", const("256\n"))
+    rnd.add_file("entropy_avail", const("256\n"))
+    vm = sys_.add_dir("vm")
+    vm.add_file("overcommit_memory", const("0\n"))
+    vm.add_file("max_map_count", const("65530\n"))
+    vm.add_file("mmap_min_addr", lambda: f"{_mmap_min()}\n".encode())
+    fs_dir = sys_.add_dir("fs")
+    fs_dir.add_file("nr_open", lambda: f"{_nr_open()}\n".encode())
     return fs
 
 
-def _uptime(fs: ProcFS) -> bytes:
-    import time
+def _threads_max(k: Kernel) -> bytes:
+    from cove.kernel.syscalls.limits import max_threads
 
-    up = time.monotonic() - (fs.kernel.boot_monotonic if fs.kernel else time.monotonic())
-    return f"{up:.2f} {up:.2f}\n".encode()
+    return f"{max_threads(k)}\n".encode()
 
 
-def _mounts(fs: ProcFS) -> bytes:
-    lines = []
-    for m in fs.vfs.mounts():
-        where = "/" if m.mountpoint is None else fs.vfs.path_of(fs.vfs.context(), m.mountpoint)
-        opts = "ro" if m.readonly else "rw"
-        lines.append(f"{m.source} {where} {m.fs.name} {opts} 0 0")
-    return ("\n".join(lines) + "\n").encode()
+def _mmap_min() -> int:
+    from cove.kernel.mm import MMAP_MIN
+
+    return MMAP_MIN
+
+
+def _nr_open() -> int:
+    from cove.kernel.fdtable import NR_OPEN_MAX
+
+    return NR_OPEN_MAX
+
+
+def _register_fork_hook() -> None:
+    from cove.kernel.process import FORK_HOOKS
+
+    if _inherit_oom not in FORK_HOOKS:
+        FORK_HOOKS.append(_inherit_oom)
+
+
+_register_fork_hook()
