@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import needs_kvm
 
 GUESTS = ["fs_files", "fs_dirs"]
+USER = (1000, 1000)  # fs_perm runs unprivileged
 
 
 @needs_kvm
@@ -42,6 +43,35 @@ def test_native_linux_agrees(build_guest, name):
     # /mnt, then /tmp becomes an empty tmpfs, as in the sandbox.
     script = (f"mount -t tmpfs none /mnt && cp {exe} /mnt/guest && "
               "mount -t tmpfs none /tmp && exec /mnt/guest")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=50)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ok\n"
+
+
+@needs_kvm
+@pytest.mark.timeout(180)
+def test_fs_perm_guest_in_cove(build_guest, cove_run, tmp_path):
+    exe = build_guest("fs_perm")
+    # pytest's directories are 0700 and cove shows host modes as they are: give
+    # the unprivileged guest a directory it may search.
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    pub.chmod(0o755)
+    shutil.copy(exe, pub / "fs_perm")
+    r = cove_run(["/pub/fs_perm"], user=USER, mounts=(f"{pub}:/pub",))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ok\n"
+
+
+@pytest.mark.timeout(60)
+def test_fs_perm_native_linux_agrees(build_guest):
+    if shutil.which("unshare") is None or shutil.which("setpriv") is None \
+            or not os.path.isdir("/mnt") or os.geteuid() != 0:
+        pytest.skip("needs root, unshare(1) and setpriv(1)")
+    exe = build_guest("fs_perm")
+    script = (f"mount -t tmpfs -o mode=1777 none /mnt && cp {exe} /mnt/guest && "
+              "mount -t tmpfs -o mode=1777 none /tmp && "
+              f"exec setpriv --reuid={USER[0]} --regid={USER[1]} --clear-groups /mnt/guest")
     r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=50)
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"ok\n"

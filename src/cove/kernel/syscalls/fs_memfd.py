@@ -156,4 +156,5 @@ def memfd_create(t: Task, uname: int, flags: int) -> int:
     elif not flags & F.MFD_ALLOW_SEALING:
         inode.seals = F.F_SEAL_SEAL
     f = MemfdFile(Location(mount, inode), O_RDWR | O_LARGEFILE, name)
+    f.opened_by = cred  # type: ignore[attr-defined]
     return t.files.install(f, cloexec=bool(flags & F.MFD_CLOEXEC))

@@ -82,13 +82,15 @@ def linkat(t: Task, olddirfd: int, uold: int, newdirfd: int, unew: int, flags: i
     new = read_path(t, unew)
     vfs = t.kernel.vfs
     if not old and flags & F.AT_EMPTY_PATH:
-        # Linking an fd by itself needs CAP_DAC_READ_SEARCH; without it the
-        # empty path is simply not found.
-        if not t.fs.cred.is_root:
+        # Linking an fd by itself needs CAP_DAC_READ_SEARCH, or (Linux 6.10)
+        # a file opened with the caller's own credentials; otherwise the empty
+        # path is simply not found.
+        f = t.files.get(olddirfd) if olddirfd != AT_FDCWD else None
+        if not t.fs.cred.is_root and (
+                f is None or getattr(f, "opened_by", None) != t.fs.cred):
             raise Errno(E.ENOENT)
         loc = fd_location(t, olddirfd)
         if loc.inode.stat().nlink == 0:
-            f = t.files.get(olddirfd) if olddirfd != AT_FDCWD else None
             if not getattr(f, "tmpfile_linkable", False):
                 raise Errno(E.ENOENT)  # a deleted file is not brought back
         vfs.link_location(t.fs, loc, _at(t, newdirfd, new), new)

@@ -112,6 +112,7 @@ def do_open(t: Task, dirfd: int, path: str, flags: int, mode: int, resolve: int 
     elif flags & F.O_SYNC_BIT:
         kept |= F.O_DSYNC
     f.flags = kept
+    f.opened_by = ctx.cred  # type: ignore[attr-defined]  # f_cred, for linkat
     if flags & F.O_TMPFILE_BIT and not flags & F.O_PATH:
         # linkat(AT_EMPTY_PATH) may give it a name, unless opened with O_EXCL.
         f.tmpfile_linkable = not flags & F.O_EXCL  # type: ignore[attr-defined]
