@@ -327,26 +327,6 @@ def test_dup2_over_open_fd_closes_it(g: Guest) -> None:
     assert old.fd_refs == 0
 
 
-def test_open_hooks_see_how_a_file_was_opened(g: Guest) -> None:
-    from cove.kernel.syscalls import fs_open
-
-    seen: list[tuple[object, str, bool]] = []
-
-    def hook(f: object, ctx: object, at: object, path: str, follow: bool) -> None:
-        seen.append((at, path, follow))
-
-    fs_open.OPEN_HOOKS.append(hook)
-    try:
-        d = g.ok_open("/dir", F.O_DIRECTORY)
-        g.open("f", F.O_RDONLY | F.O_NOFOLLOW, dirfd=d)
-        g.open("/missing")
-    finally:
-        fs_open.OPEN_HOOKS.remove(hook)
-    assert seen[0] == (None, "/dir", True)
-    assert seen[1][1:] == ("f", False) and seen[1][0] is g.t.files.get(d).location
-    assert len(seen) == 2  # failed opens are not reported
-
-
 @pytest.mark.timeout(30)
 def test_fifo_open_blocks_and_resumes(g: Guest) -> None:
     from cove.kernel.pipe import install_fifos

@@ -10,16 +10,13 @@ found before the path is looked at (EMFILE first, as Linux).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import OPEN_HOW
-from cove.fs.file import File
 from cove.fs.mount import Location
 from cove.fs.perm import is_owner
-from cove.fs.vfs import PathContext
 from cove.kernel.physmem import PAGE_SIZE
 from cove.kernel.syscall import FD, INT, PATH, PTR, UINT, ULONG, syscall
 from cove.kernel.syscalls import fs_resolve
@@ -37,12 +34,6 @@ S_IALLUGO = 0o7777
 OPEN_TIME_FLAGS = F.O_CREAT | F.O_EXCL | F.O_NOCTTY | F.O_TRUNC | F.O_CLOEXEC
 CLOSE_RANGE_UNSHARE = 1 << 1
 CLOSE_RANGE_CLOEXEC = 1 << 2
-
-# Called as hook(file, ctx, at, path, follow) after every successful open by
-# path (open, openat, openat2, creat), before the fd is installed: ``ctx`` and
-# ``at`` are what the path was resolved with (``at`` None: cwd or root) and
-# ``follow`` whether a final symlink was followed. /proc's fd names register here.
-OPEN_HOOKS: list[Callable[[File, PathContext, Location | None, str, bool], None]] = []
 
 
 def _will_create(flags: int) -> bool:
@@ -104,8 +95,6 @@ def do_open(t: Task, dirfd: int, path: str, flags: int, mode: int, resolve: int 
             if not is_owner(loc.inode.stat(), ctx.cred):
                 raise Errno(E.EPERM)
     f = vfs.open(ctx, at, path, flags, mode)
-    for hook in OPEN_HOOKS:
-        hook(f, ctx, at, path, not flags & F.O_NOFOLLOW)
     kept = flags & ~OPEN_TIME_FLAGS
     if flags & F.O_PATH:
         kept &= O_PATH_FLAGS
