@@ -151,6 +151,11 @@ static void test_tmpfile_and_memfd(void) {
 
     int m = memfd_create("guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     CHECK(m >= 0 && ftruncate(m, 4096) == 0);
+    char link[64], name[64] = {0};
+    snprintf(link, sizeof link, "/proc/self/fd/%d", m);
+    CHECK(readlink(link, name, sizeof name - 1) > 0);
+    CHECK(strcmp(name, "/memfd:guest (deleted)") == 0);
+    CHECK(fstat(m, &st) == 0 && st.st_nlink == 0 && S_ISREG(st.st_mode));
     CHECK(fcntl(m, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
     FAILS(ftruncate(m, 1), EPERM);
     CHECK(fcntl(m, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW));
