@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from cove.abi import flags as F
@@ -80,6 +81,12 @@ class Kernel:
         self.cpu.set_timeslice(TIMESLICE)
 
         self.shutdown_hooks: list[Any] = []  # run once when the sandbox ends (restore tty)
+        # Pausing between scheduler steps, where every guest thread is stopped
+        # with whole state (cove.sandbox: snapshots): run() returns None when
+        # pause_requested is set (sched.wakeup() ends a sleep) or pause_when()
+        # says so; calling run() again continues.
+        self.pause_requested = False
+        self.pause_when: Callable[[], bool] | None = None
 
     def shutdown(self) -> None:
         """Release host resources: terminal modes, the VM, guest memory."""
@@ -92,6 +99,7 @@ class Kernel:
         for proc in list(self.processes.values()):
             if proc.alive:
                 self.exit_group(proc, 9)
+        self.sched.close()
         self.platform.close()
 
     # --- creation -----------------------------------------------------------
@@ -125,10 +133,17 @@ class Kernel:
         self.deadline = None if seconds is None else time.monotonic() + seconds
         self.sched.horizon = self.deadline
 
-    def run(self) -> int:
-        """Run until init exits; returns its wait status (see ``status_to_exit``)."""
+    def run(self) -> int | None:
+        """Run until init exits; returns its wait status (see ``status_to_exit``),
+        or None when paused (see ``pause_requested``)."""
         while self.init is not None and self.init.alive:
+            if self.pause_requested or (self.pause_when is not None and self.pause_when()):
+                return None
             t = self.sched.next()
+            if self.pause_requested:  # sched.wakeup() ended the wait
+                if t is not None:
+                    self.sched.runq.appendleft(t)
+                return None
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.timed_out = True
                 self.kill_all(F.SIGKILL)

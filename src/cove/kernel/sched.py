@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import selectors
 import time
 from collections import deque
@@ -41,6 +42,10 @@ class Scheduler:
         self._fd_waiters: dict[int, set[Task]] = {}
         # The sandbox's wall-clock limit (monotonic): next() never sleeps past it.
         self.horizon: float | None = None
+        # wakeup(): a self-pipe another host thread writes to end a sleep in next()
+        # (cove.sandbox pauses a guest running in the background for a snapshot).
+        self._wakeup_r = self._wakeup_w = -1
+        self._wakeup_pending = False
 
     # --- state changes --------------------------------------------------------
     def add(self, t: Task) -> None:
@@ -133,13 +138,48 @@ class Scheduler:
                 self.wake(t, timed_out=True)
 
     def _poll_host(self, timeout: float | None) -> None:
-        if not self._fd_waiters:
+        if not self._fd_waiters and self._wakeup_r < 0:
             if timeout:
                 time.sleep(timeout)
             return
         for key, _ in self._selector.select(timeout):
+            if key.fd == self._wakeup_r:
+                self._drain_wakeup()
+                continue
             for t in list(self._fd_waiters.get(key.fd, ())):
                 self.wake(t)
+
+    # --- waking the scheduler from another host thread -----------------------
+    def enable_wakeup(self) -> None:
+        """Make ``wakeup()`` usable (a self-pipe; ``close()`` releases it)."""
+        if self._wakeup_r < 0:
+            self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._selector.register(self._wakeup_r, selectors.EVENT_READ)
+
+    def wakeup(self) -> None:
+        """From any host thread: ``next()`` returns None soon, even while it
+        sleeps (the caller asked for it, so it knows None is not a deadlock)."""
+        self._wakeup_pending = True
+        if self._wakeup_w >= 0:
+            try:
+                os.write(self._wakeup_w, b"\0")
+            except BlockingIOError:
+                pass  # already full: a wake-up is pending anyway
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self._wakeup_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Release the wake-up pipe, if any."""
+        if self._wakeup_r >= 0:
+            self._selector.unregister(self._wakeup_r)
+            os.close(self._wakeup_r)
+            os.close(self._wakeup_w)
+            self._wakeup_r = self._wakeup_w = -1
 
     def poll(self) -> None:
         """Wake whatever is due now (ready host fds, timers, deadlines) without
@@ -155,6 +195,9 @@ class Scheduler:
         """The next runnable task, sleeping until one exists; None on deadlock
         (every task blocked with nothing that could ever wake it)."""
         while True:
+            if self._wakeup_pending:
+                self._wakeup_pending = False
+                return None
             if self._fd_waiters:
                 self._poll_host(0)
             if self._timers:

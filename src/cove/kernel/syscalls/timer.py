@@ -52,8 +52,8 @@ def _clock(t: Task, clockid: int) -> Callable[[], int] | None:
     if clockid in (F.CLOCK_REALTIME, F.CLOCK_TAI):
         return time.time_ns
     if clockid in (F.CLOCK_MONOTONIC, F.CLOCK_BOOTTIME):
-        boot = int(k.boot_monotonic * NSEC)
-        return lambda: time.monotonic_ns() - boot
+        # boot_monotonic is read at each call: restoring a snapshot moves it.
+        return lambda: time.monotonic_ns() - int(k.boot_monotonic * NSEC)
     if clockid == F.CLOCK_PROCESS_CPUTIME_ID:
         return lambda: int((proc.user_time + proc.sys_time) * NSEC)
     if clockid == F.CLOCK_THREAD_CPUTIME_ID:
