@@ -20,6 +20,16 @@ from array import array
 
 from cove.abi.errno import E, Errno
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc_mmap = _libc.mmap
+_libc_mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc_mmap.restype = ctypes.c_void_p
+_libc_mprotect = _libc.mprotect
+_libc_mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc_mprotect.restype = ctypes.c_int
+_MAP_FIXED = 0x10
+
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = PAGE_SIZE - 1
@@ -51,6 +61,83 @@ class PhysMem:
         self._free: list[int] = []  # LIFO: recently freed frames are likely still cached
         self._next = 0  # frames >= _next were never handed out
         self._refs = array("I")  # refcount per frame below _next
+        self.private = False  # True: a copy-on-write view of a snapshot image (from_image)
+
+    @classmethod
+    def from_image(cls, fd: int, size: int, offset: int, length: int, *,
+                   private: bool = True, name: str = "cove-physmem") -> PhysMem:
+        """Guest memory whose first ``length`` bytes are a saved image: bytes
+        ``[offset, offset + length)`` of ``fd`` (a snapshot). The rest reads as zeros.
+
+        ``private``: map the image MAP_PRIVATE, so every sandbox restored from
+        one image shares its unchanged pages with the others (copy-on-write by
+        the host kernel); ``fd`` then stays the image's and ``zap`` keeps data.
+        Otherwise the image is copied into a new memfd of our own (platforms
+        that map ``fd`` elsewhere need that). Frame reference counts start at
+        zero: the restorer sets them with ``adopt``.
+        """
+        if size <= 0 or size & PAGE_MASK or length & PAGE_MASK or not 0 <= length <= size:
+            raise ValueError("image and memory sizes must be page multiples, image <= memory")
+        if not private:
+            self = cls(size, name)
+            done = 0
+            while done < length:
+                n = os.copy_file_range(fd, self.fd, length - done, offset + done, done)
+                if n <= 0:
+                    raise OSError(f"image ends {length - done} bytes early")
+                done += n
+            return self
+        self = cls.__new__(cls)
+        self.size = size
+        self.nframes = size >> PAGE_SHIFT
+        self.fd = os.dup(fd)
+        self.mm = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                            mmap.PROT_READ | mmap.PROT_WRITE)
+        self.mem = memoryview(self.mm)
+        self._anchor = ctypes.c_char.from_buffer(self.mm)
+        self.address = ctypes.addressof(self._anchor)
+        if length:
+            got = _libc_mmap(self.address, length, mmap.PROT_READ | mmap.PROT_WRITE,
+                             mmap.MAP_PRIVATE | _MAP_FIXED, fd, offset)
+            if got != self.address:
+                err = ctypes.get_errno()
+                self.close()
+                raise OSError(err, f"mapping the memory image failed: {os.strerror(err)}")
+        self._lock = threading.Lock()
+        self._free = []
+        self._next = 0
+        self._refs = array("I")
+        self.private = True
+        return self
+
+    def adopt(self, refs: dict[int, int]) -> None:
+        """Set the allocator from restored state: ``refs`` maps every frame in
+        use to its reference count; every other frame below the highest one
+        is free (and zero-filled when handed out, as always)."""
+        with self._lock:
+            top = max(refs, default=-1) + 1
+            if top > self.nframes:
+                raise ValueError(f"frame {top - 1:#x} outside guest memory")
+            self._refs = array("I", bytes(4 * top))
+            for f, c in refs.items():
+                self._refs[f] = c
+            self._next = top
+            self._free = [f for f in range(top - 1, -1, -1) if not self._refs[f]]
+
+    def zap(self, paddr: int, length: int) -> None:
+        """Make every hypervisor mapping of these bytes drop its translation
+        (KVM's MMU notifier) while keeping the data. A shared memfd does it
+        with MADV_DONTNEED (the memfd keeps the pages); a private image would
+        lose the guest's changes that way, so it toggles the protection instead
+        (mprotect also notifies)."""
+        if not self.private:
+            self.mm.madvise(mmap.MADV_DONTNEED, paddr, length)
+            return
+        addr = self.address + paddr
+        for prot in (mmap.PROT_READ, mmap.PROT_READ | mmap.PROT_WRITE):
+            if _libc_mprotect(addr, length, prot) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"mprotect of guest memory failed: {os.strerror(err)}")
 
     # --- allocation ---------------------------------------------------------
 
