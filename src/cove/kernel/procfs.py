@@ -316,14 +316,17 @@ def _ctx_of(tg: Target) -> PathContext:
 
 def _exe(tg: Target) -> str:
     p = tg.inspected()
-    if not p.alive or not p.exe:
+    # The loader's canonical path wins over Process.exe, which the first
+    # program's starter may have set to the name it was given.
+    exe = getattr(p.image, "exe_path", None) or p.exe
+    if not p.alive or not exe:
         raise Errno(E.ENOENT)
     f = getattr(p.image, "file", None)
     try:
         gone = f is not None and f.stat().nlink == 0
     except Errno:
         gone = False
-    return p.exe + (" (deleted)" if gone else "")
+    return str(exe) + (" (deleted)" if gone else "")
 
 
 def _dir_link(fs: ProcFS, tg: Target, which: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import Errno
-from cove.fs.file import O_CLOEXEC, File
+from cove.abi.flags import O_CLOEXEC
+from cove.fs.file import File
 
 if TYPE_CHECKING:
     from cove.fs.vfs import VFS, PathContext
