@@ -625,3 +625,21 @@ def test_task_states(g):
     assert g.stat_fields(f"/proc/{c.t.pid}/stat")[34] == "1"  # wchan: sleeping
     c.t.proc.state = State.STOPPED
     assert g.stat_fields(f"/proc/{c.t.pid}/stat")[2] == "T"
+
+
+def test_lookups_do_not_rebuild_the_process_listing(g):
+    """ps over many processes: each /proc/<pid> lookup goes to the process
+    table, not through a fresh listing of every process."""
+    from .sysutil import spawn
+
+    kids = [spawn(g.k, g.t) for _ in range(300)]
+    root = g.vfs.resolve(g.vfs.context(), None, "/proc").inode
+    calls = []
+    listing = root.listing
+    root.listing = lambda: calls.append(1) or listing()
+    for kid in kids:
+        assert g.stat_fields(f"/proc/{kid.pid}/stat")[0] == str(kid.pid)
+    assert g.readlink("/proc/self") == str(g.t.pid)
+    assert calls == []
+    assert len(g.ls("/proc")) >= 301 and calls == [1]
+    assert g.err("/proc/0123/stat") == E.ENOENT  # only canonical numbers name a pid

@@ -170,7 +170,12 @@ class FdLink(PidLink):
 
 
 class ProcRoot(SynthDir):
-    """``/proc``: lists processes; any live thread id can also be looked up."""
+    """``/proc``: lists processes; any live thread id can also be looked up.
+
+    Lookups go straight to the process table (a ``ps`` over thousands of
+    processes must not rebuild the whole listing for each one); readdir
+    builds the listing and forgets directories of reaped processes.
+    """
 
     __slots__ = ("hidden",)
 
@@ -179,13 +184,24 @@ class ProcRoot(SynthDir):
         self.hidden: dict[str, SynthInode] = {}
 
     def lookup(self, name: str) -> SynthInode:
-        try:
-            return super().lookup(name)
-        except Errno:
-            k = self.fs.kernel  # type: ignore[attr-defined]
-            if k is None or not name.isdigit() or int(name) not in k.tasks:
-                raise
-        th = k.tasks[int(name)]
+        node = self.children.get(name)
+        if node is not None:
+            return node
+        k = self.fs.kernel  # type: ignore[attr-defined]
+        if k is None or not name.isdigit() or name != str(int(name)):
+            raise Errno(E.ENOENT)
+        pid = int(name)
+        if pid in k.processes:
+            node = self._dynamic.get(name)
+            if node is None:
+                if len(self._dynamic) > 2 * len(k.processes) + 64:
+                    self._entries()  # drop the directories of reaped processes
+                node = self._dynamic[name] = _process_dir(self.fs, pid)(self)
+            return node
+        th = k.tasks.get(pid)
+        if th is None:
+            raise Errno(E.ENOENT)
+        # Linux: /proc/<tid> of a non-leader thread resolves, though readdir omits it.
         for stale in [n for n in self.hidden if int(n) not in k.tasks]:
             del self.hidden[stale]
         node = self.hidden.get(name)
