@@ -19,13 +19,17 @@ if TYPE_CHECKING:
 class WaitQueue:
     """Tasks sleeping until something changes (a pipe gets data, a child exits)."""
 
-    __slots__ = ("waiters",)
+    __slots__ = ("gen", "waiters")
 
     def __init__(self) -> None:
         self.waiters: set[Task] = set()
+        # Notifications so far: edge-triggered epoll compares it to see
+        # whether anything happened since it last reported a file.
+        self.gen = 0
 
     def notify(self) -> None:
         """Wake every waiter; each re-checks its condition when it runs."""
+        self.gen += 1
         if self.waiters:
             for t in list(self.waiters):
                 t.wake()
