@@ -13,37 +13,44 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
+
+# The open(2) flags and seek modes, re-exported from the one ABI table.
+from cove.abi.flags import FASYNC as O_ASYNC
+from cove.abi.flags import (
+    O_ACCMODE,
+    O_APPEND,
+    O_CLOEXEC,
+    O_CREAT,
+    O_DIRECT,
+    O_DIRECTORY,
+    O_DSYNC,
+    O_EXCL,
+    O_LARGEFILE,
+    O_NOATIME,
+    O_NOCTTY,
+    O_NOFOLLOW,
+    O_NONBLOCK,
+    O_PATH,
+    O_RDONLY,
+    O_RDWR,
+    O_SYNC,
+    O_TMPFILE,
+    O_TRUNC,
+    O_WRONLY,
+    SEEK_CUR,
+    SEEK_DATA,
+    SEEK_END,
+    SEEK_HOLE,
+    SEEK_SET,
+)
 from cove.fs.node import DirEntry, Inode, SetAttr, Stat, dtype_of, now_ns
 
 if TYPE_CHECKING:
-    from cove.fs.vfs import Location
+    from cove.fs.mount import Location
 
-O_ACCMODE = 0o3
-O_RDONLY = 0o0
-O_WRONLY = 0o1
-O_RDWR = 0o2
-O_CREAT = 0o100
-O_EXCL = 0o200
-O_NOCTTY = 0o400
-O_TRUNC = 0o1000
-O_APPEND = 0o2000
-O_NONBLOCK = 0o4000
-O_DSYNC = 0o10000
-O_ASYNC = 0o20000
-O_DIRECT = 0o40000
-O_LARGEFILE = 0o100000
-O_DIRECTORY = 0o200000
-O_NOFOLLOW = 0o400000
-O_NOATIME = 0o1000000
-O_CLOEXEC = 0o2000000
-O_SYNC = 0o4010000
-O_PATH = 0o10000000
-O_TMPFILE = 0o20200000
 
-# Flags F_SETFL may change (Linux's SETFL_MASK).
 SETFL_MASK = O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME
 
-SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
 MAX_LFS_FILESIZE = (1 << 63) - 1
 
 

@@ -30,26 +30,31 @@ from typing import ClassVar
 
 from cove.abi.errno import E, Errno
 
-# File type bits, as in st_mode.
-S_IFMT = 0o170000
-S_IFSOCK = 0o140000
-S_IFLNK = 0o120000
-S_IFREG = 0o100000
-S_IFBLK = 0o060000
-S_IFDIR = 0o040000
-S_IFCHR = 0o020000
-S_IFIFO = 0o010000
-S_ISUID = 0o4000
-S_ISGID = 0o2000
-S_ISVTX = 0o1000
-
-# d_type values for getdents64.
-DT_UNKNOWN, DT_FIFO, DT_CHR, DT_DIR, DT_BLK, DT_REG, DT_LNK, DT_SOCK = 0, 1, 2, 4, 6, 8, 10, 12
-
-# renameat2 flags.
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-RENAME_WHITEOUT = 4
+# The Linux constants the filesystems use, re-exported from the one ABI table.
+from cove.abi.flags import (
+    DT_BLK,
+    DT_CHR,
+    DT_DIR,
+    DT_FIFO,
+    DT_LNK,
+    DT_REG,
+    DT_SOCK,
+    DT_UNKNOWN,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    RENAME_WHITEOUT,
+    S_IFBLK,
+    S_IFCHR,
+    S_IFDIR,
+    S_IFIFO,
+    S_IFLNK,
+    S_IFMT,
+    S_IFREG,
+    S_IFSOCK,
+    S_ISGID,
+    S_ISUID,
+    S_ISVTX,
+)
 
 
 def dtype_of(mode: int) -> int:
