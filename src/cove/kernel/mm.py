@@ -32,7 +32,11 @@ BUS_ADRERR = 2
 
 
 class AddressSpace(Protocol):
-    """What the North needs from a platform's address space (see platform/base.py)."""
+    """What the North needs from a platform's address space (see platform/base.py).
+
+    ``map_range`` and ``protect`` are used when the space has them (every
+    platform does; test doubles may not): one call per run of pages.
+    """
 
     def map(self, vaddr: int, frame: int, prot: int) -> None: ...
     def unmap(self, vaddr: int, length: int) -> list[int]: ...
@@ -45,6 +49,40 @@ class PageSource(Protocol):
     def pread(self, size: int, offset: int) -> bytes: ...
     def pwrite(self, data: bytes, offset: int) -> int: ...
     def stat(self) -> object: ...
+
+
+def _alloc_frames(phys: PhysMem, count: int) -> list[int]:
+    """``count`` fresh frames, or none (ENOMEM gives back what was taken)."""
+    frames: list[int] = []
+    try:
+        for _ in range(count):
+            frames.append(phys.alloc())
+    except Errno:
+        for f in frames:
+            phys.unref(f)
+        raise
+    return frames
+
+
+def _map_run(space: AddressSpace, vaddr: int, frames: list[int], prot: int) -> None:
+    """Map consecutive pages: one ``map_range`` call where the space has it."""
+    map_range = getattr(space, "map_range", None)
+    if map_range is not None:
+        map_range(vaddr, frames, prot)
+        return
+    for n, f in enumerate(frames):
+        space.map(vaddr + (n << PAGE_SHIFT), f, prot)
+
+
+def _protect_run(space: AddressSpace, vaddr: int, frames: list[int], prot: int) -> None:
+    """Narrow consecutive mapped pages to ``prot``: one ``protect`` call (one
+    batched shoot-down on kvm) where the space has it."""
+    protect = getattr(space, "protect", None)
+    if protect is not None:
+        protect(vaddr, len(frames) << PAGE_SHIFT, prot)
+        return
+    for n, f in enumerate(frames):
+        space.map(vaddr + (n << PAGE_SHIFT), f, prot)
 
 
 class SharedObject:
@@ -181,22 +219,59 @@ class MemoryMap:
 
     def _populate(self, vma: VMA, vpn: int) -> int:
         """Give ``vpn`` (inside ``vma``) a frame and map it; returns the frame."""
-        vaddr = vpn << PAGE_SHIFT
+        self._populate_run(vma, vpn, 1)
+        return self.frames[vpn]
+
+    def _populate_run(self, vma: VMA, first: int, count: int) -> None:
+        """Give the ``count`` absent pages from ``first`` (inside ``vma``) frames
+        and map them: one file read and one platform call for the whole run."""
+        phys = self.phys
+        vaddr = first << PAGE_SHIFT
         if vma.shared is not None:
-            frame = vma.shared.frame(vma.pgoff(vaddr))
-            self.phys.ref(frame)
+            base = vma.pgoff(vaddr)
+            frames = []
+            for n in range(count):
+                f = vma.shared.frame(base + n)
+                phys.ref(f)
+                frames.append(f)
         else:
-            frame = self.phys.alloc()
+            frames = _alloc_frames(phys, count)
             if vma.file is not None:
                 off = vaddr - vma.start
-                if off < vma.file_size:
-                    n = min(PAGE_SIZE, vma.file_size - off)
-                    data = vma.file.pread(n, vma.offset + off)
-                    self.phys.write(frame << PAGE_SHIFT, data)
-        self.frames[vpn] = frame
+                size = min(count << PAGE_SHIFT, vma.file_size - off)
+                if size > 0:
+                    try:
+                        data = memoryview(vma.file.pread(size, vma.offset + off))
+                    except BaseException:
+                        for f in frames:
+                            phys.unref(f)
+                        raise
+                    mem = phys.mem
+                    for n, f in enumerate(frames):
+                        chunk = data[n << PAGE_SHIFT:(n + 1) << PAGE_SHIFT]
+                        if not chunk:
+                            break  # a short read (file shrank): the rest stays zero
+                        d = f << PAGE_SHIFT
+                        mem[d:d + len(chunk)] = chunk
+        table = self.frames
+        for n, f in enumerate(frames):
+            table[first + n] = f
         if vma.prot & (F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC):
-            self.space.map(vaddr, frame, vma.prot)
-        return frame
+            _map_run(self.space, vaddr, frames, vma.prot)
+
+    def _populate_range(self, vma: VMA, first: int, end: int) -> None:
+        """Populate the absent pages of ``[first, end)`` (vpns inside ``vma``)."""
+        table = self.frames
+        vpn = first
+        while vpn < end:
+            if vpn in table:
+                vpn += 1
+                continue
+            run = vpn + 1
+            while run < end and run not in table:
+                run += 1
+            self._populate_run(vma, vpn, run - vpn)
+            vpn = run
 
     def _drop_page(self, vpn: int) -> None:
         frame = self.frames.pop(vpn, None)
@@ -239,14 +314,12 @@ class MemoryMap:
             off = (vpn << PAGE_SHIFT) - vma.start
             if off >= page_align(vma.file_size):
                 return Fault(SIGBUS, BUS_ADRERR, addr)
-        self._populate(vma, vpn)
         # Fault-around: neighbours in the same VMA, since every fault is a VM exit.
         first = max(vma.start >> PAGE_SHIFT, vpn - FAULT_AROUND // 2)
-        last = min((vma.end >> PAGE_SHIFT) - 1, first + FAULT_AROUND - 1)
-        for n in range(first, last + 1):
-            if n not in self.frames and (vma.file is None or (n << PAGE_SHIFT) - vma.start
-                                         < page_align(vma.file_size)):
-                self._populate(vma, n)
+        end = min(vma.end >> PAGE_SHIFT, first + FAULT_AROUND)
+        if vma.file is not None and vma.shared is None:
+            end = min(end, (vma.start + page_align(vma.file_size)) >> PAGE_SHIFT)
+        self._populate_range(vma, first, end)
         self.space.flush()
         return None
 
@@ -376,9 +449,8 @@ class MemoryMap:
             end_fill = vma.end
             if vma.file is not None:
                 end_fill = min(vma.end, vma.start + page_align(vma.file_size))
-            if vma.prot:
-                for vpn in range(start >> PAGE_SHIFT, end_fill >> PAGE_SHIFT):
-                    self._populate(vma, vpn)
+            if vma.prot and end_fill > start:
+                self._populate_run(vma, start >> PAGE_SHIFT, (end_fill - start) >> PAGE_SHIFT)
         self.space.flush()
         return start
 
@@ -501,8 +573,7 @@ class MemoryMap:
             vma.end = grow_end
             if vma.file is None and vma.shared is None and (
                     new_len - old_len) >> PAGE_SHIFT <= EAGER_PAGES:
-                for vpn in range((old + old_len) >> PAGE_SHIFT, grow_end >> PAGE_SHIFT):
-                    self._populate(vma, vpn)
+                self._populate_range(vma, (old + old_len) >> PAGE_SHIFT, grow_end >> PAGE_SHIFT)
                 self.space.flush()
             return old
         if not flags & F.MREMAP_MAYMOVE:
@@ -560,35 +631,79 @@ class MemoryMap:
 
     # --- fork and teardown -------------------------------------------------
     def fork(self, space: AddressSpace) -> MemoryMap:
-        """A copy-on-write duplicate for a forked process."""
+        """A copy-on-write duplicate for a forked process.
+
+        Private pages become read-only in both maps (``cow``); the parent's
+        pages that were still writable are narrowed in runs of consecutive
+        pages (one platform call, one batched shoot-down each) and the
+        child's map is written in runs too.
+        """
         child = MemoryMap(self.phys, space, brk_start=self.brk_start, brk_end=self.brk_end)
+        ref = self.phys.ref
+        frames, cow = self.frames, self.cow
+        cframes, ccow = child.frames, child.cow
+        vpns = sorted(frames)
+        i, nv = 0, len(vpns)
         for v in self.vmas:
             c = VMA(v.start, v.end, v.prot, v.shared, v.file, v.offset, v.name, v.file_size)
             if v.shared is not None:
                 v.shared.users += 1
             child.vmas.append(c)
-            for vpn in range(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT):
-                frame = self.frames.get(vpn)
-                if frame is None:
-                    continue
-                self.phys.ref(frame)
-                child.frames[vpn] = frame
-                if v.shared is None:
-                    if vpn not in self.cow and v.prot & F.PROT_WRITE:
-                        self.space.map(vpn << PAGE_SHIFT, frame, v.prot & ~F.PROT_WRITE)
-                    self.cow.add(vpn)
-                    child.cow.add(vpn)
+            lo, hi = v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT
+            i = bisect.bisect_left(vpns, lo, i)
+            private = v.shared is None
+            child_prot = self._hw_prot(v.prot, private)
+            narrow = private and bool(v.prot & F.PROT_WRITE)
+            crun: list[int] = []  # the child's current run of frames, from cstart
+            cstart = 0
+            prun: list[int] = []  # parent pages to write-protect, from pstart
+            pstart = 0
+            while i < nv and vpns[i] < hi:
+                vpn = vpns[i]
+                i += 1
+                f = frames[vpn]
+                ref(f)
+                cframes[vpn] = f
+                if private:
+                    if narrow and vpn not in cow:
+                        if not prun or vpn != pstart + len(prun):
+                            if prun:
+                                _protect_run(self.space, pstart << PAGE_SHIFT, prun, child_prot)
+                            prun, pstart = [], vpn
+                        prun.append(f)
+                    cow.add(vpn)
+                    ccow.add(vpn)
                 if v.prot:
-                    space.map(vpn << PAGE_SHIFT, frame,
-                              self._hw_prot(v.prot, v.shared is None))
+                    if not crun or vpn != cstart + len(crun):
+                        if crun:
+                            _map_run(space, cstart << PAGE_SHIFT, crun, child_prot)
+                        crun, cstart = [], vpn
+                    crun.append(f)
+            if prun:
+                _protect_run(self.space, pstart << PAGE_SHIFT, prun, child_prot)
+            if crun:
+                _map_run(space, cstart << PAGE_SHIFT, crun, child_prot)
         self.space.flush()
         space.flush()
         return child
 
     def release(self) -> None:
-        """Free every page (exit or exec)."""
-        for vpn in list(self.frames):
-            self._drop_page(vpn)
+        """Free every page (exit or exec): unmapped in runs, then unreferenced."""
+        space = self.space
+        run_start = run_end = -1
+        for vpn in sorted(self.frames):
+            if vpn != run_end:
+                if run_end > 0:
+                    space.unmap(run_start << PAGE_SHIFT, (run_end - run_start) << PAGE_SHIFT)
+                run_start = vpn
+            run_end = vpn + 1
+        if run_end > 0:
+            space.unmap(run_start << PAGE_SHIFT, (run_end - run_start) << PAGE_SHIFT)
+        unref = self.phys.unref
+        for f in self.frames.values():
+            unref(f)
+        self.frames.clear()
+        self.cow.clear()
         for v in self.vmas:
             if v.shared is not None:
                 v.shared.drop()

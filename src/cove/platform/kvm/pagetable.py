@@ -14,22 +14,22 @@ frame). What does work, on every kind of KVM:
   memfd keeps the data. Done eagerly, so a frame may be freed right after;
 - freeing page-table frames (``destroy``): KVM may still hold shadow pages for
   those frames and would reuse them, stale, if a frame became a page table
-  again, so the platform zaps all shadow state (a dummy memslot add+delete).
+  again, so they go to the platform's ``TablePool``, which reuses them only
+  after it zapped all shadow state (a dummy memslot add+delete), once for
+  many dead address spaces.
 Upper-level entries are only ever added, never changed, until ``destroy``.
 """
 
 from __future__ import annotations
 
-import mmap
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.platform.base import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, USER_ADDRESS_LIMIT
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from cove.kernel.physmem import PhysMem
+    from cove.platform.kvm.tablepool import TablePool
 
 P = 1 << 0
 W = 1 << 1
@@ -73,14 +73,14 @@ def _narrows(old: int, new: int) -> bool:
 class PageTables:
     """A PML4 tree in physmem. ``q`` is the whole of guest memory as u64s."""
 
-    def __init__(self, pm: PhysMem, q: memoryview) -> None:
-        self._pm = pm
+    def __init__(self, pool: TablePool, q: memoryview) -> None:
+        self._pool = pool
         self._q = q
         self.tables: list[int] = []
         self.root = self._new_table()
 
     def _new_table(self) -> int:
-        f = self._pm.alloc()  # zero-filled
+        f = self._pool.alloc()  # zero-filled
         self.tables.append(f)
         return f
 
@@ -113,12 +113,12 @@ class KvmAddressSpace:
         pm: PhysMem,
         q: memoryview,
         kernel_pml4e: int,
-        zap_all: Callable[[], None],
+        pool: TablePool,
     ) -> None:
         self._pm = pm
         self._q = q
-        self._pt = PageTables(pm, q)
-        self._zap_all = zap_all
+        self._pool = pool
+        self._pt = PageTables(pool, q)
         q[(self._pt.root << 9) | 511] = kernel_pml4e  # the shared kernel half
         self.cr3 = self._pt.root << 12
         self.flush_gen = 0  # bumped by flush(); cpus reload CR3 when it moved
@@ -149,17 +149,17 @@ class KvmAddressSpace:
         if not frames:
             return
         frames.sort()
-        mm = self._pm.mm
+        zap = self._pm.zap  # MADV_DONTNEED, or what keeps a snapshot image's data
         start = prev = frames[0]
         for f in frames[1:]:
             if f == prev + 1:
                 prev = f
                 continue
             if f != prev:
-                mm.madvise(mmap.MADV_DONTNEED, start << 12, (prev - start + 1) << 12)
+                zap(start << 12, (prev - start + 1) << 12)
                 start = f
             prev = f
-        mm.madvise(mmap.MADV_DONTNEED, start << 12, (prev - start + 1) << 12)
+        zap(start << 12, (prev - start + 1) << 12)
         # No guest TLB flush needed on top: the notifier-driven zap flushes
         # KVM's TLB tags (shadow roots, or INVEPT/NPT ASID on hardware) itself.
 
@@ -275,9 +275,8 @@ class KvmAddressSpace:
         if self.destroyed:
             return
         self.destroyed = True
-        # Data-frame translations go with the shadow state; table frames are
-        # reusable only after KVM forgets its shadow pages for them.
-        self._zap_all()
-        for f in self._pt.tables:
-            self._pm.unref(f)
-        self._pt.tables.clear()
+        # No shoot-down here: the stale translations left in KVM live in the
+        # shadow pages of these tables, unreachable once nothing loads this
+        # root, and the pool reuses the frames only after a zap.
+        self._pool.retire(self._pt.tables)
+        self._pt.tables = []

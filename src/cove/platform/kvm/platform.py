@@ -19,6 +19,7 @@ from cove.platform.base import Capabilities, PlatformError, PlatformUnavailable,
 from cove.platform.kvm import _stub_bin, layout, uapi
 from cove.platform.kvm._sys import ioctl
 from cove.platform.kvm.pagetable import NX, TABLE, KvmAddressSpace, P, U
+from cove.platform.kvm.tablepool import TablePool
 
 if TYPE_CHECKING:
     from cove.kernel.physmem import PhysMem
@@ -142,6 +143,7 @@ class KvmPlatform:
         ioctl(self.vm_fd, uapi.KVM_SET_USER_MEMORY_REGION, slot)
         self._dummy = mmap.mmap(-1, 4096)
         self._dummy_anchor = ctypes.c_char.from_buffer(self._dummy)
+        self.tables = TablePool(physmem, self.zap_all)
 
         self.cpuid = uapi.kvm_cpuid2(nent=uapi.KVM_CPUID_MAX_ENTRIES)
         ioctl(self.kvm_fd, uapi.KVM_GET_SUPPORTED_CPUID, self.cpuid)
@@ -220,7 +222,7 @@ class KvmPlatform:
     def set_lstar_user(self, user: bool) -> None:
         self._kmap(layout.STUB_VA, self.stub_frames[0], P | (U if user else 0))
         # Narrowing a kernel-half entry: make KVM drop its old translation.
-        self.physmem.mm.madvise(mmap.MADV_DONTNEED, self.stub_frames[0] << 12, 4096)
+        self.physmem.zap(self.stub_frames[0] << 12, 4096)
 
     def alloc_cpu_area(self, n: int, allow_user_syscall_port: bool) -> tuple[int, int]:
         """(GDT/TSS frame, stack frame) for cpu ``n``, mapped into the kernel half."""
@@ -247,7 +249,7 @@ class KvmPlatform:
     # --- Platform contract ----------------------------------------------------------
 
     def create_address_space(self) -> KvmAddressSpace:
-        return KvmAddressSpace(self.physmem, self._q, self.kernel_pml4e, self.zap_all)
+        return KvmAddressSpace(self.physmem, self._q, self.kernel_pml4e, self.tables)
 
     def create_context(self) -> KvmContext:
         return KvmContext(self)
@@ -287,6 +289,7 @@ class KvmPlatform:
         for f in self._kernel_frames:
             self.physmem.unref(f)
         self._kernel_frames.clear()
+        self.tables.close()
         self._q.release()
         del self._dummy_anchor
         self._dummy.close()
