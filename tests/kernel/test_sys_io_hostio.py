@@ -7,6 +7,7 @@ import os
 import struct
 import termios
 import threading
+import time
 
 import pytest
 
@@ -91,6 +92,11 @@ def test_write_goes_to_the_host_fully(host_pipes):
     big = bytes(range(256)) * 2048  # 512 KiB: more than a host pipe holds
     t.mm.write(SCRATCH + 0x10000, big)
     assert sc(t, "write", 1, SCRATCH + 0x10000, len(big)) == len(big)
+    # The host pipe may still be full: a write then sleeps (correctly) until the
+    # reader drains it, so wait for the drain before the small write.
+    deadline = time.monotonic() + 5
+    while len(got) < len(big) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert wr(t, 2, b"err") == 3
     stdio.close()
     os.close(b_w)
