@@ -12,17 +12,63 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["CompletedRun", "CoveError", "ProgramNotFound", "Sandbox", "SandboxConfig",
-           "__version__"]
+# Public name -> the module defining it (imported on first use).
+_EXPORTS = {
+    "CompletedRun": "cove.sandbox",
+    "CoveError": "cove.sandbox",
+    "DEVNULL": "cove.sandbox",
+    "GuestProcess": "cove.sandbox",
+    "PIPE": "cove.sandbox",
+    "ProgramNotFound": "cove.sandbox",
+    "Sandbox": "cove.sandbox",
+    "SandboxConfig": "cove.sandbox",
+    "SandboxState": "cove.sandbox",
+    "SandboxStateError": "cove.sandbox",
+    "SandboxTimeout": "cove.sandbox",
+    "Snapshot": "cove.snapshot",
+    "SnapshotError": "cove.snapshot",
+    "SnapshotFormatError": "cove.snapshot",
+    "SnapshotHostFunctionMismatch": "cove.snapshot",
+    "SnapshotLayoutConflict": "cove.snapshot",
+    "HostFunctions": "cove.hostfuncs",
+}
+
+__all__ = [
+    "DEVNULL", "PIPE", "CompletedRun", "CoveError", "GuestProcess", "HostFunctions",
+    "ProgramNotFound", "Sandbox", "SandboxConfig", "SandboxState", "SandboxStateError",
+    "SandboxTimeout", "Snapshot", "SnapshotError", "SnapshotFormatError",
+    "SnapshotHostFunctionMismatch", "SnapshotLayoutConflict", "__version__",
+]
 
 if TYPE_CHECKING:
-    from cove.sandbox import CompletedRun, CoveError, ProgramNotFound, Sandbox, SandboxConfig
+    from cove.hostfuncs import HostFunctions
+    from cove.sandbox import (
+        DEVNULL,
+        PIPE,
+        CompletedRun,
+        CoveError,
+        GuestProcess,
+        ProgramNotFound,
+        Sandbox,
+        SandboxConfig,
+        SandboxState,
+        SandboxStateError,
+        SandboxTimeout,
+    )
+    from cove.snapshot import (
+        Snapshot,
+        SnapshotError,
+        SnapshotFormatError,
+        SnapshotHostFunctionMismatch,
+        SnapshotLayoutConflict,
+    )
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import cove` stays cheap for the CLI and for tools that only read the version.
-    if name in __all__:
-        from cove import sandbox
+    module = _EXPORTS.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(sandbox, name)
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'cove' has no attribute {name!r}")

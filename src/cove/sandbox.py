@@ -1,27 +1,53 @@
 """A sandbox: one filesystem tree, one Linux personality, one platform.
 
-``Sandbox(...).run(argv)`` boots a fresh kernel, starts the program as the
-sandbox's init (pid 1) and runs until it exits. The guest's stdin, stdout
-and stderr are host file descriptors given to it (the caller's by default).
+What a ``Sandbox`` holds between calls:
+
+- its filesystem tree (the VFS: an in-memory writable overlay over the
+  read-only rootfs, plus /dev, /proc, /tmp and mounts). Files a guest wrote
+  are still there for the next ``run``;
+- at most one *live guest*: a process tree with its memory and VM, started
+  with ``spawn`` (running on a background host thread), or restored from a
+  snapshot (paused until ``resume``/``attach``);
+- its state: ``Ready``; ``Poisoned`` after a guest was killed by a signal
+  (a crash, ``kill()``) or by the timeout, because whatever it was doing to
+  the sandbox's files stopped half-way (only ``restore`` and ``close`` are
+  allowed then); ``Unrecoverable`` when a restore itself failed (only
+  ``close``).
+
+``run`` always starts a fresh process tree (pid 1 is the program) over the
+sandbox's files, on the calling thread, and returns when it exits; a
+snapshot brings back a whole process tree instead.
 """
 
 from __future__ import annotations
 
+import enum
 import os
+import signal
 import threading
-from dataclasses import dataclass, field
-from typing import IO
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from cove.abi.errno import E, Errno
 from cove.fs.perm import Cred
 from cove.fs.vfs import VFS, PathContext
+from cove.guestproc import DEVNULL, PIPE, GuestProcess, Live, Runner, Stdio
 from cove.kernel.fdtable import FdTable
 from cove.kernel.kernel import Kernel, status_to_exit
 from cove.kernel.mm import MemoryMap
 from cove.kernel.task import Creds
 from cove.rootfs import MountSpec, build_vfs
 
+if TYPE_CHECKING:
+    from cove.hostfuncs import HostFunctions
+    from cove.snapshot import Snapshot
+
+__all__ = ["DEVNULL", "PIPE", "CompletedRun", "CoveError", "GuestProcess", "ProgramNotFound",
+           "Sandbox", "SandboxConfig", "SandboxState", "SandboxStateError", "SandboxTimeout"]
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_MEMORY = "1G"
+DEFAULT_HOSTNAME = "cove"
 
 
 class CoveError(Exception):
@@ -36,15 +62,39 @@ class SandboxTimeout(CoveError):
     """The guest ran past ``SandboxConfig.timeout``; every guest process was killed."""
 
 
-def parse_memory(size: str | int) -> int:
-    """``"256M"``, ``"1G"``, ``1 << 30`` → bytes (whole pages)."""
+class SandboxStateError(CoveError):
+    """The sandbox's state does not allow the call (the caller's mistake);
+    the message names the state and what is allowed in it."""
+
+
+class SandboxState(enum.Enum):
+    READY = "Ready"
+    POISONED = "Poisoned"
+    UNRECOVERABLE = "Unrecoverable"
+    CLOSED = "Closed"
+
+
+_ALLOWED = {
+    SandboxState.POISONED: "only restore() or close() are allowed",
+    SandboxState.UNRECOVERABLE: "only close() is allowed",
+    SandboxState.CLOSED: "nothing is allowed any more",
+}
+
+
+def parse_memory(size: str | int | None) -> int:
+    """``"256M"``, ``"1G"``, ``1 << 30`` → bytes (whole pages); None is the default."""
+    if size is None:
+        size = DEFAULT_MEMORY
     if isinstance(size, int):
         n = size
     else:
         units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         text = size.strip().upper().removesuffix("B").removesuffix("I")
         mult = units.get(text[-1:], 1)
-        n = int(float(text[:-1] if text[-1:] in units else text) * mult)
+        try:
+            n = int(float(text[:-1] if text[-1:] in units else text) * mult)
+        except ValueError:
+            raise CoveError(f"memory {size!r}: expected a size like 256M or 1G") from None
     if n < 16 << 20:
         raise CoveError(f"memory {size}: at least 16M is needed")
     return n & ~0xFFF
@@ -52,12 +102,16 @@ def parse_memory(size: str | int) -> int:
 
 @dataclass
 class SandboxConfig:
-    memory: str | int = "1G"
+    """How a sandbox runs. ``memory`` and ``hostname`` are layout: a snapshot
+    fixes them, so ``from_snapshot`` refuses a config that sets them
+    differently (None: the default, or the snapshot's)."""
+
+    memory: str | int | None = None  # guest physical memory; None: 1G
     platform: str = "auto"
-    timeout: float | None = None
+    timeout: float | None = None  # seconds per run/resume; the guest is killed past it
     trace: str | None = None  # JSONL file: one line per syscall
     debug: bool = False
-    hostname: str = "cove"
+    hostname: str | None = None  # None: "cove"
 
 
 @dataclass
@@ -69,20 +123,74 @@ class CompletedRun:
     stderr: bytes | None = None
 
 
-@dataclass
 class Sandbox:
-    rootfs: str = "host"
-    config: SandboxConfig = field(default_factory=SandboxConfig)
-    mounts: tuple[MountSpec, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: str = "/"
-    user: tuple[int, int] = (0, 0)
-    vfs: VFS | None = None
+    """See the module docstring. Create it on the main thread the first time
+    (the kvm platform installs a signal handler); use it from one thread at a
+    time, except that ``snapshot``/``kill`` may pause a spawned guest."""
 
-    def __post_init__(self) -> None:
-        if self.vfs is None:
-            self.vfs = build_vfs(self.rootfs, self.mounts)
+    def __init__(self, rootfs: str = "host", config: SandboxConfig | None = None,
+                 host_functions: HostFunctions | None = None, *,
+                 mounts: tuple[MountSpec, ...] = (), env: dict[str, str] | None = None,
+                 cwd: str = "/", user: tuple[int, int] = (0, 0), vfs: VFS | None = None) -> None:
+        self.rootfs = rootfs
+        self.config = config if config is not None else SandboxConfig()
+        self.mounts = tuple(mounts)
+        self.env = dict(env or {})
+        self.cwd = cwd
+        self.user = user
+        self.host_functions = host_functions
+        self.vfs: VFS = vfs if vfs is not None else build_vfs(rootfs, self.mounts)
+        # Layout (a snapshot's, once restored from one).
+        self.memory = parse_memory(self.config.memory)
+        self.hostname = self.config.hostname or DEFAULT_HOSTNAME
+        self._state = SandboxState.READY
+        self._why = ""
+        self._live: Live | None = None
+        self._busy = False  # run()/resume() on some thread
+        self._lock = threading.RLock()
 
+    # --- state ------------------------------------------------------------------
+    @property
+    def state(self) -> SandboxState:
+        return self._state
+
+    @property
+    def state_reason(self) -> str:
+        """Why the sandbox is not Ready ("" when it is)."""
+        return self._why
+
+    def _check(self, what: str, *, allow: tuple[SandboxState, ...] = (SandboxState.READY,)
+               ) -> None:
+        if self._state not in allow:
+            why = f" ({self._why})" if self._why else ""
+            raise SandboxStateError(f"{what}: the sandbox is {self._state.value}{why}; "
+                                    f"{_ALLOWED[self._state]}")
+
+    def _check_idle(self, what: str) -> None:
+        if self._busy:
+            raise SandboxStateError(f"{what}: a run() or resume() is in progress")
+        live = self._live
+        if live is not None and live.runner is not None and not live.runner.done:
+            raise SandboxStateError(f"{what}: a spawned guest ({live.name}) is still running; "
+                                    "wait() for it or kill() it first")
+
+    def _poison(self, why: str) -> None:
+        if self._state is SandboxState.READY:
+            self._state = SandboxState.POISONED
+            self._why = why
+
+    def _ended(self, name: str, status: int, timed_out: bool) -> None:
+        """A guest's init ended: Poisoned if it was killed (timeout, signal)."""
+        if timed_out:
+            self._poison(f"{name} ran past the {self.config.timeout} s timeout and was killed")
+        elif status & 0x7F:
+            try:
+                sig = signal.Signals(status & 0x7F).name
+            except ValueError:
+                sig = f"signal {status & 0x7F}"
+            self._poison(f"{name} was killed by {sig}")
+
+    # --- context manager ------------------------------------------------------------
     def __enter__(self) -> Sandbox:
         return self
 
@@ -90,12 +198,23 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
-        pass
+        """End the live guest (if any) and make the sandbox unusable."""
+        with self._lock:
+            self._drop_live()
+            self._state = SandboxState.CLOSED
+            self._why = ""
+
+    def _drop_live(self) -> None:
+        live, self._live = self._live, None
+        if live is None:
+            return
+        if live.runner is not None and not live.runner.done:
+            live.runner.stop()
+        live.close()
 
     # --- program lookup ------------------------------------------------------
     def find_program(self, name: str, env_path: str = DEFAULT_PATH) -> str:
         """PATH search inside the sandbox, as a shell does."""
-        assert self.vfs is not None
         ctx = self.vfs.context(Cred(*self.user))
         if "/" in name:
             self._check_exec(ctx, name, name)
@@ -110,7 +229,6 @@ class Sandbox:
         raise ProgramNotFound(f"{name}: command not found in the sandbox")
 
     def _check_exec(self, ctx: PathContext, path: str, shown: str) -> None:
-        assert self.vfs is not None
         try:
             st = self.vfs.stat(ctx, None, path)
         except Errno as e:
@@ -120,104 +238,373 @@ class Sandbox:
         if not st.mode & 0o111:
             raise ProgramNotFound(f"{shown}: permission denied (not executable)")
 
-    # --- running -------------------------------------------------------------
+    # --- booting -------------------------------------------------------------
     def boot(self, argv: list[str], *, env: dict[str, str] | None = None,
              stdio: tuple[int, int, int] = (0, 1, 2), trace: IO[str] | None = None) -> Kernel:
-        """A kernel with ``argv`` loaded as init, ready to ``run()``."""
+        """A kernel with ``argv`` loaded as init, ready to ``run()`` (the caller
+        owns it: ``kernel.shutdown()`` when done). Low level; ``run``/``spawn``
+        are the API."""
+        return self._boot(argv, env=env, stdio=stdio, trace=trace).kernel
+
+    def _boot(self, argv: list[str], *, env: dict[str, str] | None,
+              stdio: tuple[int, int, int], trace: IO[str] | None) -> Live:
         from cove.kernel import hostio, loader
         from cove.kernel.elf import ExecError
         from cove.kernel.physmem import PhysMem
         from cove.platform.base import select_platform
 
-        assert self.vfs is not None
         environ = {"PATH": DEFAULT_PATH, "HOME": "/root" if self.user[0] == 0 else "/",
-                   "HOSTNAME": self.config.hostname}
+                   "HOSTNAME": self.hostname}
         if os.environ.get("TERM") and os.isatty(stdio[1]):
             environ["TERM"] = os.environ["TERM"]
         environ.update(self.env)
         environ.update(env or {})
         path = self.find_program(argv[0], environ.get("PATH", DEFAULT_PATH))
-        phys = PhysMem(parse_memory(self.config.memory))
-        platform = select_platform(self.config.platform, physmem=phys)
-        kernel = Kernel(platform, self.vfs, trace=trace, hostname=self.config.hostname)
-        procfs = getattr(self.vfs, "procfs", None)
-        if procfs is not None:
-            procfs.kernel = kernel
-        uid, gid = self.user
-        creds = Creds(uid, uid, uid, uid, gid, gid, gid, gid)
-        mm = MemoryMap(phys, platform.create_address_space())
-        proc = kernel.new_process(None, mm, creds)
-        kernel.init = proc
-        fs = self.vfs.context(Cred(uid, gid))
+        phys = PhysMem(self.memory)
         try:
-            self.vfs.chdir(fs, None, self.cwd)
-        except Errno as e:
-            raise CoveError(f"--cwd {self.cwd}: {_why(e)}") from None
-        files = FdTable()
-        hostio.attach_stdio(kernel, files, stdio)
+            platform = select_platform(self.config.platform, physmem=phys)
+        except BaseException:
+            phys.close()
+            raise
+        kernel = Kernel(platform, self.vfs, trace=trace, hostname=self.hostname)
+        live = Live(kernel, phys, os.path.basename(argv[0]))
         try:
-            image = loader.load_program(mm, self.vfs, fs, path, argv,
-                                        [f"{k}={v}" for k, v in environ.items()],
-                                        creds=creds)
-        except ExecError as e:
-            raise CoveError(f"{argv[0]}: {e.reason}") from None
-        except Errno as e:
-            raise CoveError(f"{argv[0]}: {_why(e)}") from None
-        proc.image = image
-        proc.exe = path
-        proc.comm = os.path.basename(path)[:15]
-        ctx = platform.create_context()
-        ctx.regs.rip = image.entry
-        ctx.regs.rsp = image.stack_pointer
-        kernel.new_task(proc, ctx, files, fs)
-        return kernel
-
-    def run(self, argv: list[str], *, env: dict[str, str] | None = None,
-            capture_output: bool = False, stdin: int | None = None) -> CompletedRun:
-        """Run ``argv`` to completion in a fresh kernel over this sandbox's files."""
-        trace = open(self.config.trace, "w") if self.config.trace else None
-        out_r = err_r = None
-        stdio = (0 if stdin is None else stdin, 1, 2)
-        collected: dict[int, bytearray] = {}
-        readers = []
-        if capture_output:
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            stdio = (stdio[0], out_w, err_w)
-            for fd in (out_r, err_r):
-                buf = collected.setdefault(fd, bytearray())
-                th = threading.Thread(target=_drain, args=(fd, buf), daemon=True)
-                th.start()
-                readers.append(th)
-        try:
-            kernel = self.boot(argv, env=env, stdio=stdio, trace=trace)
-            kernel.set_timeout(self.config.timeout)
+            self._install_hostcalls(kernel)
+            procfs = getattr(self.vfs, "procfs", None)
+            if procfs is not None:
+                procfs.kernel = kernel
+            uid, gid = self.user
+            creds = Creds(uid, uid, uid, uid, gid, gid, gid, gid)
+            mm = MemoryMap(phys, platform.create_address_space())
+            proc = kernel.new_process(None, mm, creds)
+            kernel.init = proc
+            fs = self.vfs.context(Cred(uid, gid))
             try:
-                status = kernel.run()
-            finally:
-                kernel.shutdown()
-            if kernel.timed_out:
-                raise SandboxTimeout(f"{argv[0]}: killed after the {self.config.timeout} s "
-                                     "timeout")
+                self.vfs.chdir(fs, None, self.cwd)
+            except Errno as e:
+                raise CoveError(f"--cwd {self.cwd}: {_why(e)}") from None
+            files = FdTable()
+            hostio.attach_stdio(kernel, files, stdio)
+            live.slots = _stdio_slots(files)
+            try:
+                image = loader.load_program(mm, self.vfs, fs, path, argv,
+                                            [f"{k}={v}" for k, v in environ.items()],
+                                            creds=creds)
+            except ExecError as e:
+                raise CoveError(f"{argv[0]}: {e.reason}") from None
+            except Errno as e:
+                raise CoveError(f"{argv[0]}: {_why(e)}") from None
+            proc.image = image
+            proc.exe = path
+            proc.comm = os.path.basename(path)[:15]
+            ctx = platform.create_context()
+            ctx.regs.rip = image.entry
+            ctx.regs.rsp = image.stack_pointer
+            kernel.new_task(proc, ctx, files, fs)
+        except BaseException:
+            live.close()
+            raise
+        return live
+
+    def _install_hostcalls(self, kernel: Kernel) -> None:
+        """Let the guest call this sandbox's host functions (if any)."""
+        if self.host_functions is not None:
+            self.host_functions.attach(kernel)
+
+    def _open_trace(self) -> IO[str] | None:
+        return open(self.config.trace, "w") if self.config.trace else None
+
+    # --- running to completion on this thread -------------------------------------
+    def run(self, argv: list[str], *, env: dict[str, str] | None = None,
+            capture_output: bool = False, stdin: int | None = None,
+            input: bytes | None = None) -> CompletedRun:
+        """Run ``argv`` to completion in a fresh process tree over this sandbox's
+        files, on the calling thread. ``stdin``: a host fd (default: ours);
+        ``input``: bytes fed through a pipe instead. Raises SandboxTimeout past
+        ``config.timeout`` (the sandbox is then Poisoned)."""
+        with self._lock:
+            self._check("run")
+            self._check_idle("run")
+            if input is not None and stdin is not None:
+                raise ValueError("give stdin or input, not both")
+            out = PIPE if capture_output else None
+            io = Stdio(PIPE if input is not None else stdin, out, out)
+            trace = None
+            try:
+                trace = self._open_trace()
+                live = self._boot(argv, env=env, stdio=tuple(io.fds), trace=trace)  # type: ignore[arg-type]
+            except BaseException:
+                io.close()
+                if trace is not None:
+                    trace.close()
+                raise
+            live.trace = trace
+            io.attached()
+            self._busy = True
+        try:
+            return self._finish_here(live, argv, io, input, capture_output)
         finally:
-            if capture_output:
-                os.close(stdio[1])
-                os.close(stdio[2])
-                for th in readers:
-                    th.join()
-            if trace:
-                trace.close()
-        return CompletedRun(argv, status_to_exit(status), status,
-                            bytes(collected[out_r]) if out_r is not None else None,
-                            bytes(collected[err_r]) if err_r is not None else None)
+            self._busy = False
+
+    def _finish_here(self, live: Live, argv: list[str], io: Stdio, input: bytes | None,
+                     capture_output: bool) -> CompletedRun:
+        """Drive ``live`` on this thread until its init ends, feeding ``input``
+        and collecting captured output; the live guest is closed after."""
+        streams = io.streams()
+        pumps: list[threading.Thread] = []
+        got: dict[int, bytes] = {}
+        if streams[0] is not None:
+            pumps.append(_start(_feed, streams[0], input or b""))
+        for slot in (1, 2):
+            s = streams[slot]
+            if s is not None:
+                pumps.append(_start(_collect, s, got, slot, capture_output))
+        kernel = live.kernel
+        try:
+            kernel.set_timeout(self.config.timeout)
+            status = kernel.run()
+            while status is None:  # paused by a snapshot() from another thread
+                status = kernel.run()
+            timed_out = kernel.timed_out
+        except BaseException:
+            with self._lock:
+                self._state = SandboxState.UNRECOVERABLE
+                self._why = "cove failed while running the guest"
+                if self._live is live:
+                    self._live = None
+            live.close()
+            raise
+        finally:
+            kernel.set_timeout(None)
+        with self._lock:
+            if self._live is live:
+                self._live = None
+            live.close()  # closes the guest's ends: our readers see EOF
+            self._ended(live.name, status, timed_out)
+        for th in pumps:
+            th.join()
+        if timed_out:
+            raise SandboxTimeout(f"{argv[0]}: killed after the {self.config.timeout} s timeout")
+        return CompletedRun(list(argv), status_to_exit(status), status,
+                            got.get(1) if capture_output else None,
+                            got.get(2) if capture_output else None)
+
+    # --- running in the background -------------------------------------------------
+    def spawn(self, argv: list[str], *, env: dict[str, str] | None = None,
+              stdin: int | None = PIPE, stdout: int | None = PIPE,
+              stderr: int | None = PIPE) -> GuestProcess:
+        """Start ``argv`` as a fresh process tree running on a background host
+        thread; returns at once. Each stream is ``PIPE`` (a stream on the
+        returned process), ``DEVNULL``, None (this process's) or a host fd.
+        The guest stays the sandbox's live guest (``snapshot`` captures it)
+        until it exits."""
+        with self._lock:
+            self._check("spawn")
+            self._check_idle("spawn")
+            self._drop_live()  # a restored, never resumed guest gives way
+            io = Stdio(stdin, stdout, stderr)
+            trace = None
+            try:
+                trace = self._open_trace()
+                live = self._boot(argv, env=env, stdio=tuple(io.fds), trace=trace)  # type: ignore[arg-type]
+            except BaseException:
+                io.close()
+                if trace is not None:
+                    trace.close()
+                raise
+            live.trace = trace
+            io.attached()
+            return self._start_background(live, io)
+
+    def _start_background(self, live: Live, io: Stdio) -> GuestProcess:
+        live.kernel.sched.enable_wakeup()
+        live.kernel.set_timeout(self.config.timeout)
+        runner = Runner(live, self._runner_finished)
+        live.runner = runner
+        self._live = live
+        proc = GuestProcess(runner, io.streams(), lambda: self._kill_live(live))
+        runner.start()
+        return proc
+
+    def _runner_finished(self, runner: Runner) -> None:
+        """On the guest's thread, when its kernel stopped for good."""
+        live = runner.live
+        with self._lock:
+            if self._live is live:
+                self._live = None
+            if runner.error is not None:
+                self._state = SandboxState.UNRECOVERABLE
+                self._why = f"cove failed while running {live.name}: {runner.error}"
+            elif runner.status is not None:
+                self._ended(live.name, runner.status, live.kernel.timed_out)
+        live.close()
+
+    def _kill_live(self, live: Live) -> None:
+        from cove.abi import flags as F
+
+        with self._lock:
+            runner = live.runner
+            if runner is None or runner.done:
+                return
+            if runner.pause():
+                live.kernel.kill_all(F.SIGKILL)
+                self._poison(f"{live.name} was killed (kill())")
+                runner.resume()
+
+    def kill(self) -> None:
+        """SIGKILL every process of the live guest; the sandbox becomes Poisoned."""
+        live = self._live
+        if live is not None:
+            self._kill_live(live)
+
+    # --- snapshots (cove.snapshot) -----------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """Capture the sandbox at a quiescent point: its files, and the live
+        guest (if any) with every thread stopped between scheduler steps. A
+        spawned guest is paused for the capture and then continues."""
+        with self._lock:
+            self._check("snapshot")
+            from cove.snapshot import capture
+
+            if self._busy:
+                raise SandboxStateError("snapshot: a run() or resume() is in progress on "
+                                        "another thread; spawn() a guest to snapshot it running")
+            live = self._live
+            runner = live.runner if live is not None else None
+            if runner is not None and not runner.pause():
+                live = None  # it ended meanwhile: files only
+            try:
+                return capture(self, live)
+            finally:
+                if runner is not None:
+                    runner.resume()
+
+    def restore(self, snap: Snapshot, *, stdin: int | None = PIPE, stdout: int | None = PIPE,
+                stderr: int | None = PIPE) -> None:
+        """Put the sandbox back to ``snap``: its files, and its guest (paused:
+        ``resume`` or ``attach`` continue it, with stdio bound as given here).
+        Allowed when Ready or Poisoned; a failure leaves it Unrecoverable."""
+        with self._lock:
+            self._check("restore", allow=(SandboxState.READY, SandboxState.POISONED))
+            from cove.snapshot import restore_into
+
+            self._check_idle_for_restore()
+            restore_into(self, snap, Stdio(stdin, stdout, stderr))
+
+    def _check_idle_for_restore(self) -> None:
+        if self._busy:
+            raise SandboxStateError("restore: a run() or resume() is in progress")
+
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot, host_functions: HostFunctions | None = None,
+                      config: SandboxConfig | None = None, *, stdin: int | None = PIPE,
+                      stdout: int | None = PIPE, stderr: int | None = PIPE) -> Sandbox:
+        """A ready sandbox from ``snap`` without loading any program: the
+        snapshot decides layout (memory, hostname, the filesystem tree); the
+        config only non-layout fields (timeout, trace, platform, debug)."""
+        from cove.snapshot import sandbox_from
+
+        return sandbox_from(cls, snap, host_functions, config, Stdio(stdin, stdout, stderr))
+
+    # --- continuing a restored guest ------------------------------------------------
+    @property
+    def has_guest(self) -> bool:
+        """A live guest exists (spawned and running, or restored and paused)."""
+        return self._live is not None
+
+    def _paused_live(self, what: str) -> Live:
+        self._check(what)
+        self._check_idle(what)
+        live = self._live
+        if live is None:
+            raise SandboxStateError(f"{what}: the sandbox has no guest to continue "
+                                    "(restore a snapshot that has one)")
+        return live
+
+    def resume(self, *, input: bytes | None = None, capture_output: bool = False
+               ) -> CompletedRun:
+        """Continue the paused guest on this thread until its init exits. With
+        stdio bound to pipes at restore (the default), ``input`` is fed to its
+        stdin and its output is captured (``capture_output``) or copied to ours."""
+        with self._lock:
+            live = self._paused_live("resume")
+            io = live.stdio or Stdio(None, None, None)
+            live.stdio = None
+            if input is not None and io.ours[0] is None:
+                raise ValueError("resume(input=...): stdin was not bound to a pipe at restore")
+            self._busy = True
+        try:
+            return self._finish_here(live, [live.name], io, input, capture_output)
+        finally:
+            self._busy = False
+
+    def attach(self) -> GuestProcess:
+        """Continue the paused guest on a background host thread; its PIPE
+        streams (as bound at restore) are the returned process's."""
+        with self._lock:
+            live = self._paused_live("attach")
+            io = live.stdio or Stdio(None, None, None)
+            live.stdio = None
+            live.kernel.pause_requested = False
+            return self._start_background(live, io)
 
 
-def _drain(fd: int, buf: bytearray) -> None:
+def _stdio_slots(files: FdTable) -> dict[int, int]:
+    """cove's host fd of each HostFile at guest fds 0-2 -> its slot."""
+    from cove.kernel.hostfile import HostFile
+
+    slots: dict[int, int] = {}
+    for slot in range(3):
+        try:
+            f = files.get(slot)
+        except Errno:
+            continue
+        if isinstance(f, HostFile):
+            slots.setdefault(f.fd, slot)
+    return slots
+
+
+def _start(fn: Any, *args: Any) -> threading.Thread:
+    th = threading.Thread(target=fn, args=args, daemon=True)
+    th.start()
+    return th
+
+
+def _feed(stream: BinaryIO, data: bytes) -> None:
     try:
-        while chunk := os.read(fd, 1 << 16):
-            buf += chunk
+        if data:
+            stream.write(data)
+    except BrokenPipeError:
+        pass
     finally:
-        os.close(fd)
+        try:
+            stream.close()
+        except BrokenPipeError:
+            pass
+
+
+def _collect(stream: BinaryIO, got: dict[int, bytes], slot: int, keep: bool) -> None:
+    """Read a guest's output to EOF: kept (captured) or copied to our fd."""
+    buf = bytearray()
+    try:
+        while chunk := stream.read(1 << 16):
+            if keep:
+                buf += chunk
+            else:
+                _write_all(slot, chunk)
+    finally:
+        stream.close()
+    got[slot] = bytes(buf)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except OSError:
+            return
+        view = view[n:]
 
 
 def _why(e: Errno) -> str:
