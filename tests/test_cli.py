@@ -96,3 +96,25 @@ def test_timeout_kills_a_spinning_guest():
     r = cove("run", "--timeout", "1", "--", "/bin/busybox", "sh", "-c", "while :; do :; done")
     assert r.returncode == 124
     assert "timeout" in one_line(r)
+
+
+@needs_kvm
+@pytest.mark.timeout(120)
+def test_sigint_stops_a_fork_bomb_cleanly():
+    """The sandbox stays responsive: Ctrl-C ends a fork bomb, the CLI exits 130."""
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "cove.cli", "run", "--memory", "512M", "--",
+                          "/bin/busybox", "sh", "-c", "f() { f | f & }; f; sleep 100"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise AssertionError("cove did not exit within 30 s of SIGINT") from None
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
