@@ -282,17 +282,21 @@ class Platform(Protocol):
 
 
 def select_platform(name: str = "auto", *, physmem: PhysMem | None = None) -> Platform:
-    """Open a platform by name: "kvm", or "auto" for the best one this host has.
+    """Open a platform by name: "kvm", "userland", or "auto" for the best one
+    this host has (kvm where /dev/kvm opens, else userland).
 
     ``physmem`` is the sandbox's guest memory; when omitted the platform makes
     one (``COVE_PHYSMEM_MB``, default 1024 MiB, sparse). Raises
-    PlatformUnavailable (with the reason) when nothing usable exists; there is
-    no userland fallback yet.
+    PlatformUnavailable (with the reason) when nothing usable exists.
     """
     if physmem is None:
         from cove.kernel.physmem import PhysMem
 
         physmem = PhysMem(int(os.environ.get("COVE_PHYSMEM_MB", "1024")) << 20)
+    if name == "userland":
+        from cove.platform.userland import UserlandPlatform
+
+        return UserlandPlatform(physmem)
     if name in ("auto", "kvm"):
         # Imported here so importing this module never drags a platform in.
         from cove.platform.kvm import KvmPlatform, kvm_unavailable_reason
@@ -300,9 +304,14 @@ def select_platform(name: str = "auto", *, physmem: PhysMem | None = None) -> Pl
         reason = kvm_unavailable_reason()
         if reason is None:
             return KvmPlatform(physmem)
+        if name == "auto":
+            from cove.platform.userland import UserlandPlatform, userland_unavailable_reason
+
+            if userland_unavailable_reason() is None:
+                return UserlandPlatform(physmem)
         raise PlatformUnavailable(
             f"kvm platform unavailable: {reason}; load the kvm module and give this user "
             "read/write access to /dev/kvm (e.g. add it to the kvm group)"
-            + ("; no other platform is implemented yet" if name == "auto" else "")
+            + (f"; userland: {userland_unavailable_reason()}" if name == "auto" else "")
         )
-    raise PlatformUnavailable(f"unknown platform {name!r} (known: auto, kvm)")
+    raise PlatformUnavailable(f"unknown platform {name!r} (known: auto, kvm, userland)")

@@ -1,0 +1,200 @@
+"""A guest address space realized as the mappings of one stub process.
+
+The North's decisions (``map``/``unmap``/``protect``, page by page) are
+recorded here at once, which is all ``lookup``/``translate`` and the North's
+EFAULT checks need, and mirrored into the stub lazily: the first ``run`` of
+any thread of this address space (``realize``) coalesces the changed pages
+into ranges and has the stub's injector ``mmap`` the PhysMem memfd over them
+(MAP_SHARED|MAP_FIXED, frame ``f`` is file offset ``f * 4096``) or
+``munmap`` them, in one batch. Until then no thread of the process runs, so
+the deferral is invisible to the guest and an unmapped frame may be reused at
+once, as the platform contract requires. (One cpu runs a given address space
+at a time; see the platform module.)
+
+PROT_NONE pages keep their frame in the record but are unmapped in the host,
+as the kvm platform leaves them non-present.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cove.abi.errno import E, Errno
+from cove.platform.base import PROT_EXEC, PROT_READ, PROT_WRITE, USER_ADDRESS_LIMIT, PlatformError
+from cove.platform.userland import layout as L
+from cove.platform.userland.stub import NR_mmap, NR_munmap
+
+if TYPE_CHECKING:
+    from cove.platform.userland.platform import UserlandPlatform
+    from cove.platform.userland.stub import StubProcess
+
+PAGE = 4096
+_PROT_MASK = PROT_READ | PROT_WRITE | PROT_EXEC
+_MAP_SHARED_FIXED = 0x01 | 0x10
+MEMFD_IN_STUB = 3
+
+
+class UserlandAddressSpace:
+    """See ``cove.platform.base.AddressSpace`` and the module doc."""
+
+    def __init__(self, platform: UserlandPlatform) -> None:
+        self._platform = platform
+        self._nframes = platform.physmem.nframes
+        self.pages: dict[int, tuple[int, int]] = {}  # vpn -> (frame, prot)
+        self._dirty: set[int] = set()
+        self.proc: StubProcess | None = None
+        self.destroyed = False
+
+    @staticmethod
+    def _check(vaddr: int, length: int = PAGE) -> None:
+        if vaddr & 0xFFF or length & 0xFFF or length < 0:
+            raise ValueError(f"unaligned range {vaddr:#x}+{length:#x}")
+        if vaddr < 0 or vaddr + length > USER_ADDRESS_LIMIT:
+            raise ValueError(f"range {vaddr:#x}+{length:#x} outside user space")
+
+    def _check_map(self, vaddr: int, length: int) -> None:
+        self._check(vaddr, length)
+        if vaddr < L.RESERVED_END or vaddr + length > L.TASK_SIZE:
+            raise ValueError(f"range {vaddr:#x}+{length:#x} is reserved on the userland platform")
+
+    # --- the AddressSpace contract -------------------------------------------
+    def map(self, vaddr: int, frame: int, prot: int) -> None:
+        self.map_range(vaddr, [frame], prot)
+
+    def map_range(self, vaddr: int, frames: list[int], prot: int) -> None:
+        self._check_map(vaddr, len(frames) * PAGE)
+        prot &= _PROT_MASK
+        if prot & (PROT_WRITE | PROT_EXEC):
+            prot |= PROT_READ  # x86: W and X imply R
+        vpn = vaddr >> 12
+        pages, dirty, n = self.pages, self._dirty, self._nframes
+        for i, frame in enumerate(frames):
+            if not 0 <= frame < n:
+                raise ValueError(f"frame {frame:#x} outside guest memory")
+            pages[vpn + i] = (frame, prot)
+            dirty.add(vpn + i)
+
+    def _vpns(self, vaddr: int, length: int) -> list[int]:
+        first, last = vaddr >> 12, (vaddr + length) >> 12
+        if last - first > len(self.pages):
+            return sorted(v for v in self.pages if first <= v < last)
+        return [v for v in range(first, last) if v in self.pages]
+
+    def unmap(self, vaddr: int, length: int) -> list[int]:
+        self._check(vaddr, length)
+        out = []
+        for vpn in self._vpns(vaddr, length):
+            out.append(self.pages.pop(vpn)[0])
+            self._dirty.add(vpn)
+        return out
+
+    def protect(self, vaddr: int, length: int, prot: int) -> None:
+        self._check(vaddr, length)
+        prot &= _PROT_MASK
+        if prot & (PROT_WRITE | PROT_EXEC):
+            prot |= PROT_READ
+        for vpn in self._vpns(vaddr, length):
+            frame, old = self.pages[vpn]
+            if old != prot:
+                self.pages[vpn] = (frame, prot)
+                self._dirty.add(vpn)
+
+    def lookup(self, vaddr: int) -> tuple[int, int] | None:
+        if not 0 <= vaddr < USER_ADDRESS_LIMIT:
+            return None
+        return self.pages.get(vaddr >> 12)
+
+    def translate(self, vaddr: int, write: bool = False) -> int | None:
+        if not 0 <= vaddr < USER_ADDRESS_LIMIT:
+            return None
+        e = self.pages.get(vaddr >> 12)
+        if e is None or not e[1] or (write and not e[1] & PROT_WRITE):
+            return None
+        return (e[0] << 12) | (vaddr & 0xFFF)
+
+    def flush(self) -> None:
+        """Nothing to do: every change reaches the stub before its next run."""
+
+    def destroy(self) -> None:
+        if self.destroyed:
+            return
+        self.destroyed = True
+        if self.proc is not None:
+            self._platform.retire(self.proc)
+            self.proc = None
+        self.pages.clear()
+        self._dirty.clear()
+
+    # --- realizing ------------------------------------------------------------
+    def realize(self) -> StubProcess:
+        """The stub process, with every recorded change applied."""
+        if self.destroyed:
+            raise ValueError("running a destroyed address space")
+        proc = self.proc
+        if proc is None:
+            proc = self.proc = self._platform.new_process()
+            # A fresh stub maps nothing in guest space: every page is a change.
+            self._dirty = set(self.pages)
+        if self._dirty:
+            ops = self._ops()
+            self._dirty = set()
+            try:
+                self._platform.batch(proc, ops)
+            except PlatformError as e:
+                # e.g. vm.max_map_count reached: the guest cannot go on.
+                raise PlatformError(f"userland address space: {e}") from None
+        return proc
+
+    def _ops(self) -> list[tuple[int, ...]]:
+        """Coalesce the changed pages into mmap/munmap ranges."""
+        ops: list[tuple[int, ...]] = []
+        pages = self.pages
+        run_start = run_frame = run_prot = -1
+        run_len = 0
+
+        def close() -> None:
+            if run_len:
+                va, ln = run_start << 12, run_len << 12
+                if run_prot <= 0:
+                    ops.append((NR_munmap, va, ln, 0, 0, 0, 0))
+                else:
+                    ops.append((NR_mmap, va, ln, run_prot, _MAP_SHARED_FIXED, MEMFD_IN_STUB,
+                                run_frame << 12))
+
+        for vpn in sorted(self._dirty):
+            e = pages.get(vpn)
+            frame, prot = e if e is not None and e[1] else (-1, 0)
+            if run_len and vpn == run_start + run_len and prot == run_prot and (
+                    prot == 0 or frame == run_frame + run_len):
+                run_len += 1
+                continue
+            close()
+            run_start, run_frame, run_prot, run_len = vpn, frame, prot, 1
+        close()
+        return ops
+
+    # --- for tests and tools ------------------------------------------------------
+    def read(self, vaddr: int, length: int) -> bytes:
+        """Copy guest virtual memory out (user-mode permissions); Errno(EFAULT)."""
+        out = bytearray()
+        mem = self._platform.physmem.mem
+        while length > 0:
+            pa = self.translate(vaddr)
+            if pa is None:
+                raise Errno(E.EFAULT, f"read at {vaddr:#x}")
+            n = min(length, PAGE - (vaddr & 0xFFF))
+            out += mem[pa:pa + n]
+            vaddr, length = vaddr + n, length - n
+        return bytes(out)
+
+    def write(self, vaddr: int, data: bytes | bytearray | memoryview) -> None:
+        mem = self._platform.physmem.mem
+        view = memoryview(data).cast("B")
+        pos = 0
+        while pos < len(view):
+            pa = self.translate(vaddr, write=True)
+            if pa is None:
+                raise Errno(E.EFAULT, f"write at {vaddr:#x}")
+            n = min(len(view) - pos, PAGE - (vaddr & 0xFFF))
+            mem[pa:pa + n] = view[pos:pos + n]
+            vaddr, pos = vaddr + n, pos + n

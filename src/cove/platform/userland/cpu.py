@@ -1,0 +1,338 @@
+"""The userland run loop: resume a guest thread, wait for its next syscall,
+fault or preemption, and describe it as an Exit.
+
+Two ways back into the guest:
+- fast: the thread is waiting in a seccomp notification and the North only
+  set rax (registers otherwise byte-identical to the notification's, no FS/GS
+  or FPU change): reply with SECCOMP_IOCTL_NOTIF_SEND. No ptrace at all.
+- full: anything else (a ptrace stop, changed registers, a new thread):
+  PTRACE_SETREGS (orig_rax = -1, so an interrupted or traced syscall is
+  never run or restarted by the host), the XSAVE image if it changed, then
+  PTRACE_CONT with no signal (a fault signal is always suppressed; the North
+  decides what the guest sees).
+
+One ``poll`` waits for the thread's listener (a syscall), the tracer's
+wakeup (a ptrace stop: fault, traced syscall, interrupt), the kick eventfd,
+and the timeslice deadline; preemption is PTRACE_INTERRUPT.
+
+Fault decoding (the host gives siginfo, not the CPU's error code):
+SIGSEGV with SEGV_MAPERR/ACCERR is #PF with cr2 = si_addr; PRESENT comes
+from ACCERR; for a present page, the access that faulted is inferred from
+the page's recorded protection: not executable and cr2 within 16 bytes of
+rip is an instruction fetch, else not writable means a write. A fault on a
+not-present page reports neither bit; if the access was a write to a
+read-only mapping the retried access faults again as present, and is then
+seen as a write. SIGSEGV with SI_KERNEL is #GP; SIGILL #UD; SIGFPE #DE for
+integer division, else #XM when MXCSR holds an unmasked exception, else
+#MF; SIGTRAP #BP (int3) or #DB (single step, icebp); SIGBUS #AC for
+misalignment, else #PF. A syscall through a foreign ABI (int 0x80) is #GP
+with error code 0x402, as the kvm platform reports it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import os
+import select
+import time
+from typing import TYPE_CHECKING
+
+from cove.platform.base import (
+    AC,
+    BP,
+    DB,
+    DE,
+    GP,
+    MC,
+    MF,
+    PF,
+    PF_INSTR,
+    PF_PRESENT,
+    PF_USER,
+    PF_WRITE,
+    PROT_EXEC,
+    PROT_WRITE,
+    UD,
+    XM,
+    Exit,
+    ExitKind,
+    PlatformError,
+    UserRegs,
+)
+from cove.platform.userland import _sys as S
+from cove.platform.userland.bpf import TRACE_FOREIGN
+from cove.platform.userland.context import (
+    H_FS_BASE,
+    H_GS_BASE,
+    H_ORIG_RAX,
+    HOST_TO_USER,
+    USER,
+    PartialRegs,
+)
+from cove.platform.userland.stub import State
+
+if TYPE_CHECKING:
+    from cove.platform.userland.aspace import UserlandAddressSpace
+    from cove.platform.userland.context import UserlandContext
+    from cove.platform.userland.platform import UserlandPlatform
+    from cove.platform.userland.stub import StubThread
+
+MASK64 = (1 << 64) - 1
+_CANON_HI = 0xFFFF_8000_0000_0000
+_SYSCALL, _FAULT, _INTERRUPTED, _HALT = (ExitKind.SYSCALL, ExitKind.FAULT,
+                                          ExitKind.INTERRUPTED, ExitKind.HALT)
+_RECV, _SEND = S.SECCOMP_IOCTL_NOTIF_RECV, S.SECCOMP_IOCTL_NOTIF_SEND
+_NOTIF, _RESP = S.NOTIF, S.NOTIF_RESP
+_raw_ioctl, _memset, _string_at = S.raw_ioctl, ctypes.memset, ctypes.string_at
+_ST_NOTIF, _ST_RUNNING = State.NOTIF, State.RUNNING
+Description = tuple[tuple[int, ...], int, int, int, int]  # see UserlandPlatform.describe
+_ERESTART = (-512, -513, -514, -516)  # ERESTARTSYS NOINTR NOHAND RESTART_RESTARTBLOCK
+SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP = 11, 7, 4, 8, 5
+SEGV_ACCERR, SI_KERNEL, TRAP_TRACE, TRAP_HWBKPT = 2, 0x80, 2, 4
+BUS_ADRALN, BUS_MCEERR_AR, BUS_MCEERR_AO = 1, 4, 5
+FPE_INTDIV, FPE_INTOVF = 1, 2
+POLLIN = select.POLLIN
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >> 63 else v
+
+
+class UserlandCpu:
+    """See ``cove.platform.base.Cpu`` and the module doc."""
+
+    def __init__(self, platform: UserlandPlatform) -> None:
+        self.platform = platform
+        self.tracer = platform.tracer
+        self._exit = Exit()
+        self._kickfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._kicked = False
+        self._slice: float | None = None
+        self._next_tick = 0.0
+        self._notif = ctypes.create_string_buffer(S.NOTIF_SIZE)
+        self._notif_addr = ctypes.addressof(self._notif)
+        self._notif_mv = memoryview(self._notif).cast("B")
+        self._resp = ctypes.create_string_buffer(S.NOTIF_RESP.size)
+        self._resp_addr = ctypes.addressof(self._resp)
+        self._resp_mv = memoryview(self._resp).cast("B")
+        self._closed = False
+
+    # --- running ----------------------------------------------------------------
+    def run(self, ctx: UserlandContext, aspace: UserlandAddressSpace) -> Exit:
+        if self._kicked:
+            self._kicked = False
+            self._drain_kick()
+            self._exit.kind = _INTERRUPTED
+            return self._exit
+        with self.platform.run_lock:
+            return self._run(ctx, aspace)
+
+    def _run(self, ctx: UserlandContext, aspace: UserlandAddressSpace) -> Exit:
+        p = self.platform
+        proc = aspace.realize()
+        th = ctx._thread
+        if th is None or th.proc is not proc or th.state is State.DEAD:
+            th = p.bind(proc, ctx)
+        regs = ctx.regs
+        rip = regs.rip
+        if (1 << 47) <= rip < _CANON_HI:
+            return self._fault_now(GP)  # the host would only SIGSEGV on the iret
+        if (th.state is _ST_NOTIF and not ctx._fpu_dirty and ctx.fs_base == ctx._live_fs
+                and ctx.gs_base == ctx._live_gs
+                and _string_at(ctx._regs_addr + 8, 136) == ctx._snap):
+            rax = regs.rax
+            _RESP.pack_into(self._resp_mv, 0, th.notif_id, rax - (1 << 64) if rax >> 63 else rax,
+                            0, 0)
+            if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
+                th.state = State.DEAD  # the notification is gone: the thread was killed
+                return self._halt(f"stub thread {th.tid} vanished in a syscall")
+            th.state = _ST_RUNNING
+        else:
+            p.resume(ctx, th)
+        return self._wait(ctx, th, aspace)
+
+    def _wait(self, ctx: UserlandContext, th: StubThread, aspace: UserlandAddressSpace) -> Exit:
+        poller = th.poller
+        if poller is None:
+            poller = th.poller = select.poll()
+            poller.register(th.lfd, POLLIN)
+            poller.register(self.tracer.wakeup, POLLIN)
+            poller.register(self._kickfd, POLLIN)
+        lfd = th.lfd
+        while True:
+            if self._slice:
+                left = self._next_tick - time.monotonic()
+                if left <= 0:
+                    self._next_tick = max(self._next_tick + self._slice,
+                                          time.monotonic() + self._slice / 2)
+                    return self._preempt(ctx, th, aspace)
+                events = poller.poll(left * 1000 + 1)
+            else:
+                events = poller.poll()
+            for fd, _ in events:
+                if fd == lfd:
+                    ex = self._recv(ctx, th)
+                    if ex is not None:
+                        return ex
+                elif fd == self._kickfd:
+                    self._kicked = False
+                    self._drain_kick()
+                    return self._preempt(ctx, th, aspace)
+                else:
+                    self.tracer.drain_wakeup()
+                    st = self.tracer.poll(th.tid)
+                    self.tracer.rearm()
+                    if st is not None:
+                        return self._stopped(ctx, th, st, self.platform.describe(th, st), aspace)
+
+    def _recv(self, ctx: UserlandContext, th: StubThread) -> Exit | None:
+        _memset(self._notif_addr, 0, S.NOTIF_SIZE)
+        if _raw_ioctl(th.lfd, _RECV, self._notif_addr) < 0:
+            e = S.errno()
+            if e in (_errno.ENOENT, _errno.EINTR, _errno.EAGAIN):
+                return None  # withdrawn (the waiter was interrupted)
+            raise PlatformError(f"seccomp NOTIF_RECV: {os.strerror(e)}")
+        nid, pid, _fl, nr, _arch, ip, a0, a1, a2, a3, a4, a5 = _NOTIF.unpack_from(self._notif_mv)
+        if pid != th.tid:
+            # Not ours (cannot happen: each guest thread has its own filter). Refuse it.
+            _RESP.pack_into(self._resp_mv, 0, nid, 0, -_errno.ENOSYS, 0)
+            _raw_ioctl(th.lfd, _SEND, self._resp_addr)
+            return None
+        regs = ctx.regs
+        if type(regs) is not PartialRegs:
+            regs.__class__ = PartialRegs
+        regs.rax = nr & MASK64
+        regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9 = a0, a1, a2, a3, a4, a5
+        regs.rip = regs.rcx = ip
+        ctx._snap = _string_at(ctx._regs_addr + 8, 136)
+        th.state = _ST_NOTIF
+        th.notif_id = nid
+        ex = self._exit
+        ex.kind = _SYSCALL
+        return ex
+
+    def _preempt(self, ctx: UserlandContext, th: StubThread,
+                 aspace: UserlandAddressSpace) -> Exit:
+        st, desc = self.platform.interrupt(th)
+        return self._stopped(ctx, th, st, desc, aspace)
+
+    # --- ptrace stops -----------------------------------------------------------
+    def _stopped(self, ctx: UserlandContext, th: StubThread, st: int, desc: Description,
+                 aspace: UserlandAddressSpace) -> Exit:
+        if not os.WIFSTOPPED(st):
+            th.state = State.DEAD
+            how = (f"exited {os.WEXITSTATUS(st)}" if os.WIFEXITED(st)
+                   else f"killed by signal {os.WTERMSIG(st)}")
+            return self._halt(f"stub thread {th.tid} {how}")
+        th.state = State.STOPPED
+        h, msg, code, addr, mxcsr = desc
+        regs = ctx.regs
+        if type(regs) is not UserRegs:
+            regs.__class__ = UserRegs
+        USER.pack_into(memoryview(regs).cast("B"), 0, *HOST_TO_USER(h))
+        if ctx.fs_base == ctx._live_fs:
+            ctx.fs_base = h[H_FS_BASE]  # the guest may have used wrfsbase
+        if ctx.gs_base == ctx._live_gs:
+            ctx.gs_base = h[H_GS_BASE]
+        ctx._live_fs, ctx._live_gs = h[H_FS_BASE], h[H_GS_BASE]
+        event, sig = st >> 16, os.WSTOPSIG(st)
+        ex = self._exit
+        if event == S.PTRACE_EVENT_SECCOMP:
+            regs.rax = h[H_ORIG_RAX]
+            if msg == TRACE_FOREIGN:
+                regs.rip = (regs.rip - 2) & MASK64  # at the int 0x80, as a fault leaves it
+                return self._fault_now(GP, (0x80 << 3) | 2)
+            ex.kind = _SYSCALL
+            return ex
+        if event == S.PTRACE_EVENT_STOP:
+            if _signed(h[H_ORIG_RAX]) >= 0 and _signed(h[10]) in _ERESTART:
+                # Stopped inside a syscall's notification wait: the call never
+                # ran; make the context re-issue it when resumed.
+                regs.rax = h[H_ORIG_RAX]
+                regs.rip = (regs.rip - 2) & MASK64
+            ex.kind = _INTERRUPTED
+            return ex
+        if event == 0:
+            return self._signal(ctx, sig, code, addr, mxcsr, aspace)
+        ex.kind = _INTERRUPTED
+        return ex
+
+    def _signal(self, ctx: UserlandContext, sig: int, code: int, addr: int, mxcsr: int,
+                aspace: UserlandAddressSpace) -> Exit:
+        """A signal-delivery stop: a CPU fault becomes FAULT; anything else
+        (a stray signal from outside) is dropped."""
+        ex = self._exit
+        if code <= 0 or sig not in (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP):
+            ex.kind = _INTERRUPTED  # sent by someone, not raised by the CPU: ignore it
+            return ex
+        rip = ctx.regs.rip
+        if sig == SIGSEGV:
+            if code == SI_KERNEL:
+                return self._fault_now(GP)
+            return self._page_fault(addr, rip, code == SEGV_ACCERR, aspace)
+        if sig == SIGILL:
+            return self._fault_now(UD)
+        if sig == SIGTRAP:
+            return self._fault_now(DB if code in (TRAP_TRACE, TRAP_HWBKPT, 1) else BP)
+        if sig == SIGFPE:
+            if code in (FPE_INTDIV, FPE_INTOVF):
+                return self._fault_now(DE)
+            unmasked = mxcsr & 0x3F & ~(mxcsr >> 7)
+            return self._fault_now(XM if unmasked else MF)
+        if code == BUS_ADRALN:
+            return self._fault_now(AC)
+        if code in (BUS_MCEERR_AR, BUS_MCEERR_AO):
+            return self._fault_now(MC)
+        return self._page_fault(addr, rip, True, aspace)
+
+    def _page_fault(self, addr: int, rip: int, present: bool,
+                    aspace: UserlandAddressSpace) -> Exit:
+        err = PF_USER
+        if present:
+            err |= PF_PRESENT
+            page = aspace.lookup(addr & ~0xFFF) if addr < (1 << 47) else None
+            prot = page[1] if page is not None else 0
+            if not prot & PROT_EXEC and rip <= addr < rip + 16:
+                err |= PF_INSTR
+            elif not prot & PROT_WRITE:
+                err |= PF_WRITE
+        ex = self._exit
+        ex.kind, ex.vector, ex.error_code, ex.cr2, ex.detail = _FAULT, PF, err, addr, ""
+        return ex
+
+    def _fault_now(self, vector: int, error_code: int = 0) -> Exit:
+        ex = self._exit
+        ex.kind, ex.vector, ex.error_code, ex.cr2, ex.detail = _FAULT, vector, error_code, 0, ""
+        return ex
+
+    def _halt(self, detail: str) -> Exit:
+        ex = self._exit
+        ex.kind = _HALT
+        ex.detail = detail
+        return ex
+
+    # --- preemption -------------------------------------------------------------
+    def _drain_kick(self) -> None:
+        try:
+            os.eventfd_read(self._kickfd)
+        except BlockingIOError:
+            pass
+
+    def set_timeslice(self, seconds: float | None) -> None:
+        self._slice = seconds or None
+        if self._slice:
+            self._next_tick = time.monotonic() + self._slice
+
+    def kick(self) -> None:
+        self._kicked = True
+        try:
+            os.eventfd_write(self._kickfd, 1)
+        except OSError:
+            pass  # closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        os.close(self._kickfd)

@@ -1,0 +1,43 @@
+"""Where the stub's own pages live in every stub process, and their formats.
+
+[0, RESERVED_END) belongs to the stub. cove's North never maps guest memory
+below ``cove.kernel.mm.MMAP_MIN`` (64 KiB, Linux's usual vm.mmap_min_addr),
+so the stub's runtime page and mailbox can sit there without ever meeting a
+guest mapping; the host must allow mappings that low (vm.mmap_min_addr <=
+4096, or CAP_SYS_RAWIO), which ``userland_unavailable_reason`` checks.
+
+    0x1000  runtime code (from stub.c), R X
+            +0x00 inject: syscall; int3
+            +0x10 batch:  r12 = entries, r13 = count
+            +0x80 park:   int3; jmp park
+    0x2000  mailbox: one frame of guest physical memory owned by the
+            platform, mapped read-only: the guest seccomp filter at +0 and
+            batch entries (7 u64: nr, a0..a5) at +BATCH_OFF. The supervisor
+            writes it through PhysMem; stub code only reads it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+RT_ADDR = 0x1000
+INJECT = RT_ADDR
+BATCH = RT_ADDR + 0x10
+PARK = RT_ADDR + 0x80
+MAILBOX = 0x2000
+RESERVED_END = 0x10000
+TASK_SIZE = 0x7FFF_FFFF_F000  # Linux x86-64 TASK_SIZE_MAX (4-level paging)
+
+FPROG_OFF = 0
+FILTER_OFF = 64
+FILTER_MAX = (1024 - FILTER_OFF) // 8  # BPF instructions
+BATCH_OFF = 1024
+BATCH_ENTRY = struct.Struct("<7Q")
+BATCH_MAX = (4096 - BATCH_OFF) // BATCH_ENTRY.size
+
+# What the stub reports in rbx at its first stop (stub.c OK_*).
+DEFENCES = {
+    1 << 0: "no_new_privs", 1 << 1: "user namespace", 1 << 2: "mount namespace",
+    1 << 3: "network namespace", 1 << 4: "ipc namespace", 1 << 5: "uts namespace",
+    1 << 6: "empty root", 1 << 7: "rlimits", 1 << 8: "fds closed", 1 << 9: "cgroup namespace",
+}  # fmt: skip

@@ -1,0 +1,286 @@
+"""Stub processes and their threads: spawning, attaching, injecting syscalls.
+
+One ``StubProcess`` per guest address space. Its main thread, the injector,
+never runs guest code: the supervisor sets its registers to a syscall (or a
+batch of them, read from the mailbox) at the runtime page, continues it, and
+reaps the int3 stop that follows. Guest threads (``StubThread``) are clones of
+the injector; each installs the guest seccomp filter on itself (its own
+listener) before the supervisor ever loads guest registers into it.
+
+Every ptrace call here must come from the host thread that spawned the stub
+(ptrace binds tracees to one tracer thread); the platform enforces that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import fcntl
+import os
+import signal
+from typing import TYPE_CHECKING
+
+from cove.platform.base import PlatformError, PlatformUnavailable
+from cove.platform.userland import _sys as S
+from cove.platform.userland import layout as L
+
+if TYPE_CHECKING:
+    import select
+
+    from cove.kernel.physmem import PhysMem
+    from cove.platform.userland.tracer import Tracer
+
+MASK64 = (1 << 64) - 1
+SIGTRAP = signal.SIGTRAP
+# CLONE_VM FS FILES SIGHAND THREAD SYSVSEM: a thread sharing everything with the injector
+CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000
+NR_close, NR_mmap, NR_munmap, NR_clone, NR_seccomp = 3, 9, 11, 56, 317
+_REGS_SIZE = ctypes.sizeof(S.user_regs_struct)
+_SIGNALS = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
+
+
+class State(enum.Enum):
+    STOPPED = 1  # in a ptrace stop: registers readable, resumed with PTRACE_CONT
+    NOTIF = 2  # blocked in a seccomp notification we received (reply resumes it)
+    RUNNING = 3
+    DEAD = 4
+
+
+class StubThread:
+    """A host thread of a stub process that runs guest code."""
+
+    __slots__ = ("__weakref__", "ctx", "lfd", "notif_id", "poller", "proc", "state", "tid")
+
+    def __init__(self, proc: StubProcess, tid: int, lfd: int) -> None:
+        self.proc = proc
+        self.tid = tid
+        self.lfd = lfd  # our copy of its seccomp listener
+        self.state = State.STOPPED
+        self.notif_id = 0
+        self.ctx: object | None = None  # the context loaded into it, if any
+        self.poller: select.poll | None = None  # built by the cpu that runs it
+
+
+def _status(st: int) -> str:
+    if os.WIFEXITED(st):
+        return f"exited {os.WEXITSTATUS(st)}"
+    if os.WIFSIGNALED(st):
+        return f"killed by signal {os.WTERMSIG(st)}"
+    if os.WIFSTOPPED(st):
+        return f"stopped by signal {os.WSTOPSIG(st)} event {st >> 16}"
+    return f"status {st:#x}"
+
+
+def _high_dup(fd: int) -> int:
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+
+
+class StubProcess:
+    """One stub process (see module doc)."""
+
+    def __init__(self, path: str, phys: PhysMem, tracer: Tracer, filter_prog: bytes | None,
+                 anchor: bool = False) -> None:
+        self.phys = phys
+        self.tracer = tracer
+        self.threads: dict[int, StubThread] = {}
+        self.idle: list[StubThread] = []  # stopped threads with no context
+        self.orphans: list[StubThread] = []  # threads whose context was dropped
+        self.alive = False
+        self.mailbox = -1
+        self._regs = S.user_regs_struct()
+        self._regs_addr = ctypes.addressof(self._regs)
+        self.template = S.user_regs_struct()
+        self.pid = self._spawn(path, tracer.pgid if not anchor else 0)
+        self.pidfd = S.pidfd_open(self.pid)
+        self.alive = True
+        try:
+            self._first_stop()
+            if not anchor:
+                self._setup(filter_prog or b"")
+        except BaseException:
+            self.kill()
+            raise
+
+    # --- birth ------------------------------------------------------------------
+    def _spawn(self, path: str, pgid: int) -> int:
+        r, w = os.pipe()
+        mem, rd = _high_dup(self.phys.fd), _high_dup(r)
+        os.close(r)
+        try:
+            pid = os.posix_spawn(
+                path, ["cove-stub"], {},
+                file_actions=[(os.POSIX_SPAWN_DUP2, mem, 3), (os.POSIX_SPAWN_DUP2, rd, 4)],
+                setpgroup=pgid, setsigdef=_SIGNALS, setsigmask=(),
+            )  # fmt: skip
+        except OSError as e:
+            os.close(w)
+            raise PlatformUnavailable(f"cannot start the userland stub {path}: {e}") from None
+        finally:
+            os.close(mem)
+            os.close(rd)
+        opts = S.PTRACE_O_TRACECLONE | S.PTRACE_O_TRACESECCOMP | S.PTRACE_O_EXITKILL
+        if S.raw_ptrace(S.PTRACE_SEIZE, pid, 0, opts) < 0:
+            e = S.errno()
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(w)
+            raise PlatformUnavailable(f"ptrace(PTRACE_SEIZE) of the stub failed: {os.strerror(e)}"
+                                      " (is ptrace forbidden here, e.g. by a seccomp policy or "
+                                      "kernel.yama.ptrace_scope=3?)")
+        os.write(w, b"g")  # the stub waits for this before it does anything else
+        os.close(w)
+        return pid
+
+    def _first_stop(self) -> None:
+        st = self.tracer.wait(self.pid)
+        if not (os.WIFSTOPPED(st) and os.WSTOPSIG(st) == SIGTRAP and st >> 16 == 0):
+            why = _status(st)
+            if os.WIFEXITED(st) and os.WEXITSTATUS(st) in (120, 121):
+                why += (f": it cannot map its page at {L.RT_ADDR:#x} "
+                        "(vm.mmap_min_addr must be <= 4096)")
+            self.alive = os.WIFSTOPPED(st)
+            raise PlatformUnavailable(f"userland stub failed to start: {why}")
+        S.ptrace(S.PTRACE_GETREGS, self.pid, 0, ctypes.addressof(self.template))
+        if self.template.rip != L.PARK + 1:
+            raise PlatformError(f"userland stub stopped at {self.template.rip:#x}, not its park")
+        self.defences = self.template.rbx
+
+    def _setup(self, filter_prog: bytes) -> None:
+        if len(filter_prog) // 8 > L.FILTER_MAX:
+            raise PlatformError("guest seccomp filter too long for the mailbox")
+        self.mailbox = self.phys.alloc()
+        base = self.mailbox << 12
+        self.phys.write(base + L.FILTER_OFF, filter_prog)
+        # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+        self.phys.write(base + L.FPROG_OFF, (len(filter_prog) // 8).to_bytes(8, "little")
+                        + (L.MAILBOX + L.FILTER_OFF).to_bytes(8, "little"))
+        self.inject(NR_mmap, L.MAILBOX, 4096, 1, 0x11, 3, base, expect=L.MAILBOX)  # R, SHARED|FIXED
+        # Everything but the stub's own pages goes: this binary, stack, vdso, vvar.
+        self.inject(NR_munmap, L.RESERVED_END, L.TASK_SIZE - L.RESERVED_END, expect=0)
+
+    # --- the injector -----------------------------------------------------------
+    def _run_injector(self) -> S.user_regs_struct:
+        r, pid = self._regs, self.pid
+        r.orig_rax = MASK64
+        S.ptrace(S.PTRACE_SETREGS, pid, 0, self._regs_addr)
+        S.ptrace(S.PTRACE_CONT, pid, 0, 0)
+        while True:
+            st = self.tracer.wait(pid)
+            if os.WIFSTOPPED(st) and st >> 16 == S.PTRACE_EVENT_CLONE:
+                msg = ctypes.c_ulong()
+                S.ptrace(S.PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(msg))
+                self._new_tid = msg.value
+                S.ptrace(S.PTRACE_CONT, pid, 0, 0)
+                continue
+            if os.WIFSTOPPED(st) and os.WSTOPSIG(st) == SIGTRAP and st >> 16 == 0:
+                break
+            if os.WIFSTOPPED(st):  # anything else (a stray signal): suppress and go on
+                S.ptrace(S.PTRACE_CONT, pid, 0, 0)
+                continue
+            self.alive = False
+            raise PlatformError(f"userland stub {pid} died: {_status(st)}")
+        S.ptrace(S.PTRACE_GETREGS, pid, 0, self._regs_addr)
+        return r
+
+    def _load_template(self) -> S.user_regs_struct:
+        ctypes.memmove(self._regs_addr, ctypes.addressof(self.template), _REGS_SIZE)
+        return self._regs
+
+    def inject(self, nr: int, *args: int, expect: int | None = None) -> int:
+        """Run one syscall in the injector; its (signed) result."""
+        r = self._load_template()
+        r.rip, r.rax = L.INJECT, nr
+        for name, v in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            setattr(r, name, v & MASK64)
+        res = ctypes.c_int64(self._run_injector().rax).value
+        if expect is not None and res != expect:
+            raise PlatformError(f"stub syscall {nr}{args} returned {res}")
+        return res
+
+    def batch(self, entries: list[tuple[int, ...]]) -> None:
+        """Run syscalls (nr, a0..a5) in order, BATCH_MAX per stop. Raises
+        PlatformError naming the first one that failed."""
+        base = (self.mailbox << 12) + L.BATCH_OFF
+        mem = self.phys.mem
+        for start in range(0, len(entries), L.BATCH_MAX):
+            chunk = entries[start:start + L.BATCH_MAX]
+            for i, e in enumerate(chunk):
+                L.BATCH_ENTRY.pack_into(mem, base + i * L.BATCH_ENTRY.size, *e)
+            r = self._load_template()
+            r.rip, r.r12, r.r13 = L.BATCH, L.MAILBOX + L.BATCH_OFF, len(chunk)
+            r = self._run_injector()
+            if r.rbx != len(chunk):
+                bad = chunk[r.rbx]
+                err = -ctypes.c_int64(r.rax).value
+                raise PlatformError(f"stub syscall {bad[0]}({', '.join(hex(a) for a in bad[1:])})"
+                                    f" failed: {os.strerror(err)}")
+
+    # --- guest threads ----------------------------------------------------------
+    def new_thread(self) -> StubThread:
+        """A fresh stopped thread with the guest filter installed."""
+        self._new_tid = 0
+        tid = self.inject(NR_clone, CLONE_THREAD_FLAGS, 0, 0, 0, 0)
+        if tid <= 0 or tid != self._new_tid:
+            raise PlatformError(f"stub clone failed: {tid}")
+        st = self.tracer.wait(tid)
+        if not (os.WIFSTOPPED(st) and st >> 16 == S.PTRACE_EVENT_STOP):
+            raise PlatformError(f"new stub thread {tid}: {_status(st)}")
+        th = StubThread(self, tid, -1)
+        self.threads[tid] = th
+        # The thread installs the filter on itself: seccomp(SET_MODE_FILTER, NEW_LISTENER, fprog)
+        r = self._load_template()
+        r.rip, r.rax, r.orig_rax = L.INJECT, NR_seccomp, MASK64
+        r.rdi, r.rsi, r.rdx = S.SECCOMP_SET_MODE_FILTER, S.SECCOMP_FILTER_FLAG_NEW_LISTENER, \
+            L.MAILBOX + L.FPROG_OFF  # fmt: skip
+        S.ptrace(S.PTRACE_SETREGS, tid, 0, self._regs_addr)
+        S.ptrace(S.PTRACE_CONT, tid, 0, 0)
+        st = self.tracer.wait(tid)
+        if not (os.WIFSTOPPED(st) and os.WSTOPSIG(st) == SIGTRAP and st >> 16 == 0):
+            raise PlatformError(f"stub thread {tid} filter install: {_status(st)}")
+        S.ptrace(S.PTRACE_GETREGS, tid, 0, self._regs_addr)
+        fd = ctypes.c_int64(self._regs.rax).value
+        if fd < 0:
+            raise PlatformError(f"seccomp filter install failed: {os.strerror(-fd)}")
+        th.lfd = S.pidfd_getfd(self.pidfd, fd)
+        self.inject(NR_close, fd, expect=0)  # the stub keeps no copy
+        try:  # 6.6+: wake the guest thread on this cpu when we reply (faster)
+            S.ioctl(th.lfd, S.SECCOMP_IOCTL_NOTIF_SET_FLAGS, S.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+        except PlatformError:
+            pass
+        return th
+
+    # --- death ------------------------------------------------------------------
+    def kill(self) -> None:
+        """SIGKILL the whole stub and reap every thread of it."""
+        if self.pid <= 0:
+            return
+        if self.alive:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for tid in [*self.threads, self.pid]:
+            self._reap(tid)
+        for th in self.threads.values():
+            th.state = State.DEAD
+            if th.lfd >= 0:
+                os.close(th.lfd)
+                th.lfd = -1
+        self.threads.clear()
+        self.idle.clear()
+        self.orphans.clear()
+        os.close(self.pidfd)
+        self.pid = -1
+        self.alive = False
+        if self.mailbox >= 0:
+            self.phys.unref(self.mailbox)
+            self.mailbox = -1
+
+    def _reap(self, tid: int) -> None:
+        while True:
+            try:
+                st = self.tracer.wait(tid)
+            except PlatformError:
+                return
+            if os.WIFEXITED(st) or os.WIFSIGNALED(st):
+                return

@@ -1,0 +1,651 @@
+"""The userland platform, driven directly: the kvm platform's small guest
+programs (tests/test_kvm_platform.py) on ptrace'd, seccomp-filtered stubs.
+
+Each program is assembled with GNU `as` (cached per session), copied into
+frames of the platform's physmem and mapped at 0x400000 with a stack below
+0x800000. The tests play the North: they answer syscalls, map pages on
+faults and switch contexts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cove.kernel.physmem import PhysMem
+from cove.platform.base import (
+    BP,
+    DE,
+    GP,
+    PF,
+    PF_INSTR,
+    PF_PRESENT,
+    PF_USER,
+    PF_WRITE,
+    PROT_EXEC,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+    UD,
+    AddressSpace,
+    Context,
+    Cpu,
+    ExitKind,
+    Platform,
+    select_platform,
+)
+
+try:
+    from cove.platform.userland import userland_unavailable_reason
+
+    _REASON = userland_unavailable_reason()
+except Exception as e:  # the import itself failing is a skip reason too
+    _REASON = f"userland platform import failed: {e}"
+
+HAVE_TOOLS = all(shutil.which(t) for t in ("as", "objcopy", "gcc"))
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(_REASON is not None, reason=f"userland platform unusable: {_REASON}"),
+    pytest.mark.skipif(not HAVE_TOOLS, reason="GNU as/objcopy and gcc are needed"),
+]
+
+CODE = 0x400000
+STACK_TOP = 0x800000
+DATA = 0x600000
+RX, RW, RO = PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE, PROT_READ
+STUB_CODE, MAILBOX = 0x1000, 0x2000
+
+
+@pytest.fixture(scope="session")
+def assemble(tmp_path_factory: pytest.TempPathFactory):
+    cache = tmp_path_factory.mktemp("guest-asm")
+
+    def build(src: str) -> bytes:
+        h = hashlib.sha256(src.encode()).hexdigest()[:16]
+        out = Path(cache, f"{h}.bin")
+        if not out.exists():
+            s, o = Path(cache, f"{h}.S"), Path(cache, f"{h}.o")
+            s.write_text(".text\n.code64\n" + src + "\n")
+            subprocess.run(["as", "--64", "-o", str(o), str(s)], check=True)
+            subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(o), str(out)], check=True)
+        return out.read_bytes()
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def platform():
+    pm = PhysMem(256 << 20)
+    p = select_platform("userland", physmem=pm)
+    yield p
+    p.close()
+    pm.close()
+
+
+class Guest:
+    """One program in its own address space with one context."""
+
+    def __init__(self, platform: Platform, code: bytes, stack_pages: int = 4) -> None:
+        self.p = platform
+        self.pm = platform.physmem
+        self.aspace: AddressSpace = platform.create_address_space()
+        frames = []
+        for off in range(0, len(code), 4096):
+            f = self.pm.alloc()
+            self.pm.write(f << 12, code[off : off + 4096])
+            frames.append(f)
+        self.aspace.map_range(CODE, frames, RX)
+        stack = [self.pm.alloc() for _ in range(stack_pages)]
+        self.aspace.map_range(STACK_TOP - 4096 * stack_pages, stack, RW)
+        self.ctx: Context = platform.create_context()
+        self.ctx.regs.rip = CODE
+        self.ctx.regs.rsp = STACK_TOP
+
+    def map_data(self, vaddr: int, data: bytes = b"", prot: int = RW) -> int:
+        f = self.pm.alloc()
+        self.pm.write(f << 12, data)
+        self.aspace.map(vaddr, f, prot)
+        return f
+
+    def run(self):
+        return self.p.run(self.ctx, self.aspace)
+
+    def stub_pid(self) -> int:
+        return self.aspace.proc.pid  # type: ignore[attr-defined]
+
+
+def test_platform_satisfies_the_protocols(platform) -> None:
+    assert isinstance(platform, Platform)
+    assert isinstance(platform.create_context(), Context)
+    assert isinstance(platform.create_address_space(), AddressSpace)
+    assert isinstance(platform.cpu(), Cpu)
+    assert platform.name == "userland" and platform.capabilities.name == "userland"
+    assert platform.capabilities.xsave_size >= 576
+    assert platform.capabilities.xcr0 & 0x3 == 0x3, "x87 and SSE state"
+    assert len(platform.create_context().get_fpu()) == platform.capabilities.xsave_size
+
+
+def test_syscall_loop_returns_host_values(platform, assemble) -> None:
+    code = assemble("""
+        xor %ebx, %ebx
+        mov $1, %r12d
+    1:  mov %r12, %rax
+        mov $0x1111, %rdi
+        mov $0x2222, %rsi
+        mov $0x3333, %rdx
+        mov $0x4444, %r10
+        mov $0x5555, %r8
+        mov $0x6666, %r9
+        syscall
+        add %rax, %rbx
+        inc %r12
+        cmp $100, %r12
+        jbe 1b
+        mov %rbx, %rdi
+        mov $1000, %eax
+        syscall
+        ud2
+    """)
+    g = Guest(platform, code)
+    seen = []
+    while True:
+        e = g.run()
+        assert e.kind == ExitKind.SYSCALL, e
+        r = g.ctx.regs
+        if r.rax == 1000:
+            break
+        assert (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) == (
+            0x1111, 0x2222, 0x3333, 0x4444, 0x5555, 0x6666,
+        )  # fmt: skip
+        assert r.rip == r.rcx, "Linux's rcx convention"
+        assert CODE < r.rip < CODE + len(code)
+        seen.append(r.rax)
+        r.rax = r.rax * 3  # the "result"
+    assert seen == list(range(1, 101))
+    assert g.ctx.regs.rdi == 3 * sum(range(1, 101))
+    # the registers a notification does not carry are fetched when read
+    assert g.ctx.regs.r12 == 101 and g.ctx.regs.rbx == 3 * sum(range(1, 101))
+    assert g.ctx.regs.r11 == g.ctx.regs.rflags
+
+
+def test_every_register_survives_a_syscall_and_reads_are_exact(platform, assemble) -> None:
+    regs = ("rbx", "rbp", "r12", "r13", "r14", "r15")
+    g = Guest(platform, assemble("mov $1, %eax\n syscall\n mov $2, %eax\n syscall"))
+    for i, n in enumerate(regs):
+        setattr(g.ctx.regs, n, 0x1000 + i)
+    assert g.run().kind == ExitKind.SYSCALL
+    g.ctx.regs.rax = 0
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 2
+    assert [getattr(g.ctx.regs, n) for n in regs] == [0x1000 + i for i in range(len(regs))]
+    assert g.ctx.regs.rsp == STACK_TOP
+
+
+def test_changing_any_register_reaches_the_guest(platform, assemble) -> None:
+    # After a notification exit, a write to a register the notification did
+    # not carry (rbx) and to one it did (rdi) must both be seen by the guest.
+    g = Guest(platform, assemble("mov $1, %eax\n syscall\n mov %rbx, %rsi\n mov $2, %eax\n"
+                                 " syscall"))  # fmt: skip
+    assert g.run().kind == ExitKind.SYSCALL
+    g.ctx.regs.rbx = 0xB0B
+    g.ctx.regs.rdi = 0xD1
+    assert g.run().kind == ExitKind.SYSCALL
+    assert (g.ctx.regs.rsi, g.ctx.regs.rdi) == (0xB0B, 0xD1)
+
+
+def test_syscall_restart_by_moving_rip_back(platform, assemble) -> None:
+    g = Guest(
+        platform, assemble("mov $7, %eax\n syscall\n mov %rax, %rdi\n mov $8, %eax\n syscall")
+    )
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 7
+    g.ctx.regs.rip -= 2  # restart: the same syscall again
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 7
+    g.ctx.regs.rax = 42
+    assert g.run().kind == ExitKind.SYSCALL
+    assert (g.ctx.regs.rax, g.ctx.regs.rdi) == (8, 42)
+
+
+def test_traced_syscalls_carry_every_register(platform, assemble) -> None:
+    # rt_sigreturn (15) is one of the calls that stop with ptrace.
+    g = Guest(platform, assemble("mov $0x77, %r13\n mov $15, %eax\n syscall\n"
+                                 "mov %rax, %rdi\n mov $1, %eax\n syscall"))  # fmt: skip
+    e = g.run()
+    assert e.kind == ExitKind.SYSCALL and g.ctx.regs.rax == 15 and g.ctx.regs.r13 == 0x77
+    g.ctx.regs.rax = 99
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 99
+
+
+def test_page_fault_resolved_on_demand_then_resumed(platform, assemble) -> None:
+    g = Guest(
+        platform,
+        assemble("""
+        mov $0x10000008, %rcx
+        mov (%rcx), %rax        # not mapped: #PF, host maps, instruction retried
+        mov %rax, %rdi
+        movq $5, 8(%rcx)        # read-only: #PF (protection), host grants W
+        mov $1, %eax
+        syscall
+    """),
+    )
+    g.ctx.regs.rax = 0xDEAD
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF
+    assert e.cr2 == 0x10000008
+    assert e.error_code & (PF_PRESENT | PF_WRITE | PF_USER) == PF_USER
+    assert g.ctx.regs.rip == CODE + 7 and g.ctx.regs.rcx == 0x10000008
+    assert g.ctx.regs.rax == 0xDEAD
+    assert g.aspace.translate(0x10000008) is None
+    g.map_data(0x10000000, struct.pack("<QQ", 0, 0xC0FFEE), RO)
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == 0x10000010
+    assert e.error_code & (PF_PRESENT | PF_WRITE | PF_USER) == PF_PRESENT | PF_WRITE | PF_USER
+    assert g.aspace.translate(0x10000010, write=True) is None
+    g.aspace.protect(0x10000000, 4096, RW)
+    e = g.run()
+    assert e.kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xC0FFEE
+    assert g.aspace.read(0x10000010, 8) == struct.pack("<Q", 5)
+
+
+def test_instruction_fetch_from_data_is_pf_instr(platform, assemble) -> None:
+    g = Guest(platform, assemble(f"mov ${DATA}, %rax\n jmp *%rax"))
+    g.map_data(DATA, b"\x90" * 16, RW)
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == DATA
+    assert e.error_code & (PF_PRESENT | PF_INSTR) == PF_PRESENT | PF_INSTR
+    assert not e.error_code & PF_WRITE
+
+
+@pytest.mark.parametrize(
+    ("src", "vector", "at"),
+    [
+        ("nop\n ud2", UD, 1),
+        ("nop\n xor %ecx, %ecx\n mov $1, %eax\n xor %edx, %edx\n div %ecx", DE, 10),
+        ("nop\n mov %cr3, %rax", GP, 1),  # privileged instruction in ring 3
+        ("nop\n hlt", GP, 1),
+        ("nop\n mov $0x800000000000, %rax\n mov (%rax), %rax", GP, 11),  # non-canonical
+        ("nop\n cli", GP, 1),  # IOPL 0
+        ("nop\n int3", BP, 2),  # a trap: rip after the instruction
+    ],
+    ids=["UD", "DE", "GP-cr3", "GP-hlt", "GP-noncanonical", "GP-cli", "BP"],
+)
+def test_exceptions_exit_with_vector(platform, assemble, src: str, vector: int, at: int) -> None:
+    g = Guest(platform, assemble(src))
+    g.ctx.regs.rbx = 0x1234
+    e = g.run()
+    assert e.kind == ExitKind.FAULT, e
+    assert e.vector == vector, e
+    assert g.ctx.regs.rip == CODE + at
+    assert g.ctx.regs.rsp == STACK_TOP and g.ctx.regs.rbx == 0x1234
+
+
+def test_fault_then_skip_and_continue(platform, assemble) -> None:
+    g = Guest(platform, assemble("ud2\n mov $77, %eax\n syscall"))
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == UD
+    g.ctx.regs.rip += 2  # what a SIGILL handler that skips would do
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 77
+
+
+def test_avx_ymm_in_guest_user_code(platform, assemble) -> None:
+    g = Guest(
+        platform,
+        assemble(f"""
+        mov ${DATA}, %r12
+        vmovdqu (%r12), %ymm0
+        vpaddd 32(%r12), %ymm0, %ymm1
+        mov $1, %eax
+        syscall                     # host round trip must keep ymm1
+        vmovdqu %ymm1, 64(%r12)
+        mov $2, %eax
+        syscall
+    """),
+    )
+    a = list(range(8))
+    b = [100 * i for i in range(8)]
+    g.map_data(DATA, struct.pack("<8I", *a) + struct.pack("<8I", *b))
+    assert g.run().kind == ExitKind.SYSCALL
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 2
+    assert struct.unpack("<8I", g.aspace.read(DATA + 64, 32)) == tuple(
+        x + y for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_fs_base_relative_load(platform, assemble) -> None:
+    g = Guest(platform, assemble("mov %fs:8, %rdi\n mov $1, %eax\n syscall\n"
+                                 "mov %fs:16, %rdi\n mov $2, %eax\n syscall"))  # fmt: skip
+    g.map_data(DATA, struct.pack("<QQQ", 0, 0x7E57, 0))
+    g.map_data(DATA + 0x1000, struct.pack("<QQQ", 0, 0, 0xAB))
+    g.ctx.fs_base = DATA
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0x7E57
+    g.ctx.fs_base = DATA + 0x1000  # arch_prctl(ARCH_SET_FS) between runs
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xAB
+
+
+def test_two_contexts_interleaved_on_one_cpu(platform, assemble) -> None:
+    # Each thread keeps a counter in rbx, its id in ymm2 and reads its TLS slot.
+    code = assemble("""
+        vpbroadcastd %xmm15, %ymm2
+    1:  inc %rbx
+        mov %fs:0, %rdi
+        vmovd %xmm2, %esi
+        mov $1, %eax
+        syscall
+        jmp 1b
+    """)
+    g = Guest(platform, code)
+    ctx_b = platform.create_context()
+    ctx_b.regs.rip, ctx_b.regs.rsp = CODE, STACK_TOP - 0x800
+    g.map_data(DATA, struct.pack("<Q", 0xA) + bytes(2040) + struct.pack("<Q", 0xB))
+    g.ctx.fs_base, ctx_b.fs_base = DATA, DATA + 2048
+    fpu_a = bytearray(g.ctx.get_fpu())
+    fpu_b = bytearray(ctx_b.get_fpu())
+    fpu_a[160 + 15 * 16] = 0xA  # xmm15 in the FXSAVE area (offset 160 + 16*n)
+    fpu_b[160 + 15 * 16] = 0xB
+    g.ctx.set_fpu(fpu_a)
+    ctx_b.set_fpu(fpu_b)
+    cpu = platform.cpu()
+    for i in range(1, 21):
+        for ctx, tag in ((g.ctx, 0xA), (ctx_b, 0xB)):
+            e = cpu.run(ctx, g.aspace)
+            assert e.kind == ExitKind.SYSCALL
+            assert (ctx.regs.rbx, ctx.regs.rdi, ctx.regs.rsi) == (i, tag, tag)
+    assert g.ctx.get_fpu()[160 + 15 * 16] == 0xA
+    c = g.ctx.copy()
+    assert c.get_fpu() == g.ctx.get_fpu() and c.regs.rbx == g.ctx.regs.rbx
+    # the copy runs as a third thread, from the copied state
+    assert cpu.run(c, g.aspace).kind == ExitKind.SYSCALL and c.regs.rbx == 21
+
+
+def test_spinning_guest_is_preempted_by_the_timer(platform, assemble) -> None:
+    g = Guest(platform, assemble("1: inc %rax\n jmp 1b"))
+    cpu = platform.cpu()
+    cpu.set_timeslice(0.02)
+    try:
+        t = time.monotonic()
+        e = g.run()
+        assert e.kind == ExitKind.INTERRUPTED
+        assert time.monotonic() - t < 2
+        first = g.ctx.regs.rax
+        assert first > 1000 and CODE <= g.ctx.regs.rip < CODE + 16
+        e = g.run()  # resumes where it was
+        assert e.kind == ExitKind.INTERRUPTED and g.ctx.regs.rax > first
+    finally:
+        cpu.set_timeslice(None)
+
+
+def test_preempted_in_a_syscall_wait_is_restarted(platform, assemble) -> None:
+    # The tests never answer the first syscall quickly: a kick while the
+    # guest waits in its notification abandons it; the context then says
+    # "re-issue" (rax = the number, rip at the syscall) and the guest does.
+    g = Guest(platform, assemble("mov $0x1234, %r12\n mov $5, %eax\n syscall\n"
+                                 "mov $6, %eax\n syscall"))  # fmt: skip
+    cpu = platform.cpu()
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 5
+    assert g.ctx.regs.r12 == 0x1234  # a fetch: the thread leaves its notification wait
+    g.ctx.regs.rax = 0
+    assert cpu.run(g.ctx, g.aspace).kind == ExitKind.SYSCALL and g.ctx.regs.rax == 6
+
+
+def test_kick_from_another_thread_and_gil_is_released(platform, assemble) -> None:
+    g = Guest(platform, assemble("1: pause\n jmp 1b"))
+    cpu = platform.cpu()
+    ticks = [0]
+
+    def other() -> None:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            ticks[0] += 1
+        cpu.kick()
+
+    th = threading.Thread(target=other)
+    th.start()
+    e = g.run()
+    th.join()
+    assert e.kind == ExitKind.INTERRUPTED
+    assert ticks[0] > 1000
+    cpu.kick()  # a kick between runs is not lost: the next run returns at once
+    assert g.run().kind == ExitKind.INTERRUPTED
+
+
+def test_write_to_mapped_readonly_pages_and_reserved_range(platform, assemble) -> None:
+    a = platform.create_address_space()
+    f = platform.physmem.alloc()
+    with pytest.raises(ValueError):
+        a.map(STUB_CODE, f, RW)  # the stub's pages: never for a guest
+    with pytest.raises(ValueError):
+        a.map(0xF000, f, RW)
+    a.destroy()
+
+
+@pytest.mark.parametrize("addr", [STUB_CODE, MAILBOX])
+def test_user_cannot_write_stub_pages(platform, assemble, addr: int) -> None:
+    g = Guest(platform, assemble(f"mov ${addr}, %rcx\n movb $0x90, (%rcx)\n mov $1, %eax\n"
+                                 " syscall"))  # fmt: skip
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == addr
+    assert e.error_code & (PF_WRITE | PF_USER) == PF_WRITE | PF_USER
+
+
+@pytest.mark.parametrize("offset", [0x0, 0x2, 0x10, 0x80, 0x81, 0xFFF])
+def test_jumping_into_the_stub_page_is_a_fault_or_syscall(platform, assemble, offset: int) -> None:
+    # Whatever the guest executes in the stub's page, it is under its own
+    # filter: a syscall there is a guest syscall, an int3 a #BP.
+    g = Guest(platform, assemble(f"mov ${STUB_CODE + offset}, %rax\n mov $0x1000, %rdi\n"
+                                 " jmp *%rax"))  # fmt: skip
+    e = g.run()
+    assert e.kind in (ExitKind.FAULT, ExitKind.SYSCALL), e
+    follow = Guest(platform, assemble("mov $5, %eax\n syscall"))
+    e = follow.run()
+    assert e.kind == ExitKind.SYSCALL and follow.ctx.regs.rax == 5
+
+
+def test_stub_maps_nothing_but_its_pages_and_the_guests(platform, assemble) -> None:
+    g = Guest(platform, assemble("mov $1, %eax\n syscall"))
+    g.map_data(DATA, b"x")
+    assert g.run().kind == ExitKind.SYSCALL
+    maps = Path(f"/proc/{g.stub_pid()}/maps").read_text().splitlines()
+    starts = sorted(int(line.split("-")[0], 16) for line in maps)
+    allowed = {STUB_CODE, MAILBOX, CODE, DATA, STACK_TOP - 4 * 4096, 0xFFFFFFFFFF600000}
+    assert set(starts) <= allowed, maps
+    assert not any("stub" in line or "[stack]" in line or "vdso" in line for line in maps), maps
+    fds = os.listdir(f"/proc/{g.stub_pid()}/fd")
+    assert fds == ["3"], "the stub holds the guest-memory memfd and nothing else"
+
+
+def test_user_out_to_a_port_is_gp(platform, assemble) -> None:
+    g = Guest(platform, assemble("nop\n mov $39, %eax\n out %al, $0xc0"))
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == GP and g.ctx.regs.rip == CODE + 6
+
+
+def test_noncanonical_rip_faults_without_running(platform, assemble) -> None:
+    g = Guest(platform, assemble("mov $1, %eax\n syscall"))
+    g.ctx.regs.rip = 0x0000_9000_0000_0000
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == GP
+
+
+def test_rflags_privileged_bits_are_scrubbed(platform, assemble) -> None:
+    g = Guest(platform, assemble("pushf\n pop %rdi\n mov $1, %eax\n syscall"))
+    g.ctx.regs.rflags = 0x3000 | 0x4000 | 0x1  # IOPL=3, NT, CF
+    e = g.run()
+    assert e.kind == ExitKind.SYSCALL
+    assert g.ctx.regs.rdi & 0x7000 == 0 and g.ctx.regs.rdi & 0x201 == 0x201
+
+
+def test_remap_and_unmap_are_seen_by_a_running_guest(platform, assemble) -> None:
+    g = Guest(platform, assemble(f"1: mov ({DATA}), %rdi\n mov $1, %eax\n syscall\n jmp 1b"))
+    fa = g.map_data(DATA, struct.pack("<Q", 0xAAAA), RO)
+    fb = platform.physmem.alloc()
+    platform.physmem.write(fb << 12, struct.pack("<Q", 0xBBBB))
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xAAAA
+    g.aspace.map(DATA, fb, RO)
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xBBBB
+    assert g.aspace.unmap(DATA, 4096) == [fb]
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == DATA
+    g.aspace.map(DATA, fa, PROT_NONE)
+    assert g.aspace.lookup(DATA) == (fa, PROT_NONE) and g.aspace.translate(DATA) is None
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.error_code & PF_PRESENT == 0
+    g.aspace.protect(DATA, 4096, RO)
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xAAAA
+
+
+def test_write_protect_after_writes_is_enforced(platform, assemble) -> None:
+    g = Guest(platform, assemble(f"1: incq ({DATA})\n mov $1, %eax\n syscall\n jmp 1b"))
+    g.map_data(DATA, struct.pack("<Q", 0), RW)
+    for _ in range(3):
+        assert g.run().kind == ExitKind.SYSCALL
+    g.aspace.protect(DATA, 4096, RO)  # e.g. fork making pages copy-on-write
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.error_code & PF_WRITE
+    assert g.aspace.read(DATA, 8) == struct.pack("<Q", 3)
+
+
+def test_many_scattered_pages_in_one_batch(platform, assemble) -> None:
+    # More changes than one mailbox holds, frames out of order: every page
+    # must land where the record says.
+    g = Guest(platform, assemble(f"""
+        xor %rdi, %rdi
+        mov ${DATA}, %rcx
+    1:  add (%rcx), %rdi
+        add $4096, %rcx
+        cmp ${DATA + 300 * 4096}, %rcx
+        jb 1b
+        mov $1, %eax
+        syscall
+    """))  # fmt: skip
+    frames = [platform.physmem.alloc() for _ in range(300)]
+    for i, f in enumerate(reversed(frames)):
+        platform.physmem.write(f << 12, struct.pack("<Q", i + 1))
+        g.aspace.map(DATA + 4096 * i, f, RO if i % 3 else RW)
+    assert g.run().kind == ExitKind.SYSCALL
+    assert g.ctx.regs.rdi == sum(range(1, 301))
+
+
+def test_address_spaces_switch_and_destroy(platform, assemble) -> None:
+    code = assemble(f"mov ({DATA}), %rdi\n mov $1, %eax\n syscall")
+    g1, g2 = Guest(platform, code), Guest(platform, code)
+    g1.map_data(DATA, struct.pack("<Q", 1), RO)
+    g2.map_data(DATA, struct.pack("<Q", 2), RO)
+    assert g1.run().kind == ExitKind.SYSCALL and g1.ctx.regs.rdi == 1
+    assert g2.run().kind == ExitKind.SYSCALL and g2.ctx.regs.rdi == 2
+    pid = g1.stub_pid()
+    g1.aspace.destroy()
+    assert not Path(f"/proc/{pid}").exists(), "the stub process is gone and reaped"
+    g3 = Guest(platform, code)
+    g3.map_data(DATA, struct.pack("<Q", 3), RO)
+    assert g3.run().kind == ExitKind.SYSCALL and g3.ctx.regs.rdi == 3
+    with pytest.raises(ValueError):
+        platform.run(g1.ctx, g1.aspace)
+
+
+def test_context_moves_to_a_new_address_space(platform, assemble) -> None:
+    # execve: the same context continues in a fresh address space, with the
+    # registers and FPU state the North gives it.
+    code = assemble("mov $0x42, %r14\n mov $1, %eax\n syscall\n mov %r14, %rdi\n"
+                    " mov $2, %eax\n syscall")  # fmt: skip
+    g1 = Guest(platform, code)
+    assert g1.run().kind == ExitKind.SYSCALL
+    g2 = Guest(platform, code)
+    ctx = g1.ctx
+    ctx.regs.rax = 0
+    assert platform.run(ctx, g2.aspace).kind == ExitKind.SYSCALL
+    assert ctx.regs.rax == 2 and ctx.regs.rdi == 0x42
+    g1.aspace.destroy()
+
+
+def test_translate_and_bad_arguments(platform) -> None:
+    a = platform.create_address_space()
+    f = platform.physmem.alloc()
+    a.map(0x5000 * 16, f, RO)
+    assert a.translate(0x50123) == (f << 12) | 0x123
+    assert a.translate(0x50123, write=True) is None
+    assert a.translate(0x60000) is None
+    assert a.lookup(0x50FFF) == (f, RO)
+    with pytest.raises(ValueError):
+        a.map(0x50001, f, RO)
+    with pytest.raises(ValueError):
+        a.map(1 << 47, f, RO)
+    with pytest.raises(ValueError):
+        a.map(0x70000, platform.physmem.nframes, RO)
+    a.destroy()
+
+
+def test_guest_wrfsbase_is_seen_at_sync_and_switch(platform, assemble) -> None:
+    g = Guest(platform, assemble(
+        "mov $0x1234000, %rax\n wrfsbase %rax\n mov $1, %eax\n syscall\n"
+        "rdfsbase %rdi\n mov $2, %eax\n syscall"
+    ))  # fmt: skip
+    g.ctx.fs_base = 0x5000
+    e = g.run()
+    if e.kind == ExitKind.FAULT and e.vector == UD:
+        pytest.skip("wrfsbase is not available to user code here")
+    assert e.kind == ExitKind.SYSCALL
+    g.ctx.sync()
+    assert g.ctx.fs_base == 0x1234000
+    g.ctx.fs_base = 0x5000  # now the North's value wins again
+    assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0x5000
+
+
+def test_legacy_int80_is_a_fault_not_a_syscall(platform, assemble) -> None:
+    g = Guest(platform, assemble("mov $20, %eax\n int $0x80"))
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == GP, e
+    assert g.ctx.regs.rip == CODE + 5 and g.ctx.regs.rax == 20
+
+
+def test_two_host_threads_each_with_a_cpu(platform, assemble) -> None:
+    code = assemble("xor %ebx, %ebx\n1: inc %rbx\n mov $1, %eax\n syscall\n jmp 1b")
+    guests = [Guest(platform, code) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def work(g: Guest) -> None:
+        try:
+            cpu = platform.cpu()
+            for _ in range(200):
+                assert cpu.run(g.ctx, g.aspace).kind == ExitKind.SYSCALL
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(g,)) for g in guests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [g.ctx.regs.rbx for g in guests] == [200, 200]
+
+
+def test_dropped_contexts_free_their_threads(platform, assemble) -> None:
+    import gc
+
+    g = Guest(platform, assemble("mov $1, %eax\n syscall\n ud2"))
+    for _ in range(5):
+        c = platform.create_context()
+        c.regs.rip, c.regs.rsp = CODE, STACK_TOP
+        assert platform.run(c, g.aspace).kind == ExitKind.SYSCALL
+        del c
+        gc.collect()
+    assert len(g.aspace.proc.threads) <= 2  # type: ignore[attr-defined]
+
+
+def test_killed_stub_is_a_halt_not_a_hang(platform, assemble) -> None:
+    g = Guest(platform, assemble("1: pause\n jmp 1b"))
+    cpu = platform.cpu()
+    timer = threading.Timer(0.2, lambda: os.kill(g.stub_pid(), 9))
+    timer.start()
+    e = cpu.run(g.ctx, g.aspace)
+    timer.join()
+    assert e.kind == ExitKind.HALT, e
+    g.aspace.destroy()
+    follow = Guest(platform, assemble("mov $5, %eax\n syscall"))
+    assert follow.run().kind == ExitKind.SYSCALL
