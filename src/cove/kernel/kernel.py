@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cove.kernel")
 
 MASK64 = (1 << 64) - 1
+BOOT_UPTIME = 1.0  # seconds the sandbox's clocks show at boot
 NORETURN = object()  # a handler that replaced the registers itself (execve, sigreturn)
 
 # x86 exception vector → (signal, si_code) for faults other than #PF.
@@ -69,8 +70,11 @@ class Kernel:
         self.init: Process | None = None
         self.trace = trace
         self.hostname = hostname
-        self.boot_time = time.time()
-        self.boot_monotonic = time.monotonic()
+        self.boot_time = time.time() - BOOT_UPTIME
+        # The sandbox's monotonic clocks start at BOOT_UPTIME rather than 0: many
+        # programs treat a zero timestamp as "unset", and no real Linux runs
+        # user code at uptime 0.
+        self.boot_monotonic = time.monotonic() - BOOT_UPTIME
         self._enosys_logged: set[int] = set()
         self.exit_status: int | None = None  # init's wait status when it is gone
         self.futexes: dict[Any, Any] = {}  # owned by syscalls.futex
