@@ -236,9 +236,10 @@ class Kernel:
             log.error("internal error in %s:\n%s", sc.name, traceback.format_exc())
             result = -E.ENOSYS
         t.blocked_call = None
-        if result is NORETURN:
-            return
-        if t.state is State.DEAD:
+        if result is NORETURN or t.state is State.DEAD:
+            # execve, rt_sigreturn, exit: the registers are already the new ones.
+            if self.trace:
+                self._trace(t, sc.name, args, 0, time.perf_counter() - start)
             return
         t.ctx.regs.rax = result & MASK64
         if self.trace:
