@@ -552,3 +552,56 @@ def test_garbage_arguments_never_break_a_handler():
                 t.blocked_call = None
                 continue
             assert r_ != -E.ENOSYS, (name, args)
+
+
+# --- host stdio ------------------------------------------------------------------------
+def test_host_pipe_sleeps_on_the_host_fd_and_et_acts_level_triggered():
+    import os
+
+    from cove.kernel.hostio import HostStdio
+
+    a_r, a_w = os.pipe()
+    b_r, b_w = os.pipe()
+    try:
+        k, t = make_kernel()
+        stdio = HostStdio.attach(k, t.files, (a_r, b_w, b_w))
+        ep = sc(t, "epoll_create1", 0)
+        # A regular host file would be EPERM; a host pipe can be watched.
+        assert add(t, ep, 0, IN | ET, data=1) == 0
+        assert wait(t, ep, 4, 5000) is None
+        assert t.blocked_on.host_fd is not None
+        os.write(a_w, b"!")
+        assert k.sched.next() is t
+        assert resume(t) == 1
+        assert got(t, 1) == [(IN, 1)]
+        # No wake counts for host fds: reported while ready (documented limit).
+        assert events(t, ep) == [(IN, 1)]
+        rd(t, 0, 10)
+        assert events(t, ep) == []
+        assert add(t, ep, 1, OUTB, data=2) == 0
+        assert events(t, ep) == [(OUTB, 2)]
+        stdio.close()
+    finally:
+        for fd in (a_r, a_w, b_r, b_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def test_host_regular_file_is_eperm(tmp_path):
+    import os
+
+    from cove.kernel.hostio import HostStdio
+
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        k, t = make_kernel()
+        stdio = HostStdio.attach(k, t.files, (fd,))
+        ep = sc(t, "epoll_create1", 0)
+        assert add(t, ep, 0) == -E.EPERM
+        stdio.close()
+    finally:
+        os.close(fd)
