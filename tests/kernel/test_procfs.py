@@ -643,3 +643,17 @@ def test_lookups_do_not_rebuild_the_process_listing(g):
     assert calls == []
     assert len(g.ls("/proc")) >= 301 and calls == [1]
     assert g.err("/proc/0123/stat") == E.ENOENT  # only canonical numbers name a pid
+
+
+def test_fd_links_of_devices_and_fifos_show_their_paths(g):
+    from cove.fs.devfs import DEV_NULL, register_drivers
+    from cove.kernel.pipe import install_fifos
+
+    register_drivers(g.vfs.device_openers)
+    install_fifos(g.vfs)
+    assert g.call("mknod", g.s("/null"), F.S_IFCHR | 0o666, DEV_NULL) == 0
+    assert g.call("mknod", g.s("/fifo"), F.S_IFIFO | 0o666, 0) == 0
+    dev = g.ok_open("/null", F.O_WRONLY)
+    fifo = g.ok_open("/fifo", F.O_RDWR)
+    assert g.readlink(f"/proc/self/fd/{dev}") == "/null"
+    assert g.readlink(f"/proc/self/fd/{fifo}") == "/fifo"

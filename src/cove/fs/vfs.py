@@ -362,9 +362,10 @@ class VFS:
         else:
             loc, where = self._walk(ctx, at, path, follow_last=not flags & O_NOFOLLOW)
         f = self._open_location(ctx, loc, flags, created=created)
-        if where.last is Last.NORM and isinstance(f, InodeFile):
+        if where.last is Last.NORM and f.location is not None:
             # Files do not know their directory: remember it for /proc (fd, maps).
-            f.name_hint = (where.dir, where.name)
+            # (Device and FIFO files too: /dev/null opened by a shell.)
+            f.name_hint = (where.dir, where.name)  # type: ignore[attr-defined]
         return f
 
     def file_path(self, ctx: PathContext, f: File) -> str:

@@ -23,7 +23,9 @@ DELETED = " (deleted)"
 def file_name(vfs: VFS, ctx: PathContext, f: File) -> str:
     """readlink of ``/proc/<pid>/fd/<n>`` for ``f``, with paths seen from ``ctx.root``."""
     describe = getattr(f, "proc_name", None)
-    if callable(describe):
+    # A name of its own (pipe, memfd, socket), unless it was opened by a path
+    # (a FIFO shows its path, as on Linux).
+    if callable(describe) and getattr(f, "name_hint", None) is None:
         return str(describe())
     loc = f.location
     if loc is None:
