@@ -309,7 +309,7 @@ def test_registration_is_per_description_and_fd():
     # The fd number reused for another file is a new key.
     r3, _ = mkpipe(t)
     assert add(t, ep, r3, IN) == 0
-    assert epoll_mod._watchers.get(id(t.files.get(r3))) == [t.files.get(ep)]
+    assert epoll_mod.sets_of(t.files.get(r3)) == [t.files.get(ep)]
 
 
 def test_close_epoll_forgets_and_fork_shares():
@@ -325,7 +325,7 @@ def test_close_epoll_forgets_and_fork_shares():
     f = t.files.get(efd)
     sc(t, "close", ep)
     sc(child, "close", ep)  # the last fd of the epoll set
-    assert id(f) not in epoll_mod._watchers
+    assert epoll_mod.sets_of(f) == []
 
 
 def test_files_of_every_kind():
@@ -605,3 +605,22 @@ def test_host_regular_file_is_eperm(tmp_path):
         stdio.close()
     finally:
         os.close(fd)
+
+
+def test_a_dropped_sandbox_leaves_no_registrations_behind():
+    import gc
+    import weakref
+
+    def build() -> weakref.ref:
+        _, t = make_kernel()
+        ep = sc(t, "epoll_create1", 0)
+        r, _ = mkpipe(t)
+        add(t, ep, r)
+        return weakref.ref(t.files.get(r))
+
+    gc.collect()
+    before = len(epoll_mod._watchers)
+    pipe_end = build()
+    gc.collect()
+    assert pipe_end() is None
+    assert len(epoll_mod._watchers) == before

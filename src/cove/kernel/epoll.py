@@ -36,6 +36,7 @@ at wait time; nothing is cached between waits.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 from cove.abi import flags as F
@@ -78,9 +79,16 @@ def _generation(f: File, events: int) -> int | None:
     return sum(q.gen for q in queues_of(f))
 
 
-# Every epoll set a description is registered in (for close and nesting
-# checks), by id(): a registered description is alive (its items hold it).
-_watchers: dict[int, list[EpollFile]] = {}
+# The epoll sets each description is registered in, once per registration
+# (for close and the nesting checks). Weak both ways, so a sandbox dropped
+# without closing its fds leaves nothing behind here.
+_watchers: weakref.WeakKeyDictionary[File, list[weakref.ref[EpollFile]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def sets_of(f: File) -> list[EpollFile]:
+    """The live epoll sets ``f`` is registered in (with repeats)."""
+    return [ep for ref in _watchers.get(f, ()) if (ep := ref()) is not None]
 
 
 class EpollFile(Pollable, File):
@@ -101,7 +109,7 @@ class EpollFile(Pollable, File):
         if key in self.items:
             raise Errno(E.EEXIST)
         self.items[key] = Item(f, fd, events | F.EPOLLERR | F.EPOLLHUP, data)
-        _watchers.setdefault(id(f), []).append(self)
+        _watchers.setdefault(f, []).append(weakref.ref(self))
         self.queue.notify()
 
     def modify(self, f: File, fd: int, events: int, data: int) -> None:
@@ -128,11 +136,12 @@ class EpollFile(Pollable, File):
         self.queue.notify()
 
     def _unwatch(self, f: File) -> None:
-        sets = _watchers.get(id(f))
-        if sets is not None and self in sets:
-            sets.remove(self)
-            if not sets:
-                del _watchers[id(f)]
+        refs = _watchers.get(f)
+        me = weakref.ref(self)
+        if refs is not None and me in refs:
+            refs.remove(me)
+            if not refs:
+                del _watchers[f]
 
     # --- readiness ---------------------------------------------------------------
     def ready(self, limit: int) -> list[tuple[Item, int, int | None]]:
@@ -243,7 +252,7 @@ def _depth_above(ep: EpollFile, limit: int = EP_MAX_NESTS + 1) -> int:
     """The longest chain of epoll sets ``ep`` is nested in (in edges)."""
     if limit <= 0:
         return 0
-    return max((1 + _depth_above(up, limit - 1) for up in _watchers.get(id(ep), ())), default=0)
+    return max((1 + _depth_above(up, limit - 1) for up in sets_of(ep)), default=0)
 
 
 def _reaches(src: EpollFile, target: EpollFile, limit: int = EP_MAX_NESTS + 2) -> bool:
@@ -267,10 +276,11 @@ def check_nesting(ep: EpollFile, target: EpollFile) -> None:
 # --- close --------------------------------------------------------------------------
 def _on_close(table: FdTable, f: File) -> None:
     """An fd of ``f`` is closing; if it is the last one, ``f`` leaves every set."""
-    if f.fd_refs > 1 or id(f) not in _watchers:
+    if f.fd_refs > 1 or f not in _watchers:
         return
-    for ep in _watchers.pop(id(f)):
+    for ep in set(sets_of(f)):
         ep.forget(f)
+    _watchers.pop(f, None)
 
 
 CLOSE_HOOKS.append(_on_close)
