@@ -274,7 +274,7 @@ def free_mm(mm: MemoryMap) -> None:
         return
     mm.space = _NoSpace()
     try:
-        mm.release()
+        mm.release(unmap=False)
     finally:
         mm.space = space
         _destroy_space(space)
