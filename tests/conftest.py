@@ -13,7 +13,27 @@ import pytest
 GUESTS = Path(__file__).parent / "guests"
 
 
+# COVE_TEST_PLATFORM=userland (or kvm) runs every sandbox the tests make on
+# that platform: "auto" in select_platform resolves to it.
+TEST_PLATFORM = os.environ.get("COVE_TEST_PLATFORM", "")
+if TEST_PLATFORM:
+    import cove.platform.base as _platform_base
+
+    _select = _platform_base.select_platform
+
+    def _select_test_platform(name: str = "auto", **kw: object) -> object:
+        return _select(TEST_PLATFORM if name == "auto" else name, **kw)  # type: ignore[arg-type]
+
+    _platform_base.select_platform = _select_test_platform  # type: ignore[assignment]
+
+
 def kvm_skip_reason() -> str | None:
+    if TEST_PLATFORM == "userland":  # "needs kvm" means "needs a platform"
+        try:
+            from cove.platform.userland import userland_unavailable_reason
+        except Exception as e:  # pragma: no cover
+            return f"userland platform not importable: {e}"
+        return userland_unavailable_reason()
     try:
         from cove.platform.kvm import kvm_unavailable_reason
     except Exception as e:  # pragma: no cover

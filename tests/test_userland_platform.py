@@ -61,7 +61,7 @@ CODE = 0x400000
 STACK_TOP = 0x800000
 DATA = 0x600000
 RX, RW, RO = PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE, PROT_READ
-STUB_CODE, MAILBOX = 0x1000, 0x2000
+STUB_CODE, MAILBOX, ALTSTACK = 0x1000, 0x2000, 0x4000
 
 
 @pytest.fixture(scope="session")
@@ -251,6 +251,28 @@ def test_page_fault_resolved_on_demand_then_resumed(platform, assemble) -> None:
     e = g.run()
     assert e.kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xC0FFEE
     assert g.aspace.read(0x10000010, 8) == struct.pack("<Q", 5)
+
+
+@pytest.mark.parametrize(("insn", "bits"), [
+    ("mov (%rcx), %rax", PF_USER),
+    ("movq $1, (%rcx)", PF_USER | PF_WRITE),
+    ("jmp *%rcx", PF_USER | PF_INSTR),
+    ("push %rax", PF_USER | PF_WRITE),
+], ids=["read", "write", "fetch", "push"])
+def test_not_present_fault_has_the_cpus_error_code(platform, assemble, insn, bits) -> None:
+    # The error code of a fault on an unmapped page comes from the CPU (via
+    # the stub's altstack frame), not from a guess; FPU state survives it.
+    src = f"mov $0x20000000, %rcx\n mov %rcx, %rsp\n add $8, %rsp\n {insn}"
+    g = Guest(platform, assemble("movq $0x5a5a, %rax\n movq %rax, %xmm3\n" + src))
+    e = g.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF, e
+    assert e.cr2 == 0x20000000 and e.error_code == bits
+    assert g.ctx.regs.rcx == 0x20000000 and g.ctx.regs.rax == 0x5A5A
+    fpu = g.ctx.get_fpu()
+    assert fpu[160 + 3 * 16:160 + 3 * 16 + 8] == struct.pack("<Q", 0x5A5A), "xmm3 kept"
+    g.map_data(0x20000000, b"\xc3" * 16, PROT_READ | PROT_WRITE | PROT_EXEC)
+    e = g.run()  # the instruction is retried and passes this page
+    assert not (e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == 0x20000000), e
 
 
 def test_instruction_fetch_from_data_is_pf_instr(platform, assemble) -> None:
@@ -452,7 +474,8 @@ def test_stub_maps_nothing_but_its_pages_and_the_guests(platform, assemble) -> N
     assert g.run().kind == ExitKind.SYSCALL
     maps = Path(f"/proc/{g.stub_pid()}/maps").read_text().splitlines()
     starts = sorted(int(line.split("-")[0], 16) for line in maps)
-    allowed = {STUB_CODE, MAILBOX, CODE, DATA, STACK_TOP - 4 * 4096, 0xFFFFFFFFFF600000}
+    allowed = {STUB_CODE, MAILBOX, ALTSTACK, CODE, DATA, STACK_TOP - 4 * 4096,
+               0xFFFFFFFFFF600000}  # fmt: skip
     assert set(starts) <= allowed, maps
     assert not any("stub" in line or "[stack]" in line or "vdso" in line for line in maps), maps
     fds = os.listdir(f"/proc/{g.stub_pid()}/fd")

@@ -15,18 +15,25 @@ One ``poll`` waits for the thread's listener (a syscall), the tracer's
 wakeup (a ptrace stop: fault, traced syscall, interrupt), the kick eventfd,
 and the timeslice deadline; preemption is PTRACE_INTERRUPT.
 
-Fault decoding (the host gives siginfo, not the CPU's error code):
-SIGSEGV with SEGV_MAPERR/ACCERR is #PF with cr2 = si_addr; PRESENT comes
-from ACCERR; for a present page, the access that faulted is inferred from
-the page's recorded protection: not executable and cr2 within 16 bytes of
-rip is an instruction fetch, else not writable means a write. A fault on a
-not-present page reports neither bit; if the access was a write to a
-read-only mapping the retried access faults again as present, and is then
-seen as a write. SIGSEGV with SI_KERNEL is #GP; SIGILL #UD; SIGFPE #DE for
-integer division, else #XM when MXCSR holds an unmasked exception, else
-#MF; SIGTRAP #BP (int3) or #DB (single step, icebp); SIGBUS #AC for
-misalignment, else #PF. A syscall through a foreign ABI (int 0x80) is #GP
-with error code 0x402, as the kvm platform reports it.
+Fault decoding (ptrace gives siginfo, not the CPU's error code):
+SIGSEGV with SEGV_MAPERR/ACCERR is #PF with cr2 = si_addr. For a protection
+fault (ACCERR: present) the access is inferred from the page's recorded
+protection: not executable and cr2 within 16 bytes of rip is an instruction
+fetch, else not writable means a write. For a not-present page (MAPERR) the
+read/write/fetch bit cannot be inferred, so the platform lets the SIGSEGV
+through to the stub's handler on its altstack and reads the CPU's exact error
+code from the signal frame (one more stop; see UserlandPlatform._fault_frame).
+SIGSEGV with SI_KERNEL is #GP; SIGILL #UD; SIGFPE #DE for integer
+division, else #XM when MXCSR holds an unmasked exception, else #MF;
+SIGTRAP #BP (int3) or #DB (single step, icebp); SIGBUS #AC for
+misalignment, #SS when the kernel raised it (SI_KERNEL), else #PF. A
+syscall through a foreign ABI (int 0x80) is #GP with error code 0x402, as
+the kvm platform reports it.
+
+Two syscalls skip seccomp by the host kernel's design (Linux 6.11+): uretprobe
+(335) and uprobe (336). Both act only inside uprobe trampolines, which no stub
+has: 336 returns -ENXIO to the guest from the host; 335 raises SIGILL, which
+is reported as the syscall it was (the North answers ENOSYS).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from cove.platform.base import (
     PF_WRITE,
     PROT_EXEC,
     PROT_WRITE,
+    SS,
     UD,
     XM,
     Exit,
@@ -75,7 +83,7 @@ from cove.platform.userland.stub import State
 if TYPE_CHECKING:
     from cove.platform.userland.aspace import UserlandAddressSpace
     from cove.platform.userland.context import UserlandContext
-    from cove.platform.userland.platform import UserlandPlatform
+    from cove.platform.userland.platform import Description, UserlandPlatform
     from cove.platform.userland.stub import StubThread
 
 MASK64 = (1 << 64) - 1
@@ -86,7 +94,6 @@ _RECV, _SEND = S.SECCOMP_IOCTL_NOTIF_RECV, S.SECCOMP_IOCTL_NOTIF_SEND
 _NOTIF, _RESP = S.NOTIF, S.NOTIF_RESP
 _raw_ioctl, _memset, _string_at = S.raw_ioctl, ctypes.memset, ctypes.string_at
 _ST_NOTIF, _ST_RUNNING = State.NOTIF, State.RUNNING
-Description = tuple[tuple[int, ...], int, int, int, int]  # see UserlandPlatform.describe
 _ERESTART = (-512, -513, -514, -516)  # ERESTARTSYS NOINTR NOHAND RESTART_RESTARTBLOCK
 SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP = 11, 7, 4, 8, 5
 SEGV_ACCERR, SI_KERNEL, TRAP_TRACE, TRAP_HWBKPT = 2, 0x80, 2, 4
@@ -184,7 +191,7 @@ class UserlandCpu:
                     st = self.tracer.poll(th.tid)
                     self.tracer.rearm()
                     if st is not None:
-                        return self._stopped(ctx, th, st, self.platform.describe(th, st), aspace)
+                        return self._stopped(ctx, th, self.platform.describe(th, st), aspace)
 
     def _recv(self, ctx: UserlandContext, th: StubThread) -> Exit | None:
         _memset(self._notif_addr, 0, S.NOTIF_SIZE)
@@ -214,19 +221,19 @@ class UserlandCpu:
 
     def _preempt(self, ctx: UserlandContext, th: StubThread,
                  aspace: UserlandAddressSpace) -> Exit:
-        st, desc = self.platform.interrupt(th)
-        return self._stopped(ctx, th, st, desc, aspace)
+        return self._stopped(ctx, th, self.platform.interrupt(th), aspace)
 
     # --- ptrace stops -----------------------------------------------------------
-    def _stopped(self, ctx: UserlandContext, th: StubThread, st: int, desc: Description,
+    def _stopped(self, ctx: UserlandContext, th: StubThread, d: Description,
                  aspace: UserlandAddressSpace) -> Exit:
+        st = d.status
         if not os.WIFSTOPPED(st):
             th.state = State.DEAD
             how = (f"exited {os.WEXITSTATUS(st)}" if os.WIFEXITED(st)
                    else f"killed by signal {os.WTERMSIG(st)}")
             return self._halt(f"stub thread {th.tid} {how}")
         th.state = State.STOPPED
-        h, msg, code, addr, mxcsr = desc
+        h = d.regs
         regs = ctx.regs
         if type(regs) is not UserRegs:
             regs.__class__ = UserRegs
@@ -240,7 +247,7 @@ class UserlandCpu:
         ex = self._exit
         if event == S.PTRACE_EVENT_SECCOMP:
             regs.rax = h[H_ORIG_RAX]
-            if msg == TRACE_FOREIGN:
+            if d.msg == TRACE_FOREIGN:
                 regs.rip = (regs.rip - 2) & MASK64  # at the int 0x80, as a fault leaves it
                 return self._fault_now(GP, (0x80 << 3) | 2)
             ex.kind = _SYSCALL
@@ -254,7 +261,20 @@ class UserlandCpu:
             ex.kind = _INTERRUPTED
             return ex
         if event == 0:
-            return self._signal(ctx, sig, code, addr, mxcsr, aspace)
+            if d.fpu is not None:  # the fault-frame probe displaced the FPU state
+                ctx._fpu[:] = d.fpu
+                ctx._fpu_dirty, ctx._fpu_live = True, False
+            if d.err >= 0:
+                ex.kind, ex.vector, ex.error_code, ex.cr2, ex.detail = _FAULT, PF, d.err, \
+                    d.addr, ""  # fmt: skip
+                return ex
+            if sig == SIGILL and d.code == SI_KERNEL and _signed(h[H_ORIG_RAX]) >= 0:
+                # uretprobe (335) passes seccomp by the host kernel's design and,
+                # outside a uprobe trampoline, only raises SIGILL: it was a syscall.
+                regs.rax = h[H_ORIG_RAX]
+                ex.kind = _SYSCALL
+                return ex
+            return self._signal(ctx, sig, d.code, d.addr, d.mxcsr, aspace)
         ex.kind = _INTERRUPTED
         return ex
 
@@ -282,6 +302,8 @@ class UserlandCpu:
             return self._fault_now(XM if unmasked else MF)
         if code == BUS_ADRALN:
             return self._fault_now(AC)
+        if code == SI_KERNEL:
+            return self._fault_now(SS)  # #SS: a non-canonical stack access
         if code in (BUS_MCEERR_AR, BUS_MCEERR_AO):
             return self._fault_now(MC)
         return self._page_fault(addr, rip, True, aspace)

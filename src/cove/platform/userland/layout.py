@@ -10,10 +10,17 @@ guest mapping; the host must allow mappings that low (vm.mmap_min_addr <=
             +0x00 inject: syscall; int3
             +0x10 batch:  r12 = entries, r13 = count
             +0x80 park:   int3; jmp park
+            +0xc0 fault:  int3; ud2 (the SIGSEGV handler)
     0x2000  mailbox: one frame of guest physical memory owned by the
-            platform, mapped read-only: the guest seccomp filter at +0 and
-            batch entries (7 u64: nr, a0..a5) at +BATCH_OFF. The supervisor
-            writes it through PhysMem; stub code only reads it.
+            platform, mapped read-only: sock_fprog at +0, the SIGSEGV
+            sigaction at +16, the altstack's stack_t at +48, the guest
+            seccomp filter at +FILTER_OFF and batch entries (7 u64: nr,
+            a0..a5) at +BATCH_OFF. The supervisor writes it through PhysMem;
+            stub code only reads it.
+    0x4000  altstack (2 frames, RW): where the host kernel writes the frame
+            of a SIGSEGV the supervisor lets through, to learn the CPU's page
+            fault error code (siginfo does not carry it). Its contents are
+            only ever read as numbers.
 """
 
 from __future__ import annotations
@@ -24,16 +31,25 @@ RT_ADDR = 0x1000
 INJECT = RT_ADDR
 BATCH = RT_ADDR + 0x10
 PARK = RT_ADDR + 0x80
+FAULT_HANDLER = RT_ADDR + 0xC0
 MAILBOX = 0x2000
+ALTSTACK = 0x4000
+ALTSTACK_SIZE = 0x2000
 RESERVED_END = 0x10000
 TASK_SIZE = 0x7FFF_FFFF_F000  # Linux x86-64 TASK_SIZE_MAX (4-level paging)
 
 FPROG_OFF = 0
-FILTER_OFF = 64
+SIGACT_OFF = 16
+STACK_T_OFF = 48
+FILTER_OFF = 128
 FILTER_MAX = (1024 - FILTER_OFF) // 8  # BPF instructions
 BATCH_OFF = 1024
 BATCH_ENTRY = struct.Struct("<7Q")
 BATCH_MAX = (4096 - BATCH_OFF) // BATCH_ENTRY.size
+# rt_sigframe: pretcode, then ucontext (uc_mcontext at +40: err, trapno, cr2
+# at +152, +160, +176 of the sigcontext).
+FRAME_ERR, FRAME_TRAPNO, FRAME_CR2 = 8 + 40 + 152, 8 + 40 + 160, 8 + 40 + 176
+SA_SIGINFO, SA_ONSTACK, SA_RESTORER, SA_NODEFER = 0x4, 0x08000000, 0x04000000, 0x40000000
 
 # What the stub reports in rbx at its first stop (stub.c OK_*).
 DEFENCES = {

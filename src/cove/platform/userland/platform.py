@@ -57,7 +57,25 @@ MASK64 = (1 << 64) - 1
 RFLAGS_USER_MASK, RFLAGS_FIXED = 0x250DD5, 0x202  # as the kvm platform scrubs rflags
 _UNKNOWN_IDX = (1, 6, 7, 11, 12, 13, 14, 15, 17)  # context.UNKNOWN_AFTER_NOTIF in USER order
 _SIGINFO = struct.Struct("<iii4xQ")  # si_signo, si_errno, si_code, si_addr
-SIGFPE = 8
+SIGFPE, SIGSEGV, SIGTRAP, SEGV_MAPERR = 8, 11, 5, 1
+H_RSP, H_RIP = 19, 16
+
+
+class Description:
+    """A ptrace stop, as the cpu needs it: the wait status, the registers
+    (user_regs_struct order; empty if the thread is gone), the event message
+    of a seccomp stop, si_code/si_addr of a signal stop, MXCSR for SIGFPE,
+    and for a not-present page fault the CPU's error code (-1 if unknown)
+    and the FPU image the fault handler's delivery displaced."""
+
+    __slots__ = ("addr", "code", "err", "fpu", "msg", "mxcsr", "regs", "status")
+
+    def __init__(self, status: int, regs: tuple[int, ...] = ()) -> None:
+        self.status = status
+        self.regs = regs
+        self.msg = self.code = self.addr = self.mxcsr = 0
+        self.err = -1
+        self.fpu: bytes | None = None
 
 
 def userland_unavailable_reason() -> str | None:
@@ -333,36 +351,63 @@ class UserlandPlatform:
         th.state = State.RUNNING
         ctx._fpu_live = True
 
-    def describe(self, th: StubThread, st: int) -> tuple[tuple[int, ...], int, int, int, int]:
-        """What the cpu needs about a stop: (registers, PTRACE_GETEVENTMSG for a
-        seccomp stop, si_code and si_addr for a signal stop, MXCSR for SIGFPE)."""
+    def describe(self, th: StubThread, st: int) -> Description:
+        """What the cpu needs to know about a stop (see Description)."""
         return self.tracer.call(self._describe, th, st)
 
-    def interrupt(self, th: StubThread) -> tuple[int, tuple[tuple[int, ...], int, int, int, int]]:
-        """Stop a running thread (PTRACE_INTERRUPT); its status and description."""
+    def interrupt(self, th: StubThread) -> Description:
+        """Stop a running thread (PTRACE_INTERRUPT) and describe the stop."""
         return self.tracer.call(self._interrupt, th)
 
-    def _interrupt(self, th: StubThread) -> tuple[int, tuple[tuple[int, ...], int, int, int, int]]:
+    def _interrupt(self, th: StubThread) -> Description:
         if S.raw_ptrace(S.PTRACE_INTERRUPT, th.tid) < 0:
-            return 0, ((), 0, 0, 0, 0)  # gone; the caller sees the exit status
-        st = th.proc.tracer.wait(th.tid)
-        return st, self._describe(th, st)
+            return Description(0)  # gone: reads as an exit
+        return self._describe(th, th.proc.tracer.wait(th.tid))
 
-    def _describe(self, th: StubThread, st: int) -> tuple[tuple[int, ...], int, int, int, int]:
+    def _describe(self, th: StubThread, st: int) -> Description:
         if not os.WIFSTOPPED(st):
-            return (), 0, 0, 0, 0
-        h = self._get_regs(th)
-        event, msg, code, addr, mxcsr = st >> 16, 0, 0, 0, 0
+            return Description(st)
+        d = Description(st, self._get_regs(th))
+        event = st >> 16
         if event == S.PTRACE_EVENT_SECCOMP:
             S.ptrace(S.PTRACE_GETEVENTMSG, th.tid, 0, ctypes.addressof(self._msg))
-            msg = self._msg.value
+            d.msg = self._msg.value
         elif event == 0:
             S.ptrace(S.PTRACE_GETSIGINFO, th.tid, 0, self._buf_addr)
-            _signo, _err, code, addr = _SIGINFO.unpack_from(self._buf.raw)
-            if os.WSTOPSIG(st) == SIGFPE:
+            _signo, _err, d.code, d.addr = _SIGINFO.unpack_from(self._buf.raw)
+            sig = os.WSTOPSIG(st)
+            if sig == SIGFPE:
                 S.ptrace(S.PTRACE_GETFPREGS, th.tid, 0, self._buf_addr)
-                mxcsr = struct.unpack_from("<I", self._buf.raw, 24)[0]
-        return h, msg, code, addr, mxcsr
+                d.mxcsr = struct.unpack_from("<I", self._buf.raw, 24)[0]
+            elif sig == SIGSEGV and d.code == SEGV_MAPERR:
+                self._fault_frame(th, d)
+        return d
+
+    def _fault_frame(self, th: StubThread, d: Description) -> None:
+        """siginfo has no page-fault error code, and for a not-present page the
+        supervisor cannot infer read from write. Let the SIGSEGV through to
+        the stub's handler on its altstack and read the CPU's error code
+        from the frame the host kernel wrote; the guest's FPU state (which
+        delivery resets) is kept first, and its registers are those of the stop."""
+        tid = th.tid
+        self._xiov.len = self.xsave_size
+        if S.raw_ptrace(S.PTRACE_GETREGSET, tid, S.NT_X86_XSTATE, self._xiov_addr) < 0:
+            return
+        fpu = self._xbuf.raw
+        if S.raw_ptrace(S.PTRACE_CONT, tid, 0, SIGSEGV) < 0:
+            return
+        st = th.proc.tracer.wait(tid)
+        d.fpu = fpu  # from here on the thread's own FPU state is the handler's
+        if not os.WIFSTOPPED(st):
+            d.status = st  # it died on the way
+            return
+        regs = self._get_regs(th)
+        if os.WSTOPSIG(st) == SIGTRAP and st >> 16 == 0 and regs[H_RIP] == L.FAULT_HANDLER + 1:
+            frame = regs[H_RSP]
+            d.err = th.proc.read_altstack(frame + L.FRAME_ERR) & 0xFFFF
+            d.addr = th.proc.read_altstack(frame + L.FRAME_CR2) or d.addr
+        # (anything else: the delivery failed and the kernel raised a plain
+        # SIGSEGV, now pending at this stop; the next resume drops it.)
 
     # --- Platform contract ----------------------------------------------------------
     def create_address_space(self) -> UserlandAddressSpace:

@@ -60,7 +60,9 @@ static long sc6(long n, long a, long b, long c, long d, long e, long f) {
      +0x10 batch:  r12 = entries, r13 = count; each entry is 7 u64s
                    (nr, a0..a5); stops with rbx = entries done and rax = the
                    last result (an errno if rbx < count)
-     +0x80 park:   int3; jmp park        where a fresh thread waits      */
+     +0x80 park:   int3; jmp park        where a fresh thread waits
+     +0xc0 fault:  int3; ud2             SIGSEGV handler (on the altstack):
+                   the supervisor reads the CPU's error code from the frame */
 __asm__(
     ".pushsection .text\n"
     ".globl rt_start\n"
@@ -95,6 +97,10 @@ __asm__(
     "rt_park:\n"
     "  int3\n"
     "  jmp rt_park\n"
+    "  .balign 64, 0xcc\n"
+    "rt_fault:\n"
+    "  int3\n"
+    "  ud2\n"
     "  .balign 16, 0xcc\n"
     "rt_end:\n"
     ".popsection\n");

@@ -18,6 +18,7 @@ import enum
 import fcntl
 import os
 import signal
+import struct
 from typing import TYPE_CHECKING
 
 from cove.platform.base import PlatformError, PlatformUnavailable
@@ -34,7 +35,8 @@ MASK64 = (1 << 64) - 1
 SIGTRAP = signal.SIGTRAP
 # CLONE_VM FS FILES SIGHAND THREAD SYSVSEM: a thread sharing everything with the injector
 CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000
-NR_close, NR_mmap, NR_munmap, NR_clone, NR_seccomp = 3, 9, 11, 56, 317
+NR_close, NR_mmap, NR_munmap, NR_rt_sigaction, NR_sigaltstack = 3, 9, 11, 13, 131
+NR_clone, NR_seccomp = 56, 317
 _REGS_SIZE = ctypes.sizeof(S.user_regs_struct)
 _SIGNALS = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
 
@@ -87,6 +89,7 @@ class StubProcess:
         self.orphans: list[StubThread] = []  # threads whose context was dropped
         self.alive = False
         self.mailbox = -1
+        self.altstack: list[int] = []
         self._regs = S.user_regs_struct()
         self._regs_addr = ctypes.addressof(self._regs)
         self.template = S.user_regs_struct()
@@ -152,9 +155,21 @@ class StubProcess:
         base = self.mailbox << 12
         self.phys.write(base + L.FILTER_OFF, filter_prog)
         # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
-        self.phys.write(base + L.FPROG_OFF, (len(filter_prog) // 8).to_bytes(8, "little")
-                        + (L.MAILBOX + L.FILTER_OFF).to_bytes(8, "little"))
+        struct.pack_into("<QQ", self.phys.mem, base + L.FPROG_OFF, len(filter_prog) // 8,
+                         L.MAILBOX + L.FILTER_OFF)
+        # struct kernel_sigaction { handler, flags, restorer, mask }
+        struct.pack_into("<QQQQ", self.phys.mem, base + L.SIGACT_OFF, L.FAULT_HANDLER,
+                         L.SA_SIGINFO | L.SA_ONSTACK | L.SA_RESTORER | L.SA_NODEFER,
+                         L.FAULT_HANDLER, 0)
+        # stack_t { ss_sp, ss_flags, ss_size }
+        struct.pack_into("<QiiQ", self.phys.mem, base + L.STACK_T_OFF, L.ALTSTACK, 0, 0,
+                         L.ALTSTACK_SIZE)
         self.inject(NR_mmap, L.MAILBOX, 4096, 1, 0x11, 3, base, expect=L.MAILBOX)  # R, SHARED|FIXED
+        self.altstack = [self.phys.alloc() for _ in range(L.ALTSTACK_SIZE >> 12)]
+        for i, f in enumerate(self.altstack):
+            va = L.ALTSTACK + (i << 12)
+            self.inject(NR_mmap, va, 4096, 3, 0x11, 3, f << 12, expect=va)  # RW, SHARED|FIXED
+        self.inject(NR_rt_sigaction, 11, L.MAILBOX + L.SIGACT_OFF, 0, 8, expect=0)
         # Everything but the stub's own pages goes: this binary, stack, vdso, vvar.
         self.inject(NR_munmap, L.RESERVED_END, L.TASK_SIZE - L.RESERVED_END, expect=0)
 
@@ -227,18 +242,10 @@ class StubProcess:
             raise PlatformError(f"new stub thread {tid}: {_status(st)}")
         th = StubThread(self, tid, -1)
         self.threads[tid] = th
-        # The thread installs the filter on itself: seccomp(SET_MODE_FILTER, NEW_LISTENER, fprog)
-        r = self._load_template()
-        r.rip, r.rax, r.orig_rax = L.INJECT, NR_seccomp, MASK64
-        r.rdi, r.rsi, r.rdx = S.SECCOMP_SET_MODE_FILTER, S.SECCOMP_FILTER_FLAG_NEW_LISTENER, \
-            L.MAILBOX + L.FPROG_OFF  # fmt: skip
-        S.ptrace(S.PTRACE_SETREGS, tid, 0, self._regs_addr)
-        S.ptrace(S.PTRACE_CONT, tid, 0, 0)
-        st = self.tracer.wait(tid)
-        if not (os.WIFSTOPPED(st) and os.WSTOPSIG(st) == SIGTRAP and st >> 16 == 0):
-            raise PlatformError(f"stub thread {tid} filter install: {_status(st)}")
-        S.ptrace(S.PTRACE_GETREGS, tid, 0, self._regs_addr)
-        fd = ctypes.c_int64(self._regs.rax).value
+        # The thread sets up its own altstack, then installs the filter on itself.
+        self._thread_call(tid, NR_sigaltstack, L.MAILBOX + L.STACK_T_OFF, 0, expect=0)
+        fd = self._thread_call(tid, NR_seccomp, S.SECCOMP_SET_MODE_FILTER,
+                               S.SECCOMP_FILTER_FLAG_NEW_LISTENER, L.MAILBOX + L.FPROG_OFF)
         if fd < 0:
             raise PlatformError(f"seccomp filter install failed: {os.strerror(-fd)}")
         th.lfd = S.pidfd_getfd(self.pidfd, fd)
@@ -248,6 +255,31 @@ class StubProcess:
         except PlatformError:
             pass
         return th
+
+    def _thread_call(self, tid: int, nr: int, *args: int, expect: int | None = None) -> int:
+        """One syscall made by a (filterless, fresh) guest thread itself."""
+        r = self._load_template()
+        r.rip, r.rax, r.orig_rax = L.INJECT, nr, MASK64
+        for name, v in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            setattr(r, name, v & MASK64)
+        S.ptrace(S.PTRACE_SETREGS, tid, 0, self._regs_addr)
+        S.ptrace(S.PTRACE_CONT, tid, 0, 0)
+        st = self.tracer.wait(tid)
+        if not (os.WIFSTOPPED(st) and os.WSTOPSIG(st) == SIGTRAP and st >> 16 == 0):
+            raise PlatformError(f"stub thread {tid} syscall {nr}: {_status(st)}")
+        S.ptrace(S.PTRACE_GETREGS, tid, 0, self._regs_addr)
+        res = ctypes.c_int64(self._regs.rax).value
+        if expect is not None and res != expect:
+            raise PlatformError(f"stub thread {tid} syscall {nr}{args} returned {res}")
+        return res
+
+    def read_altstack(self, vaddr: int, n: int = 8) -> int:
+        """A little-endian number the host kernel wrote on the altstack (0 outside it)."""
+        off = vaddr - L.ALTSTACK
+        if not 0 <= off <= L.ALTSTACK_SIZE - n or (off & 0xFFF) + n > 4096:
+            return 0
+        pa = (self.altstack[off >> 12] << 12) + (off & 0xFFF)
+        return int.from_bytes(self.phys.mem[pa:pa + n], "little")
 
     # --- death ------------------------------------------------------------------
     def kill(self) -> None:
@@ -275,6 +307,9 @@ class StubProcess:
         if self.mailbox >= 0:
             self.phys.unref(self.mailbox)
             self.mailbox = -1
+        for f in self.altstack:
+            self.phys.unref(f)
+        self.altstack = []
 
     def _reap(self, tid: int) -> None:
         while True:
