@@ -172,20 +172,22 @@ class Kernel:
         """
         cpu, sched, perf = self.cpu, self.sched, time.perf_counter
         ctx, proc = t.ctx, t.proc
+        syscall, runnable = self.syscall, State.RUNNABLE
+        SYSCALL, FAULT, INTERRUPTED = ExitKind.SYSCALL, ExitKind.FAULT, ExitKind.INTERRUPTED
         while True:
             if t.pending.mask or proc.shared_pending.mask or t.restart_nr is not None:
                 signals.deliver(t)
-                if t.state is not State.RUNNABLE:
+                if t.state is not runnable:
                     return
             t0 = perf()
             ex = cpu.run(ctx, t.mm.space)
             t1 = perf()
             kind = ex.kind
-            if kind == ExitKind.SYSCALL:
-                self.syscall(t)
-            elif kind == ExitKind.FAULT:
+            if kind == SYSCALL:
+                syscall(t)
+            elif kind == FAULT:
                 self.fault(t, ex)
-            elif kind != ExitKind.INTERRUPTED:
+            elif kind != INTERRUPTED:
                 log.error("guest thread %d halted: %s", t.tid, ex.detail)
                 self.exit_group(proc, F.SIGSEGV)
             # CPU time: in guest code is user time, handling its exit is system time.
@@ -194,9 +196,9 @@ class Kernel:
             t.stime += t2 - t1
             proc.user_time += t1 - t0
             proc.sys_time += t2 - t1
-            if t.state is not State.RUNNABLE:
+            if t.state is not runnable:
                 return
-            if kind == ExitKind.INTERRUPTED or sched.runq:
+            if kind == INTERRUPTED or sched.runq:
                 sched.requeue(t)
                 return
 
@@ -222,8 +224,11 @@ class Kernel:
         self.current = t
         args: list[Any] = []
         try:
-            args = [dec(t, r) for dec, r in zip(sc.decoders, raw, strict=False)]
-            result = sc.handler(t, *args)  # type: ignore[misc]
+            if sc.decoders:
+                args = [dec(t, r) for dec, r in zip(sc.decoders, raw, strict=False)]
+                result = sc.handler(t, *args)  # type: ignore[misc]
+            else:
+                result = sc.handler(t)  # type: ignore[misc]
         except Errno as e:
             result = -e.errno
             if getattr(e, "signo", 0):  # EPIPE's SIGPIPE (cove.kernel.sigerrno)

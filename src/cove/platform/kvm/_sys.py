@@ -20,7 +20,12 @@ libc = ctypes.CDLL(None, use_errno=True)
 _ioctl = libc.ioctl
 _ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _ioctl.restype = ctypes.c_int
-raw_ioctl = _ioctl  # for the hot path: returns -1 and leaves errno, never raises
+# For the hot path (KVM_RUN): returns -1 and leaves errno, never raises. A
+# separate function object without argtypes: ctypes then passes the int fd,
+# the int request and None as they are, ~0.35 µs a call cheaper than
+# converting through argtypes. Only for requests below 2**31 and int/None args.
+raw_ioctl = ctypes.CDLL(None, use_errno=True).ioctl
+raw_ioctl.restype = ctypes.c_int
 
 
 def ioctl(fd: int, request: int, arg: ctypes.Structure | ctypes.Array | int | None = None) -> int:

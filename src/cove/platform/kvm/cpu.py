@@ -4,7 +4,7 @@ How registers move (no KVM_GET_REGS/SET_REGS on the hot path): ``kvm_run``
 is mmapped and KVM_CAP_SYNC_REGS makes KVM store the GPRs, rip and rflags
 there at every exit and load them from there when ``kvm_dirty_regs`` says so.
 Every stub path exits with the user's GPRs still live, so one 144-byte
-memmove each way moves a whole context.
+copy (through byte memoryviews) each way moves a whole context.
 
 Where the vCPU is stopped decides how the next context is loaded:
 - at CPL 3 (a syscall exit on kvm_pvm, or preempted in user code): write the
@@ -28,7 +28,7 @@ import struct
 import threading
 from typing import TYPE_CHECKING
 
-from cove.platform.base import GP, PF, Exit, ExitKind, PlatformError, UserRegs
+from cove.platform.base import GP, PF, Exit, ExitKind, PlatformError
 from cove.platform.kvm import layout, uapi
 from cove.platform.kvm._sys import ThreadTimer, errno, ioctl, raw_ioctl
 from cove.platform.kvm.platform import KICK_SIGNAL
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from cove.platform.kvm.pagetable import KvmAddressSpace
     from cove.platform.kvm.platform import KvmContext, KvmPlatform
 
-_REGS_SIZE = ctypes.sizeof(UserRegs)
-_memmove = ctypes.memmove
 _Q = struct.Struct("<Q")
 _CANON_HI = 0xFFFF_8000_0000_0000
 _SYSCALL, _FAULT, _INTERRUPTED, _HALT = (
@@ -55,6 +53,7 @@ _RFMASK, _RFFIXED = layout.RFLAGS_USER_MASK, layout.RFLAGS_FIXED
 # Hot-path constants as module globals (one dict lookup instead of two).
 _KVM_RUN, _EXIT_IO, _SYNC_REGS = uapi.KVM_RUN, uapi.KVM_EXIT_IO, uapi.KVM_SYNC_X86_REGS
 _PORT_SYSCALL, _LSTAR_OUT_END = layout.PORT_SYSCALL, layout.LSTAR_OUT_END
+_this_thread = threading.local()  # .tid: the host thread's native id, looked up once
 
 
 class KvmCpu:
@@ -68,11 +67,12 @@ class KvmCpu:
                                 mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
         self._run = uapi.kvm_run.from_buffer(self._runmm)
         self._sr = self._run.s.regs.regs  # the sync-regs kvm_regs inside kvm_run
-        self._sr_addr = ctypes.addressof(self._sr)
+        self._sr_mv = memoryview(self._sr).cast("B")  # copied to/from ctx._regs_mv
         base = ctypes.addressof(self._run)
         # Direct views of the few kvm_run fields the loop reads (nested ctypes
         # attribute access costs ~0.1 µs per level).
         self._exit_reason = ctypes.c_uint32.from_address(base + uapi.kvm_run.exit_reason.offset)
+        self._dirty_regs = ctypes.c_uint64.from_address(base + uapi.kvm_run.kvm_dirty_regs.offset)
         io_off = uapi.kvm_run.u.offset + uapi.kvm_run_io.port.offset
         self._io_port = ctypes.c_uint16.from_address(base + io_off)
         self._exit = Exit()
@@ -248,7 +248,10 @@ class KvmCpu:
         if (ctx is not self._ctx or aspace is not self._aspace or ctx._fpu_dirty
                 or ctx.fs_base != self._fs or ctx.gs_base != self._gs):  # fmt: skip
             self._switch(ctx, aspace)
-        tid = threading.get_native_id()
+        try:
+            tid = _this_thread.tid  # get_native_id() is a syscall each time
+        except AttributeError:
+            tid = _this_thread.tid = threading.get_native_id()
         if tid != self._thread_id:
             self._bind_thread(tid)
         regs = ctx.regs
@@ -257,7 +260,7 @@ class KvmCpu:
             return self._fault_now(GP)  # a non-canonical rip would fault inside the stub
         regs.rflags = (regs.rflags & _RFMASK) | _RFFIXED
         sr = self._sr
-        _memmove(self._sr_addr, ctx._regs_addr, _REGS_SIZE)
+        self._sr_mv[:] = ctx._regs_mv
         if self._cpl0:
             layout.RESUME_FRAME.pack_into(
                 self._mem, self._resume_pa, regs.rax, rip, layout.USER_CS,
@@ -270,7 +273,7 @@ class KvmCpu:
                 sr.rip = layout.RESUME_FLUSH
             else:
                 sr.rip = layout.RESUME_POP
-        self._run.kvm_dirty_regs = _SYNC_REGS
+        self._dirty_regs.value = _SYNC_REGS
         return self._loop(ctx)
 
     def _loop(self, ctx: KvmContext) -> Exit:
@@ -290,7 +293,7 @@ class KvmCpu:
                 port = self._io_port.value
                 if port == _PORT_SYSCALL:
                     regs = ctx.regs
-                    _memmove(ctx._regs_addr, self._sr_addr, _REGS_SIZE)
+                    ctx._regs_mv[:] = self._sr_mv
                     if sr.rip != _LSTAR_OUT_END:
                         # user code ran `out` to our port itself: not a syscall
                         self._cpl0 = False
@@ -307,7 +310,7 @@ class KvmCpu:
 
     def _exception(self, ctx: KvmContext, vector: int) -> Exit:
         ex, regs, mem = self._exit, ctx.regs, self._mem
-        _memmove(ctx._regs_addr, self._sr_addr, _REGS_SIZE)
+        ctx._regs_mv[:] = self._sr_mv
         top = self._stack_top_pa
         if vector == PF:
             ex.cr2 = regs.rax  # the stub handed CR2 over in rax
@@ -331,11 +334,11 @@ class KvmCpu:
         sr = self._sr
         rip = sr.rip
         if rip < _KBASE:  # in user code
-            _memmove(ctx._regs_addr, self._sr_addr, _REGS_SIZE)
+            ctx._regs_mv[:] = self._sr_mv
             self._cpl0 = False
             return True
         if layout.RESUME_FLUSH <= rip <= layout.RESUME:  # about to iretq to the user
-            _memmove(ctx._regs_addr, self._sr_addr, _REGS_SIZE)
+            ctx._regs_mv[:] = self._sr_mv
             regs = ctx.regs
             if rip != layout.RESUME:
                 regs.rax = _Q.unpack_from(self._mem, self._resume_pa)[0]
@@ -395,7 +398,8 @@ class KvmCpu:
         if self._ctx is not None:
             self.save_fpu(self._ctx)
             self._ctx._live_on = None
-        del self._sr, self._run, self._exit_reason, self._io_port
+        self._sr_mv.release()
+        del self._sr, self._sr_mv, self._run, self._exit_reason, self._io_port, self._dirty_regs
         try:
             self._runmm.close()
         except BufferError:

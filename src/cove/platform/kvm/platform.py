@@ -77,14 +77,16 @@ def kvm_unavailable_reason(path: str | None = None) -> str | None:
 class KvmContext:
     """A guest thread's registers (see ``cove.platform.base.Context``)."""
 
-    __slots__ = ("_fpu", "_fpu_dirty", "_live_on", "_platform", "_regs_addr", "fs_base",
-                 "gs_base", "regs")  # fmt: skip
+    __slots__ = ("_fpu", "_fpu_dirty", "_live_on", "_platform", "_regs_addr", "_regs_mv",
+                 "fs_base", "gs_base", "regs")  # fmt: skip
 
     def __init__(self, platform: KvmPlatform) -> None:
         self._platform = platform
         self.regs = UserRegs()
         self.regs.rflags = layout.RFLAGS_FIXED
         self._regs_addr = ctypes.addressof(self.regs)
+        # A byte view: copying through it is ~5x cheaper than ctypes.memmove.
+        self._regs_mv = memoryview(self.regs).cast("B")
         self.fs_base = 0
         self.gs_base = 0
         self._fpu = bytearray(platform.fpu_template)
