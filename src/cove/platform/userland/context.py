@@ -75,8 +75,8 @@ class UserlandContext:
     """See ``cove.platform.base.Context`` and the module doc."""
 
     __slots__ = ("__weakref__", "_fin", "_fpu", "_fpu_dirty", "_fpu_live", "_live_fs",
-                 "_live_gs", "_platform", "_regs_addr", "_snap", "_thread", "fs_base",
-                 "gs_base", "regs")  # fmt: skip
+                 "_live_gs", "_mv", "_platform", "_regs_addr", "_rmv", "_snap", "_thread",
+                 "fs_base", "gs_base", "regs")  # fmt: skip
 
     def __init__(self, platform: UserlandPlatform) -> None:
         self._platform = platform
@@ -84,6 +84,8 @@ class UserlandContext:
         self.regs.rflags = 0x202
         self.regs._ctx = weakref.ref(self)  # type: ignore[attr-defined]
         self._regs_addr = ctypes.addressof(self.regs)
+        self._mv = memoryview(self.regs).cast("B")
+        self._rmv = self._mv[8:]  # every register but rax (the fast path compares these)
         self.fs_base = 0
         self.gs_base = 0
         self._fpu = bytearray(platform.fpu_template)

@@ -42,6 +42,7 @@ import ctypes
 import errno as _errno
 import os
 import select
+import struct
 import time
 from typing import TYPE_CHECKING
 
@@ -92,8 +93,12 @@ _SYSCALL, _FAULT, _INTERRUPTED, _HALT = (ExitKind.SYSCALL, ExitKind.FAULT,
                                           ExitKind.INTERRUPTED, ExitKind.HALT)
 _RECV, _SEND = S.SECCOMP_IOCTL_NOTIF_RECV, S.SECCOMP_IOCTL_NOTIF_SEND
 _NOTIF, _RESP = S.NOTIF, S.NOTIF_RESP
-_raw_ioctl, _memset, _string_at = S.raw_ioctl, ctypes.memset, ctypes.string_at
-_ST_NOTIF, _ST_RUNNING = State.NOTIF, State.RUNNING
+_raw_ioctl = S.raw_ioctl
+_ST_NOTIF, _ST_RUNNING, _ST_DEAD = State.NOTIF, State.RUNNING, State.DEAD
+_ZERO_NOTIF = bytes(S.NOTIF_SIZE)
+# rax, (rbx), rcx, rdx, rsi, rdi, (rsp, rbp), r8, r9, r10, (r11..r15), rip
+_KNOWN = struct.Struct("<Q8x4Q16x3Q40xQ")
+_monotonic = time.monotonic
 _ERESTART = (-512, -513, -514, -516)  # ERESTARTSYS NOINTR NOHAND RESTART_RESTARTBLOCK
 SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP = 11, 7, 4, 8, 5
 SEGV_ACCERR, SI_KERNEL, TRAP_TRACE, TRAP_HWBKPT = 2, 0x80, 2, 4
@@ -123,6 +128,7 @@ class UserlandCpu:
         self._resp = ctypes.create_string_buffer(S.NOTIF_RESP.size)
         self._resp_addr = ctypes.addressof(self._resp)
         self._resp_mv = memoryview(self._resp).cast("B")
+        self._run_lock = platform.run_lock
         self._closed = False
 
     # --- running ----------------------------------------------------------------
@@ -132,51 +138,61 @@ class UserlandCpu:
             self._drain_kick()
             self._exit.kind = _INTERRUPTED
             return self._exit
-        with self.platform.run_lock:
-            return self._run(ctx, aspace)
-
-    def _run(self, ctx: UserlandContext, aspace: UserlandAddressSpace) -> Exit:
-        p = self.platform
-        proc = aspace.realize()
-        th = ctx._thread
-        if th is None or th.proc is not proc or th.state is State.DEAD:
-            th = p.bind(proc, ctx)
-        regs = ctx.regs
-        rip = regs.rip
-        if (1 << 47) <= rip < _CANON_HI:
-            return self._fault_now(GP)  # the host would only SIGSEGV on the iret
-        if (th.state is _ST_NOTIF and not ctx._fpu_dirty and ctx.fs_base == ctx._live_fs
-                and ctx.gs_base == ctx._live_gs
-                and _string_at(ctx._regs_addr + 8, 136) == ctx._snap):
-            rax = regs.rax
-            _RESP.pack_into(self._resp_mv, 0, th.notif_id, rax - (1 << 64) if rax >> 63 else rax,
-                            0, 0)
-            if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
-                th.state = State.DEAD  # the notification is gone: the thread was killed
-                return self._halt(f"stub thread {th.tid} vanished in a syscall")
-            th.state = _ST_RUNNING
-        else:
-            p.resume(ctx, th)
-        return self._wait(ctx, th, aspace)
-
-    def _wait(self, ctx: UserlandContext, th: StubThread, aspace: UserlandAddressSpace) -> Exit:
-        poller = th.poller
-        if poller is None:
-            poller = th.poller = select.poll()
-            poller.register(th.lfd, POLLIN)
-            poller.register(self.tracer.wakeup, POLLIN)
-            poller.register(self._kickfd, POLLIN)
-        lfd = th.lfd
-        while True:
+        lock = self._run_lock
+        lock.acquire()
+        try:
+            proc = aspace.proc
+            if proc is None or aspace._dirty or aspace.destroyed:
+                proc = aspace.realize()
+            th = ctx._thread
+            if th is None or th.proc is not proc or th.state is _ST_DEAD:
+                th = self.platform.bind(proc, ctx)
+            regs = ctx.regs
+            rip = regs.rip
+            if (1 << 47) <= rip < _CANON_HI:
+                return self._fault_now(GP)  # the host would only SIGSEGV on the iret
+            if (th.state is _ST_NOTIF and not ctx._fpu_dirty and ctx.fs_base == ctx._live_fs
+                    and ctx.gs_base == ctx._live_gs and bytes(ctx._rmv) == ctx._snap):
+                # The fast path: only rax changed; the reply resumes the guest.
+                rax = regs.rax
+                _RESP.pack_into(self._resp_mv, 0, th.notif_id,
+                                rax - (1 << 64) if rax >> 63 else rax, 0, 0)
+                if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
+                    th.state = _ST_DEAD  # the notification is gone: the thread was killed
+                    return self._halt(f"stub thread {th.tid} vanished in a syscall")
+                th.state = _ST_RUNNING
+            else:
+                self.platform.resume(ctx, th)
+            poller = th.poller
+            if poller is None:
+                poller = self._poller(th)
             if self._slice:
-                left = self._next_tick - time.monotonic()
-                if left <= 0:
-                    self._next_tick = max(self._next_tick + self._slice,
-                                          time.monotonic() + self._slice / 2)
-                    return self._preempt(ctx, th, aspace)
-                events = poller.poll(left * 1000 + 1)
+                left = self._next_tick - _monotonic()
+                events = poller.poll(left * 1000 + 1) if left > 0 else ()
             else:
                 events = poller.poll()
+            if len(events) == 1 and events[0][0] == th.lfd:
+                ex = self._recv(ctx, th)
+                if ex is not None:
+                    return ex
+            return self._wait(ctx, th, aspace, events)
+        finally:
+            lock.release()
+
+    def _poller(self, th: StubThread) -> select.poll:
+        poller = th.poller = select.poll()
+        poller.register(th.lfd, POLLIN)
+        poller.register(self.tracer.wakeup, POLLIN)
+        poller.register(self._kickfd, POLLIN)
+        return poller
+
+    def _wait(self, ctx: UserlandContext, th: StubThread, aspace: UserlandAddressSpace,
+              events: list[tuple[int, int]] | tuple[()]) -> Exit:
+        """Wait for the thread's next event, starting with ``events`` from a poll."""
+        poller = th.poller
+        assert poller is not None
+        lfd = th.lfd
+        while True:
             for fd, _ in events:
                 if fd == lfd:
                     ex = self._recv(ctx, th)
@@ -192,9 +208,18 @@ class UserlandCpu:
                     self.tracer.rearm()
                     if st is not None:
                         return self._stopped(ctx, th, self.platform.describe(th, st), aspace)
+            if self._slice:
+                left = self._next_tick - _monotonic()
+                if left <= 0:
+                    self._next_tick = max(self._next_tick + self._slice,
+                                          _monotonic() + self._slice / 2)
+                    return self._preempt(ctx, th, aspace)
+                events = poller.poll(left * 1000 + 1)
+            else:
+                events = poller.poll()
 
     def _recv(self, ctx: UserlandContext, th: StubThread) -> Exit | None:
-        _memset(self._notif_addr, 0, S.NOTIF_SIZE)
+        self._notif_mv[:] = _ZERO_NOTIF  # RECV wants a zeroed buffer
         if _raw_ioctl(th.lfd, _RECV, self._notif_addr) < 0:
             e = S.errno()
             if e in (_errno.ENOENT, _errno.EINTR, _errno.EAGAIN):
@@ -209,10 +234,10 @@ class UserlandCpu:
         regs = ctx.regs
         if type(regs) is not PartialRegs:
             regs.__class__ = PartialRegs
-        regs.rax = nr & MASK64
-        regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9 = a0, a1, a2, a3, a4, a5
-        regs.rip = regs.rcx = ip
-        ctx._snap = _string_at(ctx._regs_addr + 8, 136)
+        # rax rcx rdx rsi rdi r8 r9 r10 rip; the registers the notification
+        # does not carry read as 0 until fetched (PartialRegs).
+        _KNOWN.pack_into(ctx._mv, 0, nr & MASK64, ip, a2, a1, a0, a4, a5, a3, ip)
+        ctx._snap = bytes(ctx._rmv)
         th.state = _ST_NOTIF
         th.notif_id = nid
         ex = self._exit

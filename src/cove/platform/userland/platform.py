@@ -158,11 +158,16 @@ class UserlandPlatform:
         iov = S.iovec(ctypes.addressof(buf), len(buf))
         S.ptrace(S.PTRACE_GETREGSET, self.anchor.pid, S.NT_X86_XSTATE, ctypes.addressof(iov))
         size = iov.len
-        image = buf.raw[:size]
+        image = bytearray(buf.raw[:size])
+        # Mark x87 and SSE as present in XSTATE_BV (the kernel may report them
+        # in their init state, bit clear): the same state, but an image built
+        # from this template with new legacy-area contents is then loaded as
+        # written instead of being reset to init by XRSTOR.
+        struct.pack_into("<Q", image, 512, struct.unpack_from("<Q", image, 512)[0] | 0x3)
         # ptrace puts XCR0 in the first word of the FXSAVE sw_reserved area.
         self.xcr0 = struct.unpack_from("<Q", image, 464)[0] or 0x3
         self.xsave_size = size
-        self.fpu_template = image
+        self.fpu_template = bytes(image)
         self._xbuf = ctypes.create_string_buffer(size)
         self._xiov = S.iovec(ctypes.addressof(self._xbuf), size)
         self._xiov_addr = ctypes.addressof(self._xiov)
