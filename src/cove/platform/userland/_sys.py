@@ -85,6 +85,11 @@ class iovec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
+sched_getcpu = libc.sched_getcpu  # the CPU the calling thread runs on (vDSO, cheap)
+sched_getcpu.restype = ctypes.c_int
+sched_getcpu.argtypes = []
+
+
 def errno() -> int:
     return ctypes.get_errno()
 

@@ -99,6 +99,7 @@ _ZERO_NOTIF = bytes(S.NOTIF_SIZE)
 # rax, (rbx), rcx, rdx, rsi, rdi, (rsp, rbp), r8, r9, r10, (r11..r15), rip
 _KNOWN = struct.Struct("<Q8x4Q16x3Q40xQ")
 _monotonic = time.monotonic
+_sched_getcpu = S.sched_getcpu
 _ERESTART = (-512, -513, -514, -516)  # ERESTARTSYS NOINTR NOHAND RESTART_RESTARTBLOCK
 SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP = 11, 7, 4, 8, 5
 SEGV_ACCERR, SI_KERNEL, TRAP_TRACE, TRAP_HWBKPT = 2, 0x80, 2, 4
@@ -141,6 +142,8 @@ class UserlandCpu:
         lock = self._run_lock
         lock.acquire()
         try:
+            if _sched_getcpu() != self.platform.pinned_cpu:
+                self.platform.follow_cpu(_sched_getcpu())
             proc = aspace.proc
             if proc is None or aspace._dirty or aspace.destroyed:
                 proc = aspace.realize()

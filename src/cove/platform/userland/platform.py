@@ -134,6 +134,9 @@ class UserlandPlatform:
         self._msg = ctypes.c_ulong()
         self.tracer = Tracer()
         self.anchor: StubProcess | None = None
+        self._pin = os.environ.get("COVE_USERLAND_PIN", "1") != "0"
+        self.pinned_cpu = -1
+        self._pinned_threads: dict[int, set[int]] = {}  # host tid -> its affinity before
         try:
             self.anchor = self.tracer.call(StubProcess, self.stub_path, physmem, self.tracer,
                                            None, True)
@@ -171,6 +174,40 @@ class UserlandPlatform:
         self._xbuf = ctypes.create_string_buffer(size)
         self._xiov = S.iovec(ctypes.addressof(self._xbuf), size)
         self._xiov_addr = ctypes.addressof(self._xiov)
+
+    # --- CPU placement ----------------------------------------------------------------
+    def follow_cpu(self, cpu: int) -> None:
+        """Keep every host thread of this sandbox (the calling cpu thread,
+        stubs, tracer, waiter) on ``cpu``, the one the cpu thread runs on.
+
+        The sandbox is logically one CPU: the guest and the supervisor take
+        turns. Wake-ups that cross host CPUs cost 20-100 µs each on VMs
+        (an IPI to a halted vCPU), more than a whole notification round
+        trip, and the host scheduler spreads a waker and its wakee over idle
+        CPUs, so only pinning every party keeps hand-offs on one CPU. New
+        stubs inherit the tracer thread's affinity. A pinned cpu thread gets
+        its own affinity back at ``close``. ``COVE_USERLAND_PIN=0`` opts out.
+        """
+        self.pinned_cpu = cpu
+        if not self._pin:
+            return
+        mask = {cpu}
+        me = threading.get_native_id()
+        if me not in self._pinned_threads:
+            try:
+                self._pinned_threads[me] = os.sched_getaffinity(0)
+            except OSError:
+                pass
+        tids = [me, self.tracer.server_tid, self.tracer.waiter_tid]
+        for proc in [*self._procs, *([self.anchor] if self.anchor else [])]:
+            tids.append(proc.pid)
+            tids.extend(proc.threads)
+        for tid in tids:
+            if tid > 0:
+                try:
+                    os.sched_setaffinity(tid, mask)
+                except OSError:
+                    pass  # gone, or a cpuset forbids it: placement is only a hint
 
     # --- processes ------------------------------------------------------------------
     def new_process(self) -> StubProcess:
@@ -438,6 +475,12 @@ class UserlandPlatform:
         return self.cpu().run(ctx, aspace)
 
     def close(self) -> None:
+        for tid, mask in self._pinned_threads.items():
+            try:
+                os.sched_setaffinity(tid, mask)
+            except OSError:
+                pass  # that thread is gone
+        self._pinned_threads.clear()
         for c in self._cpus:
             c.close()
         self._cpus.clear()

@@ -54,11 +54,14 @@ class Tracer:
         self._seq = 0
         self._server = threading.Thread(target=self._serve, name="cove-userland-tracer",
                                         daemon=True)
+        self.server_tid = 0
         self._server.start()
         self.server_ident = self._server.ident
+        self.waiter_tid = 0
 
     # --- the tracer thread --------------------------------------------------------
     def _serve(self) -> None:
+        self.server_tid = threading.get_native_id()
         while True:
             try:
                 os.eventfd_read(self._req_fd)
@@ -101,6 +104,7 @@ class Tracer:
         self._waiter.start()
 
     def _watch(self) -> None:
+        self.waiter_tid = threading.get_native_id()
         opts = os.WEXITED | os.WSTOPPED | os.WNOWAIT | WALL
         while True:
             os.eventfd_read(self._rearm)
