@@ -18,6 +18,7 @@ from typing import Protocol
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
+from cove.kernel.pagecache import cache_for, file_key
 from cove.kernel.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PhysMem
 
 USER_TOP = 0x7FFF_FFFF_F000  # exclusive end of the user half (47-bit, one guard page)
@@ -243,30 +244,76 @@ class MemoryMap:
                 f = vma.shared.frame(base + n)
                 phys.ref(f)
                 frames.append(f)
+        elif vma.file is not None:
+            frames = self._file_pages(vma, first, count)
         else:
             frames = _alloc_frames(phys, count)
-            if vma.file is not None:
-                off = vaddr - vma.start
-                size = min(count << PAGE_SHIFT, vma.file_size - off)
-                if size > 0:
-                    try:
-                        data = memoryview(vma.file.pread(size, vma.offset + off))
-                    except BaseException:
-                        for f in frames:
-                            phys.unref(f)
-                        raise
-                    mem = phys.mem
-                    for n, f in enumerate(frames):
-                        chunk = data[n << PAGE_SHIFT:(n + 1) << PAGE_SHIFT]
-                        if not chunk:
-                            break  # a short read (file shrank): the rest stays zero
-                        d = f << PAGE_SHIFT
-                        mem[d:d + len(chunk)] = chunk
         table = self.frames
         for n, f in enumerate(frames):
             table[first + n] = f
         if vma.prot & (F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC):
             _map_run(self.space, vaddr, frames, vma.prot)
+
+    def _file_pages(self, vma: VMA, first: int, count: int) -> list[int]:
+        """Frames holding pages ``first..first+count`` of a private file mapping.
+
+        Pages of a mapping that cannot be written are shared through the page
+        cache (copy-on-write, so the cached frame is never written); the rest
+        are read from the file in one go into fresh frames."""
+        phys = self.phys
+        off = (first << PAGE_SHIFT) - vma.start  # bytes into the mapping
+        share = 0  # the first ``share`` pages of the run are shared
+        info = None if vma.prot & F.PROT_WRITE else file_key(vma.file)
+        if info is not None:
+            key, fsize = info
+            if vma.offset + vma.file_size >= fsize:
+                share = count  # the mapping shows the file up to its end, zeros after
+            else:
+                share = max(0, min(count, (vma.file_size - off) >> PAGE_SHIFT))
+        cache = cache_for(phys) if share else None
+        pgoff = (vma.offset + off) >> PAGE_SHIFT
+        frames: list[int] = []
+        missing: list[int] = []
+        for n in range(count):
+            f = cache.lookup(key, pgoff + n) if cache is not None and n < share else None
+            if f is None:
+                missing.append(n)
+                frames.append(-1)
+            else:
+                phys.ref(f)
+                frames.append(f)
+        try:
+            if missing:
+                lo, hi = missing[0], missing[-1] + 1
+                size = min((hi - lo) << PAGE_SHIFT, vma.file_size - off - (lo << PAGE_SHIFT))
+                data = memoryview(vma.file.pread(size, vma.offset + off + (lo << PAGE_SHIFT))
+                                  if size > 0 else b"")
+                mem = phys.mem
+                for n in missing:
+                    f = phys.alloc()
+                    frames[n] = f
+                    chunk = data[(n - lo) << PAGE_SHIFT:(n - lo + 1) << PAGE_SHIFT]
+                    if chunk:  # else: past the file data (or a short read): stays zero
+                        d = f << PAGE_SHIFT
+                        mem[d:d + len(chunk)] = chunk
+                    if cache is not None and n < share:
+                        cache.insert(key, pgoff + n, f)
+        except BaseException:
+            for f in frames:
+                if f >= 0:
+                    self._unref(f)
+            raise
+        if cache is not None:
+            cache.hits += count - len(missing)
+            cache.misses += len(missing)
+            self.cow.update(range(first, first + share))
+        return frames
+
+    def _unref(self, frame: int) -> None:
+        """Drop one reference to a frame of this map; a page-cache frame whose
+        last user let go leaves the cache."""
+        if self.phys.unref(frame) == 0:
+            cache_for(self.phys).forget(frame)
 
     def _populate_range(self, vma: VMA, first: int, end: int) -> None:
         """Populate the absent pages of ``[first, end)`` (vpns inside ``vma``)."""
@@ -289,16 +336,18 @@ class MemoryMap:
         self.cow.discard(vpn)
         self.hot.pop(vpn, None)
         self.space.unmap(vpn << PAGE_SHIFT, PAGE_SIZE)
-        self.phys.unref(frame)
+        self._unref(frame)
 
     def _break_cow(self, vma: VMA, vpn: int) -> int:
         frame = self.frames[vpn]
         if self.phys.refcount(frame) > 1:
             new = self.phys.alloc()
             self.phys.copy_frame(frame, new)
-            self.phys.unref(frame)
+            self._unref(frame)
             frame = new
             self.frames[vpn] = frame
+        else:
+            cache_for(self.phys).forget(frame)  # ours alone now: writable, not shared
         self.cow.discard(vpn)
         if vma.shared is None:
             hot = self.hot
@@ -735,9 +784,10 @@ class MemoryMap:
             run_end = vpn + 1
         if run_end > 0:
             space.unmap(run_start << PAGE_SHIFT, (run_end - run_start) << PAGE_SHIFT)
-        unref = self.phys.unref
+        unref, forget = self.phys.unref, cache_for(self.phys).forget
         for f in self.frames.values():
-            unref(f)
+            if unref(f) == 0:
+                forget(f)
         self.frames.clear()
         self.cow.clear()
         self.hot.clear()

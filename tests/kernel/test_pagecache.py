@@ -1,0 +1,170 @@
+"""The page cache: private file mappings share clean pages, and nobody ever
+sees another mapping's writes or an old version of the file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from cove.abi import flags as F
+from cove.kernel.mm import MemoryMap
+from cove.kernel.pagecache import cache_for
+from cove.kernel.physmem import PAGE_SIZE, PhysMem
+
+from .fakes import FakeSpace
+
+R, RW, RX = F.PROT_READ, F.PROT_READ | F.PROT_WRITE, F.PROT_READ | F.PROT_EXEC
+PRIV = F.MAP_PRIVATE
+
+
+@dataclass
+class St:
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    mode: int = 0o100644
+
+
+class VFile:
+    """A file with a full stat; every write moves mtime/ctime, as the VFS does."""
+
+    def __init__(self, data: bytes, ino: int = 7) -> None:
+        self.data = bytearray(data)
+        self.ino = ino
+        self.t = 1
+        self.reads = 0
+
+    def write(self, off: int, data: bytes) -> None:
+        self.data[off:off + len(data)] = data
+        self.t += 1
+
+    def pread(self, size: int, offset: int) -> bytes:
+        self.reads += 1
+        return bytes(self.data[offset:offset + size])
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        return len(data)
+
+    def stat(self) -> St:
+        return St(1, self.ino, len(self.data), self.t, self.t)
+
+
+@pytest.fixture
+def phys():
+    p = PhysMem(64 << 20)
+    yield p
+    p.close()
+
+
+def pages(n: int, tag: bytes = b"") -> bytes:
+    return b"".join((tag + bytes([65 + i])) * (PAGE_SIZE // (len(tag) + 1)) + bytes(
+        PAGE_SIZE % (len(tag) + 1)) for i in range(n))
+
+
+def test_two_mappings_share_frames_read_only(phys):
+    f = VFile(pages(8))
+    a, b = MemoryMap(phys, FakeSpace()), MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 8 * PAGE_SIZE, RX, PRIV, f, 0)
+    pb = b.mmap(0, 8 * PAGE_SIZE, RX, PRIV, f, 0)
+    assert a.frames[pa >> 12] == b.frames[pb >> 12]
+    assert f.reads == 1  # the second mapping read nothing
+    assert all(p == RX for _, p in b.space.pages.values())
+    assert phys.refcount(a.frames[pa >> 12]) == 2  # the cache holds no reference
+    assert b.read(pb + 3 * PAGE_SIZE, 1) == b"D"
+
+
+def test_mprotect_and_write_copies_and_never_touches_the_shared_frame(phys):
+    f = VFile(pages(4))
+    a, b = MemoryMap(phys, FakeSpace()), MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 4 * PAGE_SIZE, R, PRIV, f, 0)
+    pb = b.mmap(0, 4 * PAGE_SIZE, R, PRIV, f, 0)
+    shared = a.frames[pa >> 12]
+    a.mprotect(pa, 4 * PAGE_SIZE, RW)
+    assert a.space.pages[pa][1] == R  # still copy-on-write after mprotect
+    assert a.handle_fault(pa, write=True, execute=False) is None
+    a.write(pa, b"mine")
+    assert a.frames[pa >> 12] != shared
+    assert b.read(pb, 4) == b"AAAA"
+    c = MemoryMap(phys, FakeSpace())
+    pc = c.mmap(0, 4 * PAGE_SIZE, R, PRIV, f, 0)
+    assert c.read(pc, 4) == b"AAAA"
+
+
+def test_last_user_writing_takes_the_frame_out_of_the_cache(phys):
+    f = VFile(pages(2))
+    a = MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
+    a.mprotect(pa, 2 * PAGE_SIZE, RW)
+    a.write(pa, b"dirty")  # sole user: the frame is taken over, not copied
+    assert not cache_for(phys).owns(a.frames[pa >> 12])
+    b = MemoryMap(phys, FakeSpace())
+    pb = b.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
+    assert b.read(pb, 5) == b"AAAAA"
+
+
+def test_a_changed_file_is_a_new_version(phys):
+    f = VFile(pages(2))
+    a = MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
+    f.write(0, b"new")
+    b = MemoryMap(phys, FakeSpace())
+    pb = b.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
+    assert b.read(pb, 4) == b"newA"
+    assert a.read(pa, 4) == b"AAAA"  # a mapping keeps the page it already had
+
+
+def test_freed_frames_leave_the_cache(phys):
+    f = VFile(pages(3))
+    a = MemoryMap(phys, FakeSpace())
+    a.mmap(0, 3 * PAGE_SIZE, R, PRIV, f, 0)
+    cache = cache_for(phys)
+    assert len(cache) == 3
+    a.release()
+    assert len(cache) == 0
+    # The frames go back to PhysMem and are reused for other data...
+    junk = [phys.alloc() for _ in range(3)]
+    for j in junk:
+        phys.write(j << 12, b"junk")
+    b = MemoryMap(phys, FakeSpace())
+    pb = b.mmap(0, 3 * PAGE_SIZE, R, PRIV, f, 0)
+    assert b.read(pb + 2 * PAGE_SIZE, 1) == b"C"  # ...and never served from the cache
+
+
+def test_a_page_cut_short_by_the_mapping_is_not_shared(phys):
+    # An ELF data segment's last page: file data, then zeros where bss begins.
+    data = pages(3)
+    f = VFile(data)
+    a = MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0x10000, 2 * PAGE_SIZE, R, PRIV | F.MAP_FIXED, f, 0, file_size=PAGE_SIZE + 10)
+    assert a.read(pa + PAGE_SIZE, 12) == b"B" * 10 + bytes(2)
+    cache = cache_for(phys)
+    assert cache.owns(a.frames[pa >> 12]) and not cache.owns(a.frames[(pa >> 12) + 1])
+    b = MemoryMap(phys, FakeSpace())
+    pb = b.mmap(0, 3 * PAGE_SIZE, R, PRIV, f, 0)
+    assert b.read(pb + PAGE_SIZE + 8, 4) == b"BBBB"
+
+
+def test_writable_mappings_and_files_without_full_stat_are_not_shared(phys):
+    f = VFile(pages(2))
+    a = MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 2 * PAGE_SIZE, RW, PRIV, f, 0)
+    assert not cache_for(phys).owns(a.frames[pa >> 12])
+    assert (pa >> 12) not in a.cow
+    a.write(pa, b"x")  # no fault-time copy needed
+    assert a.space.pages[pa][1] == RW
+
+
+def test_fork_shares_cached_pages_and_release_keeps_counts(phys):
+    f = VFile(pages(4))
+    a = MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 4 * PAGE_SIZE, RX, PRIV, f, 0)
+    fr = a.frames[pa >> 12]
+    child = a.fork(FakeSpace())
+    assert child.frames[pa >> 12] == fr and phys.refcount(fr) == 2
+    a.release()
+    assert cache_for(phys).owns(fr) and phys.refcount(fr) == 1
+    child.release()
+    assert not cache_for(phys).owns(fr) and phys.refcount(fr) == 0
