@@ -157,7 +157,8 @@ class Runner:
         finally:
             self._done.set()
             self._paused.set()
-            self._finished(self)
+            if not self._stop:  # stop()'s caller (the sandbox) cleans up itself
+                self._finished(self)
 
     def pause(self) -> bool:
         """Stop the guest between scheduler steps; False if it had ended."""
@@ -173,7 +174,9 @@ class Runner:
     def resume(self) -> None:
         if self._done.is_set():
             return
-        self.live.kernel.pause_requested = False
+        k = self.live.kernel
+        k.pause_requested = False
+        k.sched.cancel_wakeup()  # the kernel may have paused before seeing it
         self._paused.clear()
         self._go.set()
 

@@ -389,6 +389,61 @@ class Sandbox:
                             got.get(1) if capture_output else None,
                             got.get(2) if capture_output else None)
 
+    def warm_up(self, argv: list[str], *, env: dict[str, str] | None = None,
+                stdout: int | None = None, stderr: int | None = None) -> CompletedRun | None:
+        """Run ``argv`` on this thread until it first blocks reading its stdin
+        (a read on fd 0 that would wait): its warm, ready point. It then stays
+        paused as the sandbox's live guest, for ``snapshot()`` and ``resume()``;
+        returns None. Its stdin is a pipe that gets no data before then. If
+        the program exits first, returns how it ended."""
+        with self._lock:
+            self._check("warm_up")
+            self._check_idle("warm_up")
+            self._drop_live()
+            io = Stdio(PIPE, stdout, stderr)
+            trace = None
+            try:
+                trace = self._open_trace()
+                live = self._boot(argv, env=env, stdio=tuple(io.fds), trace=trace)  # type: ignore[arg-type]
+            except BaseException:
+                io.close()
+                if trace is not None:
+                    trace.close()
+                raise
+            live.trace = trace
+            io.attached()
+            self._busy = True
+        kernel = live.kernel
+        try:
+            kernel.pause_when = lambda: _reading_stdin(kernel)
+            kernel.set_timeout(self.config.timeout)
+            status = kernel.run()
+        except BaseException:
+            self._busy = False
+            io.close()
+            live.close()
+            raise
+        finally:
+            kernel.pause_when = None
+            kernel.set_timeout(None)
+        if status is None:
+            with self._lock:
+                live.stdio = io
+                self._live = live
+                self._busy = False
+            return None
+        try:
+            with self._lock:
+                live.close()
+                self._ended(live.name, status, kernel.timed_out)
+            if kernel.timed_out:
+                raise SandboxTimeout(f"{argv[0]}: killed after the {self.config.timeout} s "
+                                     "timeout")
+            return CompletedRun(list(argv), status_to_exit(status), status)
+        finally:
+            io.close()
+            self._busy = False
+
     # --- running in the background -------------------------------------------------
     def spawn(self, argv: list[str], *, env: dict[str, str] | None = None,
               stdin: int | None = PIPE, stdout: int | None = PIPE,
@@ -547,6 +602,21 @@ class Sandbox:
             live.stdio = None
             live.kernel.pause_requested = False
             return self._start_background(live, io)
+
+
+_STDIN_READS = frozenset({"read", "readv", "pread64", "preadv", "preadv2"})
+
+
+def _reading_stdin(kernel: Kernel) -> bool:
+    """Some guest thread sleeps in a read of its fd 0."""
+    from cove.kernel.task import State
+
+    for t in kernel.tasks.values():
+        call = t.blocked_call
+        if t.state is State.BLOCKED and call is not None and call[0].name in _STDIN_READS \
+                and call[1][0] & 0xFFFFFFFF == 0:
+            return True
+    return False
 
 
 def _stdio_slots(files: FdTable) -> dict[int, int]:

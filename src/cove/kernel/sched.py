@@ -166,6 +166,10 @@ class Scheduler:
             except BlockingIOError:
                 pass  # already full: a wake-up is pending anyway
 
+    def cancel_wakeup(self) -> None:
+        """Forget a ``wakeup()`` not yet seen (the caller paused the kernel anyway)."""
+        self._wakeup_pending = False
+
     def _drain_wakeup(self) -> None:
         try:
             while os.read(self._wakeup_r, 512):

@@ -1,0 +1,575 @@
+"""Snapshots: a whole sandbox (files, processes, guest memory) captured at a
+quiescent point, restored into the same or new sandboxes, saved to a file.
+
+A ``Snapshot`` holds
+- ``meta``: layout (memory size, hostname), the CPU's XSAVE facts, the host
+  functions the guest may call (name and signature), who made it;
+- ``refs``: every guest frame the North holds and its reference count;
+- ``state``: the pickled North and VFS (``cove.snapstate``);
+- the memory image: the frames in use, at their physical offsets, in a
+  sealed memfd (``snapshot()``) or the saved file (``load``). Restoring maps
+  the image copy-on-write (MAP_PRIVATE), so many sandboxes restored from one
+  snapshot share its pages until they write them.
+
+File format (``save``/``load``), all little-endian::
+
+    header   "COVESNAP", format u32, flags u32, meta_len u64, refs_len u64,
+             state_len u64, image_offset u64, image_len u64, sha256 (32 bytes)
+    meta     JSON         refs   u32 (frame, count) pairs        state  pickle
+    image    at image_offset (page aligned): image_len bytes of guest memory,
+             only frames in use written (the rest are holes)
+
+The SHA-256 covers the header fields before it, meta, refs, state and every
+frame in use, so a truncated, corrupted or edited file is refused before
+anything is built from it.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import hashlib
+import json
+import mmap
+import os
+import struct
+import sys
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cove import __version__
+from cove.sandbox import CoveError, SandboxConfig, SandboxState, parse_memory
+
+if TYPE_CHECKING:
+    from cove.guestproc import Live, Stdio
+    from cove.hostfuncs import HostFunctions
+    from cove.sandbox import Sandbox
+
+FORMAT = 1
+MAGIC = b"COVESNAP"
+_HEADER = struct.Struct("<8sIIQQQQQ32s")
+PAGE = 4096
+
+
+class SnapshotError(CoveError):
+    """A snapshot cannot be taken or restored; the message says why."""
+
+
+class SnapshotFormatError(SnapshotError):
+    """``Snapshot.load``: not a cove snapshot, another format version or cove
+    version, truncated, or its contents do not match its checksum."""
+
+
+class SnapshotLayoutConflict(SnapshotError):
+    """``from_snapshot`` got a config that sets a layout field (memory,
+    hostname) differently from the snapshot, which decides layout."""
+
+
+class SnapshotHostFunctionMismatch(SnapshotError):
+    """The host functions given to a restore lack one the snapshot's guest
+    may call, or declare it with another signature. ``name`` says which."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+class Snapshot:
+    """A captured sandbox; see the module docstring. Immutable once made."""
+
+    def __init__(self, meta: dict[str, Any], refs: dict[int, int], state: bytes,
+                 image_fd: int | None, image_offset: int) -> None:
+        self.meta = meta
+        self.refs = refs
+        self.state = state
+        self.image_fd = image_fd  # owned; closed when the snapshot is collected
+        self.image_offset = image_offset
+        self._finalizer = weakref.finalize(self, _close_fd, image_fd) if image_fd is not None \
+            else None
+
+    # --- what it holds --------------------------------------------------------
+    @property
+    def memory(self) -> int:
+        return int(self.meta["memory"])
+
+    @property
+    def hostname(self) -> str:
+        return str(self.meta["hostname"])
+
+    @property
+    def has_guest(self) -> bool:
+        return bool(self.meta["has_guest"])
+
+    @property
+    def image_length(self) -> int:
+        return int(self.meta["image_length"])
+
+    @property
+    def host_functions(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        """name -> (parameter types, result type) the guest may call."""
+        return {n: (tuple(p), r) for n, (p, r) in self.meta["host_functions"].items()}
+
+    def close(self) -> None:
+        """Release the memory image now (restored sandboxes keep their own mapping)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __repr__(self) -> str:
+        guest = f"guest {self.meta.get('name', '?')}" if self.has_guest else "files only"
+        return f"<Snapshot {guest}, {self.memory >> 20} MiB, {len(self.refs)} frames in use>"
+
+    # --- files --------------------------------------------------------------
+    def _refs_bytes(self) -> bytes:
+        flat = array.array("I")
+        for f in sorted(self.refs):
+            flat.append(f)
+            flat.append(self.refs[f])
+        if sys.byteorder != "little":  # pragma: no cover
+            flat.byteswap()
+        return flat.tobytes()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the snapshot to ``path`` (atomically: a temporary file renamed)."""
+        meta = json.dumps(self.meta, sort_keys=True).encode()
+        refs = self._refs_bytes()
+        image_offset = _page_up(_HEADER.size + len(meta) + len(refs) + len(self.state))
+        length = self.image_length
+        digest = hashlib.sha256()
+        head = (MAGIC, FORMAT, 0, len(meta), len(refs), len(self.state), image_offset, length)
+        digest.update(_HEADER.pack(*head, bytes(32))[:-32])
+        for part in (meta, refs, self.state):
+            digest.update(part)
+        tmp = Path(f"{os.fspath(path)}.tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, image_offset + length)
+            os.pwrite(fd, meta + refs + self.state, _HEADER.size)
+            if length:
+                assert self.image_fd is not None
+                src = mmap.mmap(self.image_fd, length, mmap.MAP_SHARED, mmap.PROT_READ,
+                                offset=self.image_offset)
+                try:
+                    view = memoryview(src)
+                    for a, b in _runs(self.refs):
+                        chunk = view[a * PAGE:b * PAGE]
+                        digest.update(chunk)
+                        _pwrite_all(fd, chunk, image_offset + a * PAGE)
+                        chunk.release()
+                    view.release()
+                finally:
+                    src.close()
+            os.pwrite(fd, _HEADER.pack(*head, digest.digest()), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Snapshot:
+        """Read a saved snapshot. Raises SnapshotFormatError for anything that
+        is not an intact snapshot of this format and cove version."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SnapshotError(f"{path}: {e.strerror}") from None
+        try:
+            return cls._load(fd, os.fspath(path))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def _load(cls, fd: int, name: str) -> Snapshot:
+        size = os.fstat(fd).st_size
+        raw = os.pread(fd, _HEADER.size, 0)
+        if len(raw) < _HEADER.size or raw[:8] != MAGIC:
+            raise SnapshotFormatError(f"{name}: not a cove snapshot")
+        _magic, fmt, _flags, meta_len, refs_len, state_len, image_offset, length, want = \
+            _HEADER.unpack(raw)
+        if fmt != FORMAT:
+            raise SnapshotFormatError(f"{name}: snapshot format {fmt}; this cove reads "
+                                      f"format {FORMAT}")
+        body_end = _HEADER.size + meta_len + refs_len + state_len
+        if body_end > image_offset or image_offset % PAGE or length % PAGE or \
+                size < image_offset + length:
+            raise SnapshotFormatError(f"{name}: truncated or damaged snapshot "
+                                      f"({size} bytes, expected {image_offset + length})")
+        body = os.pread(fd, body_end - _HEADER.size, _HEADER.size)
+        if len(body) != body_end - _HEADER.size:
+            raise SnapshotFormatError(f"{name}: truncated snapshot")
+        digest = hashlib.sha256(raw[:-32])
+        digest.update(body)
+        meta_raw = body[:meta_len]
+        refs_raw = body[meta_len:meta_len + refs_len]
+        state = body[meta_len + refs_len:]
+        refs = _parse_refs(refs_raw, length, name)
+        if length:
+            img = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=image_offset)
+            try:
+                view = memoryview(img)
+                for a, b in _runs(refs):
+                    chunk = view[a * PAGE:b * PAGE]
+                    digest.update(chunk)
+                    chunk.release()
+                view.release()
+            finally:
+                img.close()
+        if digest.digest() != want:
+            raise SnapshotFormatError(f"{name}: checksum mismatch (the file is corrupted or "
+                                      "was modified)")
+        try:
+            meta = json.loads(meta_raw)
+        except ValueError:
+            raise SnapshotFormatError(f"{name}: unreadable metadata") from None
+        _check_origin(meta, name)
+        return cls(meta, refs, state, fd if length else None, image_offset)
+
+
+def _parse_refs(raw: bytes, length: int, name: str) -> dict[int, int]:
+    if len(raw) % 8:
+        raise SnapshotFormatError(f"{name}: damaged frame table")
+    flat = array.array("I")
+    flat.frombytes(raw)
+    if sys.byteorder != "little":  # pragma: no cover
+        flat.byteswap()
+    refs = dict(zip(flat[0::2], flat[1::2], strict=True))
+    if (refs and (max(refs) + 1) * PAGE > length) or any(c == 0 for c in refs.values()):
+        raise SnapshotFormatError(f"{name}: damaged frame table")
+    return refs
+
+
+def _check_origin(meta: dict[str, Any], name: str) -> None:
+    if meta.get("cove") != __version__:
+        raise SnapshotFormatError(f"{name}: made by cove {meta.get('cove')}; this is cove "
+                                  f"{__version__}")
+    py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if meta.get("python") != py:
+        raise SnapshotFormatError(f"{name}: made under Python {meta.get('python')}; this is "
+                                  f"Python {py}")
+
+
+def _page_up(n: int) -> int:
+    return (n + PAGE - 1) & ~(PAGE - 1)
+
+
+def _runs(refs: dict[int, int]) -> list[tuple[int, int]]:
+    """Consecutive frames in use as [start, end) runs."""
+    out: list[tuple[int, int]] = []
+    for f in sorted(refs):
+        if out and out[-1][1] == f:
+            out[-1] = (out[-1][0], f + 1)
+        else:
+            out.append((f, f + 1))
+    return out
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+# --- capture ------------------------------------------------------------------------------
+def capture(sb: Sandbox, live: Live | None) -> Snapshot:
+    """Snapshot ``sb`` with ``live`` paused (or no guest)."""
+    from cove import snapstate
+
+    k = live.kernel if live is not None else None
+    if k is not None and (k.init is None or not k.init.alive):
+        k, live = None, None
+    meta: dict[str, Any] = {
+        "format": FORMAT, "cove": __version__,
+        "python": f"{sys.version_info[0]}.{sys.version_info[1]}",
+        "memory": sb.memory, "hostname": sb.hostname, "has_guest": k is not None,
+        "rootfs": sb.rootfs, "cwd": sb.cwd, "user": list(sb.user), "env": sb.env,
+        "host_functions": {}, "monotonic": time.monotonic(), "wall": time.time(),
+        "image_length": 0,
+    }
+    refs: dict[int, int] = {}
+    if k is not None:
+        assert live is not None
+        refs = snapstate.frame_refs(k)
+        for f, n in refs.items():
+            held = live.phys.refcount(f)
+            if held != n:
+                raise SnapshotError(f"guest memory accounting mismatch at frame {f:#x}: the "
+                                    f"North holds {n} references, the allocator {held}")
+        caps = k.platform.capabilities
+        meta.update(name=live.name, platform=k.platform.name, xsave_size=caps.xsave_size,
+                    xcr0=caps.xcr0, image_length=(max(refs, default=-1) + 1) * PAGE)
+        if sb.host_functions is not None:
+            meta["host_functions"] = {n: [list(p), r] for n, (p, r)
+                                      in sb.host_functions.signatures().items()}
+    try:
+        state = snapstate.dump(snapstate.CaptureInfo(k, sb.vfs,
+                                                     live.slots if live is not None else {}))
+    except snapstate.StateError as e:
+        raise SnapshotError(str(e)) from None
+    image_fd = _write_image(live.phys, refs, meta["image_length"]) if k is not None else None
+    return Snapshot(meta, refs, state, image_fd, 0)
+
+
+def _write_image(phys: Any, refs: dict[int, int], length: int) -> int:
+    """A sealed memfd with the frames in use at their physical offsets."""
+    fd = os.memfd_create("cove-snapshot", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, length)
+        mem = phys.mem
+        for a, b in _runs(refs):
+            chunk = mem[a * PAGE:b * PAGE]
+            _pwrite_all(fd, chunk, a * PAGE)
+            chunk.release()
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# --- restore ------------------------------------------------------------------------------
+def check_host_functions(snap: Snapshot, hf: HostFunctions | None) -> None:
+    """The restoring side must offer every function the snapshot records,
+    with the same signature (extra functions are fine)."""
+    from cove.hostfuncs import format_signature
+
+    have = hf.signatures() if hf is not None else {}
+    for name, sig in snap.host_functions.items():
+        mine = have.get(name)
+        if mine is None:
+            raise SnapshotHostFunctionMismatch(
+                name, f"host function {name!r} (recorded in the snapshot as "
+                      f"{format_signature(name, sig)}) is missing")
+        if mine != sig:
+            raise SnapshotHostFunctionMismatch(
+                name, f"host function {name!r} is {format_signature(name, mine)} here but "
+                      f"{format_signature(name, sig)} in the snapshot")
+
+
+def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live | None]:
+    """Build the snapshot's VFS and (if it has one) its live guest."""
+    from cove import snapstate
+    from cove.guestproc import Live
+    from cove.kernel.hostio import HostStdio
+    from cove.kernel.physmem import PhysMem
+    from cove.kernel.sched import TIMESLICE
+    from cove.platform.base import select_platform
+
+    if not snap.has_guest:
+        try:
+            root = snapstate.load(snap.state, None)
+        except snapstate.StateError as e:
+            raise SnapshotError(str(e)) from None
+        return root["vfs"], None
+    assert snap.image_fd is not None or not snap.image_length
+    private = sb.config.platform in ("auto", "kvm")  # kvm maps the image copy-on-write
+    if snap.image_fd is not None:
+        phys = PhysMem.from_image(snap.image_fd, snap.memory, snap.image_offset,
+                                  snap.image_length, private=private)
+    else:
+        phys = PhysMem(snap.memory)
+    live: Live | None = None
+    try:
+        phys.adopt(snap.refs)
+        platform = select_platform(sb.config.platform, physmem=phys)
+        caps = platform.capabilities
+        if (caps.xsave_size, caps.xcr0) != (snap.meta["xsave_size"], snap.meta["xcr0"]):
+            platform.close()
+            raise SnapshotError(
+                f"the snapshot was taken on a CPU with XSAVE features {snap.meta['xcr0']:#x} "
+                f"({snap.meta['xsave_size']} bytes); this one has {caps.xcr0:#x} "
+                f"({caps.xsave_size} bytes)")
+        hs = HostStdio.__new__(HostStdio)
+        HostStdio.__init__(hs, None)  # type: ignore[arg-type]  # its kernel comes below
+        pending: list[tuple[Any, int, int]] = []
+
+        def make_hostfile(slot: int, flags: int) -> Any:
+            from cove.kernel.hostfile import HostFile
+
+            obj = HostFile.__new__(HostFile)
+            pending.append((obj, slot, flags))
+            return obj
+
+        env = snapstate.RestoreEnv(platform, phys, make_hostfile, hs)
+        try:
+            root = snapstate.load(snap.state, env)
+        except snapstate.StateError as e:
+            platform.close()
+            raise SnapshotError(str(e)) from None
+        k = root["kernel"]
+        k.platform, k.phys = platform, phys
+        k.cpu = platform.cpu()
+        k.cpu.set_timeslice(TIMESLICE)
+        k.trace = None
+        live = Live(k, phys, str(snap.meta.get("name", "guest")))
+        if sb.config.trace:
+            live.trace = k.trace = open(sb.config.trace, "w")
+        for mm in snapstate.memory_maps(k):
+            _remap(mm)
+        snapstate.kernel_tables(root["side"], k)
+        snapstate.rebase_monotonic(k, root["side"], time.monotonic() - snap.meta["monotonic"])
+        k.boot_time = time.time() - (time.monotonic() - k.boot_monotonic)
+        hs.kernel = k
+        live.slots = _bind_stdio(hs, pending, stdio)
+        _wake_host_waiters(k)
+        if sb.host_functions is not None:
+            sb.host_functions.attach(k)
+        procfs = getattr(root["vfs"], "procfs", None)
+        if procfs is not None:
+            procfs.kernel = k
+        live.stdio = stdio
+        stdio.attached()
+        return root["vfs"], live
+    except BaseException:
+        if live is not None:
+            live.stdio = None
+            live.close()
+        else:
+            phys.close()
+        raise
+
+
+def _remap(mm: Any) -> None:
+    """Fill a new address space from the North's map: every frame it holds,
+    with its VMA's protection (read-only while copy-on-write)."""
+    import bisect
+
+    from cove.abi import flags as F
+
+    space = mm.space
+    starts = [v.start >> 12 for v in mm.vmas]
+    run_vpn = -2
+    run_frames: list[int] = []
+    run_prot = -1
+    for vpn in sorted(mm.frames):
+        i = bisect.bisect_right(starts, vpn) - 1
+        if i < 0 or (mm.vmas[i].end >> 12) <= vpn:
+            continue  # a frame outside every VMA: nothing maps it
+        prot = mm.vmas[i].prot & (F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC)
+        if not prot:
+            continue
+        if vpn in mm.cow:
+            prot &= ~F.PROT_WRITE
+        if vpn == run_vpn + len(run_frames) and prot == run_prot:
+            run_frames.append(mm.frames[vpn])
+            continue
+        if run_frames:
+            space.map_range(run_vpn << 12, run_frames, run_prot)
+        run_vpn, run_frames, run_prot = vpn, [mm.frames[vpn]], prot
+    if run_frames:
+        space.map_range(run_vpn << 12, run_frames, run_prot)
+    space.flush()
+
+
+def _bind_stdio(hs: Any, pending: list[tuple[Any, int, int]], stdio: Stdio) -> dict[int, int]:
+    """Turn each restored stdio file into a file over the restoring side's fd
+    for its slot (the object keeps its identity: fd tables still hold it)."""
+    from cove.fs.file import O_ACCMODE
+
+    slots: dict[int, int] = {}
+    for obj, slot, flags in pending:
+        fd = stdio.fds[slot]
+        real = hs.wrap(fd)
+        if real is None:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                real = hs.wrap(null)
+            finally:
+                os.close(null)
+        obj.__class__ = type(real)
+        obj.__dict__.update(real.__dict__)
+        obj.flags = (real.flags & O_ACCMODE) | (flags & ~O_ACCMODE)
+        slots[real.fd] = slot
+    return slots
+
+
+def _wake_host_waiters(k: Any) -> None:
+    """Threads that slept on a host fd re-run their call (on the new fds)."""
+    for t in list(k.tasks.values()):
+        b = t.blocked_on
+        if b is not None and b.host_fd is not None and t.blocked_call is not None:
+            k.sched.wake(t)
+
+
+def restore_into(sb: Sandbox, snap: Snapshot, stdio: Stdio) -> None:
+    """``Sandbox.restore``: checks first (nothing changes if they fail), then
+    the old guest goes; a failure after that leaves the sandbox Unrecoverable."""
+    try:
+        check_host_functions(snap, sb.host_functions)
+    except BaseException:
+        stdio.close()
+        raise
+    sb._drop_live()
+    try:
+        vfs, live = _materialize(snap, sb, stdio)
+    except BaseException as e:
+        stdio.close()
+        sb._state = SandboxState.UNRECOVERABLE
+        sb._why = f"restore failed: {e}"
+        if isinstance(e, SnapshotError):
+            raise
+        raise SnapshotError(f"restore failed: {e}") from e
+    if live is None:
+        stdio.close()
+    _adopt(sb, snap, vfs, live)
+
+
+def _adopt(sb: Sandbox, snap: Snapshot, vfs: Any, live: Live | None) -> None:
+    sb.vfs = vfs
+    sb._live = live
+    sb.memory = snap.memory
+    sb.hostname = snap.hostname
+    meta = snap.meta
+    sb.rootfs, sb.cwd = meta["rootfs"], meta["cwd"]
+    sb.user = (int(meta["user"][0]), int(meta["user"][1]))
+    sb.env = dict(meta["env"])
+    sb._state = SandboxState.READY
+    sb._why = ""
+
+
+def sandbox_from(cls: type[Sandbox], snap: Snapshot, hf: HostFunctions | None,
+                 config: SandboxConfig | None, stdio: Stdio) -> Sandbox:
+    """``Sandbox.from_snapshot``."""
+    config = config if config is not None else SandboxConfig()
+    try:
+        if config.memory is not None and parse_memory(config.memory) != snap.memory:
+            raise SnapshotLayoutConflict(
+                f"memory {config.memory} conflicts with the snapshot's {snap.memory >> 20}M; "
+                "the snapshot decides layout (leave memory unset)")
+        if config.hostname is not None and config.hostname != snap.hostname:
+            raise SnapshotLayoutConflict(
+                f"hostname {config.hostname!r} conflicts with the snapshot's "
+                f"{snap.hostname!r}; the snapshot decides layout (leave hostname unset)")
+        check_host_functions(snap, hf)
+    except BaseException:
+        stdio.close()
+        raise
+    sb = cls.__new__(cls)
+    sb.__init__(rootfs=snap.meta["rootfs"], config=config, host_functions=hf,  # type: ignore[misc]
+                vfs=_PLACEHOLDER_VFS)
+    try:
+        vfs, live = _materialize(snap, sb, stdio)
+    except BaseException as e:
+        stdio.close()
+        if isinstance(e, SnapshotError):
+            raise
+        raise SnapshotError(f"from_snapshot failed: {e}") from e
+    if live is None:
+        stdio.close()
+    _adopt(sb, snap, vfs, live)
+    return sb
+
+
+_PLACEHOLDER_VFS: Any = object()  # replaced by the snapshot's before the sandbox is used
