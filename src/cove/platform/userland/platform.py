@@ -138,8 +138,8 @@ class UserlandPlatform:
         self.pinned_cpu = -1
         self._pinned_threads: dict[int, set[int]] = {}  # host tid -> its affinity before
         try:
-            self.anchor = self.tracer.call(StubProcess, self.stub_path, physmem, self.tracer,
-                                           None, True)
+            self.anchor = self.tracer.call(StubProcess.spawn, self.stub_path, physmem,
+                                           self.tracer, self.filter)
             self.tracer.start_waiter(self.anchor.pid)
             self.tracer.call(self._probe_fpu)
         except BaseException:
@@ -211,8 +211,10 @@ class UserlandPlatform:
 
     # --- processes ------------------------------------------------------------------
     def new_process(self) -> StubProcess:
-        proc = self.tracer.call(StubProcess, self.stub_path, self.physmem, self.tracer,
-                                self.filter)
+        anchor = self.anchor
+        if anchor is None or not anchor.alive:
+            raise PlatformError("the userland platform is closed (or its template stub died)")
+        proc = self.tracer.call(anchor.fork)
         self._procs.add(proc)
         return proc
 

@@ -78,34 +78,70 @@ def _high_dup(fd: int) -> int:
 
 
 class StubProcess:
-    """One stub process (see module doc)."""
+    """One stub process (see module doc). The first is spawned from the stub
+    program (``spawn``) and serves as the template: every guest address
+    space is a fork of it (``fork``), which shares its namespaces and
+    settings and costs a few stops instead of an exec and namespace setup."""
 
-    def __init__(self, path: str, phys: PhysMem, tracer: Tracer, filter_prog: bytes | None,
-                 anchor: bool = False) -> None:
+    def __init__(self, phys: PhysMem, tracer: Tracer) -> None:
         self.phys = phys
         self.tracer = tracer
         self.threads: dict[int, StubThread] = {}
         self.idle: list[StubThread] = []  # stopped threads with no context
         self.orphans: list[StubThread] = []  # threads whose context was dropped
         self.alive = False
+        self.pid = -1
+        self.pidfd = -1
         self.mailbox = -1
+        self.own_mailbox = False
         self.altstack: list[int] = []
+        self.defences = 0
+        self._new_tid = 0
         self._regs = S.user_regs_struct()
         self._regs_addr = ctypes.addressof(self._regs)
         self.template = S.user_regs_struct()
-        self.pid = self._spawn(path, tracer.pgid if not anchor else 0)
+
+    @classmethod
+    def spawn(cls, path: str, phys: PhysMem, tracer: Tracer, filter_prog: bytes) -> StubProcess:
+        """Start the stub program (it leads a new process group) and set it up."""
+        self = cls(phys, tracer)
+        self.pid = self._spawn(path)
         self.pidfd = S.pidfd_open(self.pid)
         self.alive = True
         try:
             self._first_stop()
-            if not anchor:
-                self._setup(filter_prog or b"")
+            self._setup(filter_prog)
         except BaseException:
             self.kill()
             raise
+        return self
+
+    def fork(self) -> StubProcess:
+        """A new stub process: a fork of this one with its own mailbox and
+        altstack frames (nothing of one guest process is visible to another)."""
+        child = StubProcess(self.phys, self.tracer)
+        self._new_tid = 0
+        pid = self.inject(NR_clone, signal.SIGCHLD, 0, 0, 0, 0)  # fork(): no shared memory
+        if pid <= 0 or pid != self._new_tid:
+            raise PlatformError(f"stub fork failed: {pid}")
+        child.pid = pid
+        child.alive = True
+        try:
+            child.pidfd = S.pidfd_open(pid)
+            st = self.tracer.wait(pid)
+            if not (os.WIFSTOPPED(st) and st >> 16 == S.PTRACE_EVENT_STOP):
+                raise PlatformError(f"forked stub {pid}: {_status(st)}")
+            ctypes.memmove(ctypes.addressof(child.template), ctypes.addressof(self.template),
+                           _REGS_SIZE)
+            child.defences = self.defences
+            child._own_pages(self.mailbox)
+        except BaseException:
+            child.kill()
+            raise
+        return child
 
     # --- birth ------------------------------------------------------------------
-    def _spawn(self, path: str, pgid: int) -> int:
+    def _spawn(self, path: str) -> int:
         r, w = os.pipe()
         mem, rd = _high_dup(self.phys.fd), _high_dup(r)
         os.close(r)
@@ -113,7 +149,7 @@ class StubProcess:
             pid = os.posix_spawn(
                 path, ["cove-stub"], {},
                 file_actions=[(os.POSIX_SPAWN_DUP2, mem, 3), (os.POSIX_SPAWN_DUP2, rd, 4)],
-                setpgroup=pgid, setsigdef=_SIGNALS, setsigmask=(),
+                setpgroup=0, setsigdef=_SIGNALS, setsigmask=(),
             )  # fmt: skip
         except OSError as e:
             os.close(w)
@@ -121,7 +157,8 @@ class StubProcess:
         finally:
             os.close(mem)
             os.close(rd)
-        opts = S.PTRACE_O_TRACECLONE | S.PTRACE_O_TRACESECCOMP | S.PTRACE_O_EXITKILL
+        opts = (S.PTRACE_O_TRACECLONE | S.PTRACE_O_TRACEFORK | S.PTRACE_O_TRACESECCOMP
+                | S.PTRACE_O_EXITKILL)
         if S.raw_ptrace(S.PTRACE_SEIZE, pid, 0, opts) < 0:
             e = S.errno()
             os.kill(pid, signal.SIGKILL)
@@ -152,26 +189,50 @@ class StubProcess:
         if len(filter_prog) // 8 > L.FILTER_MAX:
             raise PlatformError("guest seccomp filter too long for the mailbox")
         self.mailbox = self.phys.alloc()
+        self.own_mailbox = True
         base = self.mailbox << 12
-        self.phys.write(base + L.FILTER_OFF, filter_prog)
+        mem = self.phys.mem
+        mem[base + L.FILTER_OFF:base + L.FILTER_OFF + len(filter_prog)] = filter_prog
         # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
-        struct.pack_into("<QQ", self.phys.mem, base + L.FPROG_OFF, len(filter_prog) // 8,
+        struct.pack_into("<QQ", mem, base + L.FPROG_OFF, len(filter_prog) // 8,
                          L.MAILBOX + L.FILTER_OFF)
         # struct kernel_sigaction { handler, flags, restorer, mask }
-        struct.pack_into("<QQQQ", self.phys.mem, base + L.SIGACT_OFF, L.FAULT_HANDLER,
+        struct.pack_into("<QQQQ", mem, base + L.SIGACT_OFF, L.FAULT_HANDLER,
                          L.SA_SIGINFO | L.SA_ONSTACK | L.SA_RESTORER | L.SA_NODEFER,
                          L.FAULT_HANDLER, 0)
         # stack_t { ss_sp, ss_flags, ss_size }
-        struct.pack_into("<QiiQ", self.phys.mem, base + L.STACK_T_OFF, L.ALTSTACK, 0, 0,
-                         L.ALTSTACK_SIZE)
+        struct.pack_into("<QiiQ", mem, base + L.STACK_T_OFF, L.ALTSTACK, 0, 0, L.ALTSTACK_SIZE)
         self.inject(NR_mmap, L.MAILBOX, 4096, 1, 0x11, 3, base, expect=L.MAILBOX)  # R, SHARED|FIXED
         self.altstack = [self.phys.alloc() for _ in range(L.ALTSTACK_SIZE >> 12)]
         for i, f in enumerate(self.altstack):
             va = L.ALTSTACK + (i << 12)
             self.inject(NR_mmap, va, 4096, 3, 0x11, 3, f << 12, expect=va)  # RW, SHARED|FIXED
-        self.inject(NR_rt_sigaction, 11, L.MAILBOX + L.SIGACT_OFF, 0, 8, expect=0)
+        self.inject(NR_rt_sigaction, signal.SIGSEGV, L.MAILBOX + L.SIGACT_OFF, 0, 8, expect=0)
+        # Forks of this template are reaped by the host as soon as we have
+        # seen them exit: SIGCHLD ignored (SIG_IGN; written in the batch area,
+        # which is scratch space).
+        struct.pack_into("<QQQQ", mem, base + L.BATCH_OFF, 1, 0, 0, 0)
+        self.inject(NR_rt_sigaction, signal.SIGCHLD, L.MAILBOX + L.BATCH_OFF, 0, 8, expect=0)
         # Everything but the stub's own pages goes: this binary, stack, vdso, vvar.
         self.inject(NR_munmap, L.RESERVED_END, L.TASK_SIZE - L.RESERVED_END, expect=0)
+
+    def _own_pages(self, template_mailbox: int) -> None:
+        """Right after a fork: give this process its own mailbox (a copy of the
+        template's head: filter, sigaction, stack_t) and altstack frames. The
+        batch is read from the template's mailbox, still mapped here, and
+        replaces it last."""
+        self.mailbox = template_mailbox
+        new = self.phys.alloc()
+        head = template_mailbox << 12
+        self.phys.mem[new << 12:(new << 12) + L.BATCH_OFF] = self.phys.mem[head:head + L.BATCH_OFF]
+        self.altstack = [self.phys.alloc() for _ in range(L.ALTSTACK_SIZE >> 12)]
+        ops = [(NR_mmap, L.ALTSTACK + (i << 12), 4096, 3, 0x11, 3, f << 12)
+               for i, f in enumerate(self.altstack)]
+        ops.append((NR_mmap, L.MAILBOX, 4096, 1, 0x11, 3, new << 12))
+        try:
+            self.batch(ops)
+        finally:
+            self.mailbox, self.own_mailbox = new, True
 
     # --- the injector -----------------------------------------------------------
     def _run_injector(self) -> S.user_regs_struct:
@@ -181,7 +242,7 @@ class StubProcess:
         S.ptrace(S.PTRACE_CONT, pid, 0, 0)
         while True:
             st = self.tracer.wait(pid)
-            if os.WIFSTOPPED(st) and st >> 16 == S.PTRACE_EVENT_CLONE:
+            if os.WIFSTOPPED(st) and st >> 16 in (S.PTRACE_EVENT_CLONE, S.PTRACE_EVENT_FORK):
                 msg = ctypes.c_ulong()
                 S.ptrace(S.PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(msg))
                 self._new_tid = msg.value
@@ -301,12 +362,14 @@ class StubProcess:
         self.threads.clear()
         self.idle.clear()
         self.orphans.clear()
-        os.close(self.pidfd)
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
         self.pid = -1
         self.alive = False
-        if self.mailbox >= 0:
+        if self.mailbox >= 0 and self.own_mailbox:
             self.phys.unref(self.mailbox)
-            self.mailbox = -1
+        self.mailbox = -1
         for f in self.altstack:
             self.phys.unref(f)
         self.altstack = []
