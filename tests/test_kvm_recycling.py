@@ -106,3 +106,23 @@ def platform():
     yield p
     p.close()
     pm.close()
+
+
+def test_runs_across_page_table_boundaries_and_holes(platform) -> None:
+    # map_range/unmap/protect walk page tables 2 MiB at a time: runs that cross
+    # a table boundary, and ranges over tables that do not exist.
+    pm = platform.physmem
+    a = platform.create_address_space()
+    base = 0x7F00_001F_E000  # 2 pages below a 2 MiB boundary
+    frames = [pm.alloc() for _ in range(6)]
+    a.map_range(base, frames, RW)
+    far = 0x7F40_0000_0000
+    a.map(far, pm.alloc(), RO)
+    for k, f in enumerate(frames):
+        assert a.lookup(base + 0x1000 * k) == (f, RW)
+    a.protect(base - 0x40_0000, 0x80_0000, RO)  # from a table-less region onwards
+    assert [a.lookup(base + 0x1000 * k)[1] for k in range(6)] == [RO] * 6
+    got = a.unmap(base + 0x1000, far + 0x1000 - (base + 0x1000))
+    assert got[:5] == frames[1:] and len(got) == 6
+    assert a.lookup(base) == (frames[0], RO) and a.lookup(far) is None
+    a.destroy()

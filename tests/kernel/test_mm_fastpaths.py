@@ -152,3 +152,49 @@ def test_release_without_unmap_frees_every_frame(phys):
     m2.mmap(0, 8 * PAGE_SIZE, RW, ANON | F.MAP_POPULATE)
     m2.release()
     assert s2.pages == {}
+
+
+def test_munmap_of_a_huge_sparse_mapping_unmaps_runs_only(phys):
+    s = RangeSpace()
+    s.unmaps: list[tuple[int, int]] = []
+    orig = s.unmap
+
+    def unmap(vaddr: int, length: int) -> list[int]:
+        s.unmaps.append((vaddr, length // PAGE_SIZE))
+        return orig(vaddr, length)
+
+    s.unmap = unmap  # type: ignore[method-assign]
+    m = MemoryMap(phys, s)
+    a = m.mmap(0, 1 << 40, RW, ANON | F.MAP_NORESERVE)  # 2**28 pages: never walked
+    for off in (0, PAGE_SIZE, 5 << 30):
+        m.write(a + off, b"x")
+    used = phys.frames_in_use
+    n = m.resident_pages()
+    m.madvise(a, 2 * PAGE_SIZE, F.MADV_DONTNEED)
+    assert m.read(a, 1) == b"\0"
+    m.munmap(a, 1 << 40)
+    assert m.resident_pages() == 0 and phys.frames_in_use == used - n
+    assert all(length <= 16 for _, length in s.unmaps)  # runs of present pages only
+    assert s.pages == {}
+
+
+def test_mprotect_in_runs_keeps_cow_pages_read_only(phys):
+    m = MemoryMap(phys, RangeSpace())
+    a = m.mmap(0, 6 * PAGE_SIZE, RW, ANON | F.MAP_POPULATE)
+    c = m.fork(FakeSpace())
+    m.write(a + 2 * PAGE_SIZE, b"x")  # page 2 private again, the rest copy-on-write
+    m.madvise(a + 4 * PAGE_SIZE, PAGE_SIZE, F.MADV_DONTNEED)  # a hole: absent until touched
+    m.space.calls.clear()
+    rwx = RW | F.PROT_EXEC
+    m.mprotect(a, 6 * PAGE_SIZE, rwx)
+    prots = [m.space.pages[a + k * PAGE_SIZE][1] for k in (0, 1, 2, 3, 5)]
+    assert prots == [F.PROT_READ | F.PROT_EXEC] * 2 + [rwx] + [F.PROT_READ | F.PROT_EXEC] * 2
+    assert a + 4 * PAGE_SIZE not in m.space.pages
+    assert len(m.space.calls) == 4  # runs: pages 0-1, 2, 3, 5
+    m.mprotect(a, 6 * PAGE_SIZE, F.PROT_NONE)
+    assert m.space.pages == {}
+    m.mprotect(a, 6 * PAGE_SIZE, RW)
+    assert m.space.pages[a + 2 * PAGE_SIZE] == (m.frames[(a >> 12) + 2], RW)
+    assert m.space.pages[a][1] == F.PROT_READ
+    assert m.read(a + 2 * PAGE_SIZE, 1) == b"x"
+    c.release()

@@ -329,6 +329,35 @@ class MemoryMap:
             self._populate_run(vma, vpn, run - vpn)
             vpn = run
 
+    def _present(self, lo: int, hi: int) -> list[int]:
+        """The vpns in ``[lo, hi)`` that have a frame, in order (a huge, sparse
+        range is not walked page by page)."""
+        frames = self.frames
+        if hi - lo <= len(frames):
+            return [vpn for vpn in range(lo, hi) if vpn in frames]
+        return sorted(vpn for vpn in frames if lo <= vpn < hi)
+
+    def _drop_range(self, lo: int, hi: int, shared: SharedObject | None = None,
+                    vma: VMA | None = None) -> None:
+        """Drop every page of ``[lo, hi)``: one ``unmap`` per run of present
+        pages; a shared mapping's pages are written back first."""
+        frames, cow, hot, space = self.frames, self.cow, self.hot, self.space
+        run_start = run_end = -1
+        for vpn in self._present(lo, hi):
+            if shared is not None and vma is not None:
+                shared.writeback(vma.pgoff(vpn << PAGE_SHIFT), 1)
+            if vpn != run_end:
+                if run_end >= 0:
+                    space.unmap(run_start << PAGE_SHIFT, (run_end - run_start) << PAGE_SHIFT)
+                run_start = vpn
+            run_end = vpn + 1
+            frame = frames.pop(vpn)
+            cow.discard(vpn)
+            hot.pop(vpn, None)
+            self._unref(frame)
+        if run_end >= 0:
+            space.unmap(run_start << PAGE_SHIFT, (run_end - run_start) << PAGE_SHIFT)
+
     def _drop_page(self, vpn: int) -> None:
         frame = self.frames.pop(vpn, None)
         if frame is None:
@@ -530,10 +559,7 @@ class MemoryMap:
             raise Errno(E.EINVAL)
         for v in self._carve(addr, end):
             self.vmas.remove(v)
-            for vpn in range(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT):
-                if v.shared is not None and vpn in self.frames:
-                    v.shared.writeback(v.pgoff(vpn << PAGE_SHIFT), 1)
-                self._drop_page(vpn)
+            self._drop_range(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT, v.shared, v)
             if v.shared is not None:
                 v.shared.drop()
         self.space.flush()
@@ -569,16 +595,23 @@ class MemoryMap:
         if cursor < end:
             raise Errno(E.ENOMEM)
         prot &= F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC
+        frames, cow, space = self.frames, self.cow, self.space
         for v in self._carve(addr, end):
             v.prot = prot
-            for vpn in range(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT):
-                frame = self.frames.get(vpn)
-                if frame is None:
-                    continue
-                if prot:
-                    self.space.map(vpn << PAGE_SHIFT, frame, self._hw_prot(prot, vpn in self.cow))
-                else:
-                    self.space.unmap(vpn << PAGE_SHIFT, PAGE_SIZE)
+            run: list[int] = []  # frames from vpn ``start``, all to get ``rprot``
+            start = rprot = -1
+            for vpn in [*self._present(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT), -1]:
+                hw = (prot & ~F.PROT_WRITE if vpn in cow else prot) if vpn >= 0 else -1
+                if run and (vpn != start + len(run) or hw != rprot):
+                    if rprot:
+                        _map_run(space, start << PAGE_SHIFT, run, rprot)
+                    else:
+                        space.unmap(start << PAGE_SHIFT, len(run) << PAGE_SHIFT)
+                    run = []
+                if vpn >= 0:
+                    if not run:
+                        start, rprot = vpn, hw
+                    run.append(frames[vpn])
         self.space.flush()
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
@@ -590,9 +623,8 @@ class MemoryMap:
                 raise Errno(E.ENOMEM)
             for v in self._overlapping(addr, end):
                 lo, hi = max(v.start, addr), min(v.end, end)
-                for vpn in range(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT):
-                    # Private pages refault as zero/file content; shared ones keep theirs.
-                    self._drop_page(vpn)
+                # Private pages refault as zero/file content; shared ones keep theirs.
+                self._drop_range(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT)
             self.space.flush()
         elif advice in (F.MADV_REMOVE,):
             raise Errno(E.EOPNOTSUPP)

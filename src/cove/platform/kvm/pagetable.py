@@ -28,6 +28,8 @@ from cove.abi.errno import E, Errno
 from cove.platform.base import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, USER_ADDRESS_LIMIT
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from cove.kernel.physmem import PhysMem
     from cove.platform.kvm.tablepool import TablePool
 
@@ -172,51 +174,72 @@ class KvmAddressSpace:
         self._check(vaddr, len(frames) * PAGE)
         nframes = self._pm.nframes
         q = self._q
+        bits = pte_for(0, prot)
         stale: list[int] = []
-        for n, frame in enumerate(frames):
+        i = -1
+        va = vaddr
+        for frame in frames:
             if not 0 <= frame < nframes:
                 raise ValueError(f"frame {frame:#x} outside guest memory")
-            i = self._leaf(vaddr + n * PAGE, True)
+            # Consecutive pages share a page table up to each 2 MiB boundary.
+            i = self._leaf(va, True) if i < 0 or not va & 0x1FFFFF else i + 1
             old = q[i]
-            new = pte_for(frame, prot)
+            new = (frame << 12) | bits
             q[i] = new
-            if _narrows(old, new):
+            if old & P and _narrows(old, new):
                 stale.append((old & ADDR) >> 12)
+            va += PAGE
         self._shoot(stale)
+
+    def _spans(self, vaddr: int, length: int) -> Iterator[tuple[int, int]]:
+        """(first index into ``q``, page count) for each 2 MiB-aligned piece of
+        the range that has a page table; pieces without one hold no mapping."""
+        q, root = self._q, self._pt.root
+        end = vaddr + length
+        va = vaddr
+        while va < end:
+            t = root
+            for shift in (39, 30, 21):
+                e = q[(t << 9) | ((va >> shift) & 511)]
+                if not e & P:  # nothing below: skip all this entry covers
+                    va = ((va >> shift) + 1) << shift
+                    break
+                t = (e & ADDR) >> 12
+            else:
+                stop = min(end, (va | 0x1FFFFF) + 1)
+                yield (t << 9) | ((va >> 12) & 511), (stop - va) >> 12
+                va = stop
 
     def unmap(self, vaddr: int, length: int) -> list[int]:
         self._check(vaddr, length)
         q = self._q
         out: list[int] = []
         stale: list[int] = []
-        for va in range(vaddr, vaddr + length, PAGE):
-            i = self._leaf(va, False)
-            if i < 0:
-                continue
-            old = q[i]
-            if old & (P | HELD):
-                q[i] = 0
-                f = (old & ADDR) >> 12
-                out.append(f)
-                if old & P:
-                    stale.append(f)
+        for first, count in self._spans(vaddr, length):
+            for i in range(first, first + count):
+                old = q[i]
+                if old & (P | HELD):
+                    q[i] = 0
+                    f = (old & ADDR) >> 12
+                    out.append(f)
+                    if old & P:
+                        stale.append(f)
         self._shoot(stale)
         return out
 
     def protect(self, vaddr: int, length: int, prot: int) -> None:
         self._check(vaddr, length)
         q = self._q
+        bits = pte_for(0, prot)
         stale: list[int] = []
-        for va in range(vaddr, vaddr + length, PAGE):
-            i = self._leaf(va, False)
-            if i < 0:
-                continue
-            old = q[i]
-            if old & (P | HELD):
-                new = pte_for((old & ADDR) >> 12, prot)
-                q[i] = new
-                if _narrows(old, new):
-                    stale.append((old & ADDR) >> 12)
+        for first, count in self._spans(vaddr, length):
+            for i in range(first, first + count):
+                old = q[i]
+                if old & (P | HELD):
+                    new = (old & ADDR) | bits
+                    q[i] = new
+                    if _narrows(old, new):
+                        stale.append((old & ADDR) >> 12)
         self._shoot(stale)
 
     def lookup(self, vaddr: int) -> tuple[int, int] | None:
