@@ -208,9 +208,14 @@ class Sandbox:
         live, self._live = self._live, None
         if live is None:
             return
-        if live.runner is not None and not live.runner.done:
-            live.runner.stop()
+        runner = live.runner
+        if runner is not None and not runner.done:
+            runner.stop()
         live.close()
+        if runner is not None and runner.status is None:
+            init = live.kernel.init  # killed by the shutdown: its process sees SIGKILL
+            runner.status = init.exit_code if init is not None and init.exit_code is not None \
+                else 9
 
     # --- program lookup ------------------------------------------------------
     def find_program(self, name: str, env_path: str = DEFAULT_PATH) -> str:

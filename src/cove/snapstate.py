@@ -58,13 +58,15 @@ class StateError(Exception):
 # --- module-level tables that hold per-sandbox state -------------------------------
 # (module, attribute, how): "task"/"process"/"kernel"/"phys" tables are
 # WeakKeyDictionaries keyed by that kind of object (phys: the guest memory);
-# "set" a WeakSet of processes; "mm_ids" the
+# "file_watchers" File -> [weakref to an epoll set]; "set" a WeakSet of processes; "mm_ids" the
 # id(MemoryMap)-keyed share counts. DERIVED tables are rebuilt on demand and skipped.
 SIDE_TABLES: tuple[tuple[str, str, str], ...] = (
     ("cove.kernel.syscalls.time", "_sleeps", "task"),
     ("cove.kernel.syscalls.signal", "_waits", "task"),
     ("cove.kernel.syscalls.futex", "_deadlines", "task"),
     ("cove.kernel.syscalls.io_poll", "_waits", "task"),
+    ("cove.kernel.syscalls.io_epoll", "_waits", "task"),
+    ("cove.kernel.epoll", "_watchers", "file_watchers"),
     ("cove.kernel.syscalls.timer", "_posix", "process"),
     ("cove.kernel.process", "_vfork_done", "process"),
     ("cove.kernel.process", "_vfork_waiting", "task"),
@@ -88,10 +90,13 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("cove.fs.mount", "_mount_ids"),
     ("cove.fs.node", "_dev_numbers"),
 )
-# Side tables whose values hold a host-monotonic deadline (rebased on restore).
+# Side tables whose values are a host-monotonic deadline, or have one in
+# ``.deadline`` (rebased on restore; 0.0 means "never sleeps" and stays).
 _MONOTONIC_TABLES = {("cove.kernel.syscalls.time", "_sleeps"),
                      ("cove.kernel.syscalls.signal", "_waits"),
                      ("cove.kernel.syscalls.futex", "_deadlines")}
+_DEADLINE_TABLES = {("cove.kernel.syscalls.io_poll", "_waits"),
+                    ("cove.kernel.syscalls.io_epoll", "_waits")}
 
 
 def _table(mod: str, attr: str) -> Any:
@@ -236,13 +241,20 @@ def new_selector() -> selectors.BaseSelector:
     return selectors.DefaultSelector()
 
 
-def restore_object(cls: type, state: dict[str, Any], setter: str) -> Any:
-    obj = cls.__new__(cls)
-    obj.__dict__.update(state)
-    hook = _SETTERS.get(setter)
-    if hook is not None:
-        hook(obj)
-    return obj
+def set_scheduler_state(s: Any, state: dict[str, Any]) -> None:
+    s.__dict__.update(state)
+    s._selector = selectors.DefaultSelector()
+
+
+def set_kernel_state(k: Any, state: dict[str, Any]) -> None:
+    k.__dict__.update(state)
+    k.futexes = _futexes_in(k.futexes)
+
+
+def set_epoll_state(ep: Any, state: dict[str, Any]) -> None:
+    items = state.pop("items")
+    ep.__dict__.update(state)
+    ep.items = {(id(item.file), item.fd): item for item in items}
 
 
 def _reduce_hostfs(fs: Any) -> Any:
@@ -293,11 +305,9 @@ def _reduce_scheduler(s: Any) -> Any:
     state["_wakeup_r"] = state["_wakeup_w"] = -1
     state["_wakeup_pending"] = False
     state["horizon"] = None
-    return (restore_object, (type(s), state, "scheduler"))
-
-
-def _scheduler_setter(s: Any) -> None:
-    s._selector = selectors.DefaultSelector()
+    # Built with its state (not from arguments), so references back to it
+    # while the state loads (tasks, timers) find the object itself.
+    return (copyreg.__newobj__, (type(s),), state, None, None, set_scheduler_state)
 
 
 def _reduce_kernel(k: Any) -> Any:
@@ -311,7 +321,7 @@ def _reduce_kernel(k: Any) -> Any:
     state["pause_when"] = None
     state["deadline"] = None
     state["_enosys_logged"] = set()
-    return (restore_object, (type(k), state, "kernel"))
+    return (copyreg.__newobj__, (type(k),), state, None, None, set_kernel_state)
 
 
 def _futexes_out(table: dict[Any, Any]) -> list[tuple[Any, ...]]:
@@ -330,12 +340,13 @@ def _futexes_in(items: list[tuple[Any, ...]]) -> dict[Any, Any]:
     return {(kind, a if kind == PHYS_SHARED else id(a), addr): q for kind, a, addr, q in items}
 
 
-def _kernel_setter(k: Any) -> None:
-    k.futexes = _futexes_in(k.futexes)
+def _reduce_epoll(ep: Any) -> Any:
+    # Its interest list is keyed by id(file): the keys are remade on load.
+    state = dict(ep.__dict__)
+    state["items"] = list(ep.items.values())
+    return (copyreg.__newobj__, (type(ep),), state, None, None, set_epoll_state)
 
 
-_SETTERS: dict[str, Callable[[Any], None]] = {"scheduler": _scheduler_setter,
-                                              "kernel": _kernel_setter}
 _MM_BY_ID: dict[int, Any] = {}  # during one capture: id(MemoryMap) -> map
 
 
@@ -353,6 +364,7 @@ def weak_set(items: list[Any]) -> weakref.WeakSet[Any]:
 
 def _dispatch() -> dict[type, Callable[[Any], Any]]:
     from cove.fs.hostfs import HostFS
+    from cove.kernel.epoll import EpollFile
     from cove.kernel.kernel import Kernel
     from cove.kernel.sched import Scheduler
 
@@ -368,6 +380,7 @@ def _dispatch() -> dict[type, Callable[[Any], Any]]:
     table[HostFS] = _reduce_hostfs
     table[Scheduler] = _reduce_scheduler
     table[Kernel] = _reduce_kernel
+    table[EpollFile] = _reduce_epoll
     return table
 
 
@@ -495,7 +508,28 @@ def _side_tables_out(k: Kernel) -> dict[tuple[str, str], Any]:
         elif how == "mm_ids":
             out[(mod, attr)] = [(_MM_BY_ID[key], n) for key, n in table.items()
                                 if key in _MM_BY_ID]
+        elif how == "file_watchers":
+            out[(mod, attr)] = [(f, [ep for r in table[f] if (ep := r()) is not None])
+                                for f in _open_files(k) if f in table]
     return out
+
+
+def _open_files(k: Kernel) -> list[Any]:
+    """Every open file description the guest can reach: its fd tables, and
+    what its epoll sets watch."""
+    seen: dict[int, Any] = {}
+    todo = []
+    for t in k.tasks.values():
+        todo.extend(t.files.files.values())
+    while todo:
+        f = todo.pop()
+        if id(f) in seen:
+            continue
+        seen[id(f)] = f
+        items = getattr(f, "items", None)
+        if isinstance(items, dict):  # an epoll set: the files it watches
+            todo.extend(i.file for i in items.values() if getattr(i, "file", None) is not None)
+    return list(seen.values())
 
 
 # --- the unpickler -----------------------------------------------------------------------
@@ -548,7 +582,13 @@ class _Unpickler(pickle.Unpickler):
         if kind in ("dead-kernel", "dead-platform"):
             return None
         if kind == "hoststdio":
-            return env.hoststdio if env is not None else None
+            if env is not None:
+                return env.hoststdio
+            # A finished run's stdio that the VFS still names (/dev/tty's opener):
+            # inert until the next run attaches its own.
+            from cove.kernel.hostio import HostStdio
+
+            return HostStdio(None)  # type: ignore[arg-type]
         if env is None:
             raise pickle.UnpicklingError("snapshot has guest state but nothing to restore it into")
         if kind == "platform":
@@ -614,6 +654,9 @@ def _side_tables_in(side: dict[tuple[str, str], Any]) -> None:
         elif how == "mm_ids":
             for mm, n in value:
                 table[id(mm)] = n
+        elif how == "file_watchers":
+            for f, eps in value:
+                table[f] = [weakref.ref(ep) for ep in eps]
 
 
 def kernel_tables(side: dict[tuple[str, str], Any], k: Kernel) -> None:
@@ -652,8 +695,9 @@ def rebase_monotonic(k: Kernel, side: dict[tuple[str, str], Any], delta: float) 
             v = table.get(task)
             if v is not None:
                 table[task] = v + delta
-    polls = _table("cove.kernel.syscalls.io_poll", "_waits")
-    for task, _ in side.get(("cove.kernel.syscalls.io_poll", "_waits"), []):
-        w = polls.get(task)
-        if w is not None and w.deadline is not None and w.deadline > 0:
-            w.deadline += delta
+    for key in _DEADLINE_TABLES:
+        table = _table(*key)
+        for task, _ in side.get(key, []):
+            w = table.get(task)
+            if w is not None and w.deadline is not None and w.deadline > 0:
+                w.deadline += delta

@@ -3,14 +3,17 @@
  * open files and their offsets, a pipe with unread bytes, a forked child
  * blocked in a read, threads asleep in futex waits (a condvar), a thread in
  * nanosleep, heap memory, a MAP_SHARED page shared with the child, signal
- * dispositions. Prints "ok" or the first "FAIL: ...". */
+ * dispositions, an epoll set and an eventfd. Prints "ok" or the first "FAIL: ...". */
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/wait.h>
@@ -60,6 +63,11 @@ int main(void) {
     int p1[2];
     CHECK(pipe(p1) == 0, "pipe");
     CHECK(write(p1[1], "buffered-data", 13) == 13, "write pipe");
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 7};
+    CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, p1[0], &ev) == 0, "epoll");
+    int efd = eventfd(5, 0);
+    CHECK(efd >= 0, "eventfd");
     /* a child asleep in a read, sharing a MAP_SHARED page */
     int p2[2], p3[2];
     CHECK(pipe(p2) == 0 && pipe(p3) == 0, "pipes");
@@ -114,6 +122,10 @@ int main(void) {
     CHECK(read(fh, more, 4) == 4, "read passwd again");
     CHECK(pread(fh, again, 8, 0) == 8 && memcmp(again, head, 4) == 0 && memcmp(again + 4, more, 4) == 0,
           "passwd offset");
+    struct epoll_event out = {0};
+    CHECK(epoll_wait(ep, &out, 1, 1000) == 1 && out.data.u64 == 7, "epoll_wait");
+    uint64_t count = 0;
+    CHECK(read(efd, &count, 8) == 8 && count == 5, "eventfd %lu", (unsigned long)count);
     memset(buf, 0, sizeof buf);
     CHECK(read(p1[0], buf, sizeof buf) == 13 && memcmp(buf, "buffered-data", 13) == 0, "pipe data: %s", buf);
     CHECK(write(p2[1], "ping", 4) == 4, "write child");
