@@ -705,3 +705,16 @@ def test_every_syscall_number_stops_in_the_supervisor(platform, assemble) -> Non
         seen.append(g.ctx.regs.rax)
         g.ctx.regs.rax = -38 & (2**64 - 1)
     assert seen == numbers
+
+
+def test_stub_cache_refuses_files_others_could_plant(tmp_path, monkeypatch) -> None:
+    from cove.platform.userland import build
+
+    monkeypatch.setenv("COVE_STUB_CACHE", str(tmp_path / "cache"))
+    good = build.stub_path()
+    assert good.parent == tmp_path / "cache" and build._ours(good)
+    good.chmod(0o777)  # writable by anyone: not trusted, rebuilt elsewhere or refused
+    assert not build._ours(good)
+    (tmp_path / "cache").chmod(0o777)
+    with pytest.raises(Exception, match="private"):
+        build._build(b"", tmp_path / "cache" / "other")

@@ -40,16 +40,38 @@ def stub_path() -> Path:
     when there is no working gcc."""
     src = SOURCE.read_bytes()
     digest = hashlib.sha256(src + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    out = cache_dir() / f"cove-stub-{digest}"
-    if out.exists():
-        return out
+    name = f"cove-stub-{digest}"
+    dirs = (cache_dir(), Path(tempfile.gettempdir()) / f"cove-{os.getuid()}")
+    for d in dirs:
+        if (d / name).exists() and _ours(d) and _ours(d / name):
+            return d / name
+    try:
+        return _build(src, dirs[0] / name)
+    except OSError:  # an unwritable cache (read-only home): a private temp dir
+        return _build(src, dirs[1] / name)
+
+
+def _ours(p: Path) -> bool:
+    """The stub is exec'd with our privileges: never run a file (or from a
+    directory) someone else could have planted or could change."""
+    try:
+        st = p.lstat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022 and not p.is_symlink()
+
+
+def _build(src: bytes, out: Path) -> Path:
     with _lock:
         if out.exists():
             return out
         gcc = shutil.which(os.environ.get("CC", "gcc"))
         if gcc is None:
             raise PlatformUnavailable("userland platform: gcc is needed to build its stub once")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _ours(out.parent):
+            raise PlatformUnavailable(f"userland platform: {out.parent} is not a private "
+                                      "directory of this user; set COVE_STUB_CACHE")
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".stub-")
         os.close(fd)
         try:
