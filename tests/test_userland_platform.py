@@ -707,13 +707,12 @@ def test_every_syscall_number_stops_in_the_supervisor(platform, assemble) -> Non
     assert seen == numbers
 
 
-def test_stub_cache_refuses_files_others_could_plant(tmp_path, monkeypatch) -> None:
+def test_stub_cache_refuses_files_others_could_plant(tmp_path) -> None:
     from cove.platform.userland import build
 
-    monkeypatch.setenv("COVE_STUB_CACHE", str(tmp_path / "cache"))
-    good = build.stub_path()
-    assert good.parent == tmp_path / "cache" and build._ours(good)
-    good.chmod(0o777)  # writable by anyone: not trusted, rebuilt elsewhere or refused
+    good = build._build(build.SOURCE.read_bytes(), tmp_path / "cache" / "stub")
+    assert build._ours(good) and build._ours(good.parent)
+    good.chmod(0o777)  # writable by anyone: never exec'd
     assert not build._ours(good)
     (tmp_path / "cache").chmod(0o777)
     with pytest.raises(Exception, match="private"):
