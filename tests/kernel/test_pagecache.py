@@ -157,14 +157,29 @@ def test_writable_mappings_and_files_without_full_stat_are_not_shared(phys):
     assert a.space.pages[pa][1] == RW
 
 
-def test_fork_shares_cached_pages_and_release_keeps_counts(phys):
+def test_fork_leaves_clean_file_pages_to_faults_in_the_child(phys):
     f = VFile(pages(4))
     a = MemoryMap(phys, FakeSpace())
     pa = a.mmap(0, 4 * PAGE_SIZE, RX, PRIV, f, 0)
     fr = a.frames[pa >> 12]
     child = a.fork(FakeSpace())
-    assert child.frames[pa >> 12] == fr and phys.refcount(fr) == 2
+    assert (pa >> 12) not in child.frames and child.space.pages == {}
+    assert child.handle_fault(pa, write=False, execute=True) is None
+    assert child.frames[pa >> 12] == fr and phys.refcount(fr) == 2  # from the cache
+    assert f.reads == 1
     a.release()
     assert cache_for(phys).owns(fr) and phys.refcount(fr) == 1
     child.release()
     assert not cache_for(phys).owns(fr) and phys.refcount(fr) == 0
+
+
+def test_fork_copies_a_modified_page_of_a_read_only_file_mapping(phys):
+    f = VFile(pages(2))
+    a = MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
+    a.mprotect(pa, PAGE_SIZE, RW)
+    a.write(pa, b"patched")
+    a.mprotect(pa, PAGE_SIZE, R)  # private data in a read-only file mapping now
+    child = a.fork(FakeSpace())
+    assert child.read(pa, 7) == b"patched"
+    assert child.read(pa + PAGE_SIZE, 1) == b"B"

@@ -757,6 +757,7 @@ class MemoryMap:
         cframes, ccow = child.frames, child.cow
         vpns = sorted(frames)
         i, nv = 0, len(vpns)
+        cached = cache_for(phys).owns
         for v in self.vmas:
             c = VMA(v.start, v.end, v.prot, v.shared, v.file, v.offset, v.name, v.file_size)
             if v.shared is not None:
@@ -767,6 +768,10 @@ class MemoryMap:
             private = v.shared is None
             cow_prot = self._hw_prot(v.prot, private)
             writable = private and bool(v.prot & F.PROT_WRITE)
+            # Clean file pages stay in the page cache while the parent maps them:
+            # the child faults in the few it touches (a fork is mostly followed
+            # by an exec), as Linux leaves file-backed ptes to faults at fork.
+            lazy = private and not writable and v.file is not None
             crun: list[int] = []  # the child's current run of frames, from cstart
             cstart, cprot = 0, 0
             prun: list[int] = []  # parent pages to write-protect, from pstart
@@ -775,6 +780,8 @@ class MemoryMap:
                 vpn = vpns[i]
                 i += 1
                 f = frames[vpn]
+                if lazy and cached(f):
+                    continue
                 prot = cow_prot
                 if writable and vpn in hot:
                     f = phys.alloc()
