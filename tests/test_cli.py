@@ -118,3 +118,10 @@ def test_sigint_stops_a_fork_bomb_cleanly():
         raise AssertionError("cove did not exit within 30 s of SIGINT") from None
     assert p.returncode == 130, err
     assert "Traceback" not in err
+
+
+@needs_kvm
+def test_verbose_names_the_platform():
+    r = cove("run", "--verbose", "--", "/bin/busybox", "true")
+    assert r.returncode == 0
+    assert "cove: platform kvm" in r.stderr

@@ -10,6 +10,10 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cove.sandbox import Sandbox
 
 EXIT_USAGE = 2
 EXIT_CANNOT_EXECUTE = 126
@@ -23,18 +27,9 @@ def _version() -> str:
     return __version__
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cove",
-        description="Run unmodified Linux x86-64 programs in a sandbox with its own "
-                    "Linux personality.")
-    p.add_argument("--version", action="version", version=f"cove {_version()}")
-    p.add_argument("--debug", action="store_true", help="log and show tracebacks")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    run = sub.add_parser("run", help="run a program in a fresh sandbox",
-                         description="Run PROGRAM in a fresh sandbox and exit with its status.")
-    run.add_argument("--platform", default="auto", choices=["auto", "kvm"],
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    """The options that describe a sandbox and its program (run, snapshot)."""
+    run.add_argument("--platform", default="auto", choices=["auto", "kvm", "userland"],
                      help="how guest instructions run (default: auto)")
     run.add_argument("--rootfs", default="host",
                      help="host (read-only host /, the default), a directory, a tar "
@@ -56,37 +51,69 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("program", metavar="PROGRAM")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
 
-    sub.add_parser("syscalls", help="print the syscall support table")
-    bench = sub.add_parser("bench", help="measure cove next to native and runsc")
-    bench.add_argument("which", nargs="?", default="syscall", choices=["syscall", "process", "all"])
-    return p
+
+class _Usage(Exception):
+    """A malformed option value (exit status 2)."""
 
 
-def _cmd_run(ns: argparse.Namespace) -> int:
-    from cove.platform.base import PlatformUnavailable
-    from cove.rootfs import MountSpec, RootfsError
-    from cove.sandbox import CoveError, ProgramNotFound, Sandbox, SandboxConfig, SandboxTimeout
+def _build_sandbox(ns: argparse.Namespace, **extra: Any) -> Sandbox:
+    """The Sandbox the run options describe (raises _Usage for bad values)."""
+    from cove.rootfs import MountSpec
+    from cove.sandbox import Sandbox, SandboxConfig
 
     env: dict[str, str] = {}
     for item in ns.env:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            return _fail(f"--env {item}: expected K=V", EXIT_USAGE)
+            raise _Usage(f"--env {item}: expected K=V")
         env[key] = value
     try:
         uid, gid = (int(x) for x in ns.user.split(":"))
     except ValueError:
-        return _fail(f"--user {ns.user}: expected UID:GID", EXIT_USAGE)
+        raise _Usage(f"--user {ns.user}: expected UID:GID") from None
+    mounts = tuple(MountSpec.parse(m) for m in ns.mount)
+    cfg = SandboxConfig(memory=ns.memory, platform=ns.platform, trace=ns.trace,
+                        debug=ns.debug, timeout=ns.timeout)
+    return Sandbox(rootfs=ns.rootfs, config=cfg, mounts=mounts, env=env, cwd=ns.cwd,
+                   user=(uid, gid), **extra)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cove",
+        description="Run unmodified Linux x86-64 programs in a sandbox with its own "
+                    "Linux personality.")
+    p.add_argument("--version", action="version", version=f"cove {_version()}")
+    p.add_argument("--debug", action="store_true", help="log and show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a program in a fresh sandbox",
+                         description="Run PROGRAM in a fresh sandbox and exit with its status.")
+    _add_run_options(run)
+    from cove.cli_snapshot import add_parsers
+
+    add_parsers(sub, _add_run_options)
+
+    sub.add_parser("syscalls", help="print the syscall support table")
+    bench = sub.add_parser("bench", help="measure cove next to native and runsc")
+    bench.add_argument("which", nargs="?", default="syscall",
+                       choices=["syscall", "process", "snapshot", "all"])
+    return p
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    from cove.platform.base import PlatformUnavailable
+    from cove.rootfs import RootfsError
+    from cove.sandbox import CoveError, ProgramNotFound, SandboxTimeout
+
     try:
-        mounts = tuple(MountSpec.parse(m) for m in ns.mount)
-        cfg = SandboxConfig(memory=ns.memory, platform=ns.platform, trace=ns.trace,
-                            debug=ns.debug, timeout=ns.timeout)
-        sb = Sandbox(rootfs=ns.rootfs, config=cfg, mounts=mounts, env=env, cwd=ns.cwd,
-                     user=(uid, gid))
+        sb = _build_sandbox(ns)
         argv = [ns.program, *ns.args]
         if ns.verbose:
-            print(f"cove: platform {ns.platform} (kvm)", file=sys.stderr)
+            logging.getLogger("cove").setLevel(logging.INFO)
         result = sb.run(argv)
+    except _Usage as e:
+        return _fail(str(e), EXIT_USAGE)
     except ProgramNotFound as e:
         return _fail(str(e), EXIT_NOT_FOUND)
     except SandboxTimeout as e:
@@ -130,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(ns)
         if ns.command == "syscalls":
             return _cmd_syscalls()
+        if ns.command in ("snapshot", "restore"):
+            from cove import cli_snapshot
+
+            return cli_snapshot.run(ns)
         if ns.command == "bench":
             from cove.bench import main as bench_main
 

@@ -22,6 +22,7 @@ snapshot brings back a whole process tree instead.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import signal
 import threading
@@ -271,6 +272,9 @@ class Sandbox:
         except BaseException:
             phys.close()
             raise
+        caps = getattr(platform, "capabilities", None)
+        logging.getLogger("cove").info("platform %s (%s)", platform.name,
+                                       getattr(caps, "syscall_path", "?"))
         kernel = Kernel(platform, self.vfs, trace=trace, hostname=self.hostname)
         live = Live(kernel, phys, os.path.basename(argv[0]))
         try:
