@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import subprocess
+import sys
 import time
 import weakref
 
@@ -338,3 +340,38 @@ def test_every_per_sandbox_side_table_is_known():
                 found.add((info.name, attr))
     assert found - known == set(), "classify these in cove.snapstate"
     assert known - found == set(), "stale entries in cove.snapstate"
+
+
+# --- the command line -----------------------------------------------------------------
+def _cove(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cove.cli", *args], input=stdin,
+                          capture_output=True, timeout=120)
+
+
+@needs_kvm
+def test_cli_warm_start_demo(tmp_path):
+    snap = str(tmp_path / "py.snap")
+    r = _cove("snapshot", "--out", snap, "--", *PY_WARM)
+    assert r.returncode == 0, r.stderr
+    # A fresh process: nothing is loaded but what the restore itself loads.
+    r = _cove("restore", snap, stdin=b'print(json.dumps({"ok": 1}))\n')
+    assert (r.returncode, r.stdout, r.stderr) == (0, b'{"ok": 1}\n', b"")
+    r = _cove("restore", snap, stdin=b"raise SystemExit(sqlite3.sqlite_version_info[0])\n")
+    assert r.returncode == 3, r.stderr
+
+
+@needs_kvm
+def test_cli_snapshot_and_restore_errors(tmp_path):
+    snap = str(tmp_path / "s.snap")
+    r = _cove("snapshot", "--out", snap, "--", BUSYBOX, "true")
+    assert r.returncode == 1 and b"before it read its stdin" in r.stderr
+    assert not os.path.exists(snap)
+    r = _cove("snapshot", "--out", snap, "--", BUSYBOX, "sh", "-c", "read x; sleep 30")
+    assert r.returncode == 0, r.stderr
+    r = _cove("restore", "--timeout", "1", snap, stdin=b"line\n")
+    assert r.returncode == 124 and b"timeout" in r.stderr
+    with open(snap, "r+b") as f:
+        f.seek(200)
+        f.write(b"\xff\xff")
+    r = _cove("restore", snap)
+    assert r.returncode == 1 and r.stderr.count(b"\n") == 1 and b"checksum" in r.stderr

@@ -614,17 +614,35 @@ class Sandbox:
 
 
 _STDIN_READS = frozenset({"read", "readv", "pread64", "preadv", "preadv2"})
+_POLLS = frozenset({"poll", "ppoll"})
+_SELECTS = frozenset({"select", "pselect6"})
+_POLLIN = 0x1
 
 
 def _reading_stdin(kernel: Kernel) -> bool:
-    """Some guest thread sleeps in a read of its fd 0."""
+    """Some guest thread sleeps waiting for its fd 0 to have data: in a read
+    of it, or in poll/select with fd 0 in the read set (shells poll first)."""
+    import struct
+
     from cove.kernel.task import State
 
     for t in kernel.tasks.values():
         call = t.blocked_call
-        if t.state is State.BLOCKED and call is not None and call[0].name in _STDIN_READS \
-                and call[1][0] & 0xFFFFFFFF == 0:
-            return True
+        if t.state is not State.BLOCKED or call is None:
+            continue
+        name, raw = call[0].name, call[1]
+        try:
+            if name in _STDIN_READS and raw[0] & 0xFFFFFFFF == 0:
+                return True
+            if name in _POLLS and 0 < raw[1] <= 1024:
+                fds = t.mm.read(raw[0], 8 * raw[1])
+                if any(fd == 0 and ev & _POLLIN for fd, ev, _ in struct.iter_unpack("<ihh", fds)):
+                    return True
+            if name in _SELECTS and raw[0] > 0 and raw[1]:
+                if t.mm.read(raw[1], 1)[0] & 1:
+                    return True
+        except Errno:
+            continue
     return False
 
 

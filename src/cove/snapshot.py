@@ -374,6 +374,9 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
             raise SnapshotError(str(e)) from None
         return root["vfs"], None
     assert snap.image_fd is not None or not snap.image_length
+    from cove.kernel.syscall import load_all
+
+    load_all()  # what Kernel() does first: every syscall family and its hooks
     private = sb.config.platform in ("auto", "kvm")  # kvm maps the image copy-on-write
     if snap.image_fd is not None:
         phys = PhysMem.from_image(snap.image_fd, snap.memory, snap.image_offset,
