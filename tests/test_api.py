@@ -125,3 +125,11 @@ def test_resume_without_a_guest_is_a_clear_error(sb):
 
     with pytest.raises(SandboxStateError, match="no guest"):
         sb.resume()
+
+
+def test_public_names_are_exported():
+    import cove
+
+    assert sorted(cove.__all__) == sorted([*cove._EXPORTS, "__version__"])
+    for name in cove._EXPORTS:
+        assert getattr(cove, name) is not None

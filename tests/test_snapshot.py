@@ -375,3 +375,25 @@ def test_cli_snapshot_and_restore_errors(tmp_path):
         f.write(b"\xff\xff")
     r = _cove("restore", snap)
     assert r.returncode == 1 and r.stderr.count(b"\n") == 1 and b"checksum" in r.stderr
+
+
+def _userland_reason() -> str | None:
+    try:
+        from cove.platform.userland import userland_unavailable_reason
+    except Exception as e:  # pragma: no cover
+        return str(e)
+    return userland_unavailable_reason()
+
+
+@pytest.mark.skipif(_userland_reason() is not None, reason=f"userland: {_userland_reason()}")
+def test_userland_guest_snapshots_are_refused_by_name():
+    from cove import Sandbox, SnapshotNotSupported
+
+    with Sandbox(config=_config(platform="userland")) as sb:
+        sb.run([BUSYBOX, "sh", "-c", "echo kept > /tmp/f"])
+        files_only = sb.snapshot()  # no guest: works on any platform
+        assert sb.warm_up([BUSYBOX, "cat"]) is None
+        with pytest.raises(SnapshotNotSupported, match="userland"):
+            sb.snapshot()
+    with Sandbox.from_snapshot(files_only, config=_config(memory=None, platform="userland")) as c:
+        assert c.run([BUSYBOX, "cat", "/tmp/f"], capture_output=True).stdout == b"kept\n"

@@ -30,6 +30,7 @@ _EXPORTS = {
     "SnapshotFormatError": "cove.snapshot",
     "SnapshotHostFunctionMismatch": "cove.snapshot",
     "SnapshotLayoutConflict": "cove.snapshot",
+    "SnapshotNotSupported": "cove.snapshot",
     "HostFunctions": "cove.hostfuncs",
 }
 
@@ -37,7 +38,8 @@ __all__ = [
     "DEVNULL", "PIPE", "CompletedRun", "CoveError", "GuestProcess", "HostFunctions",
     "ProgramNotFound", "Sandbox", "SandboxConfig", "SandboxState", "SandboxStateError",
     "SandboxTimeout", "Snapshot", "SnapshotError", "SnapshotFormatError",
-    "SnapshotHostFunctionMismatch", "SnapshotLayoutConflict", "__version__",
+    "SnapshotHostFunctionMismatch", "SnapshotLayoutConflict", "SnapshotNotSupported",
+    "__version__",
 ]
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
         SnapshotFormatError,
         SnapshotHostFunctionMismatch,
         SnapshotLayoutConflict,
+        SnapshotNotSupported,
     )
 
 

@@ -62,6 +62,14 @@ class SnapshotFormatError(SnapshotError):
     version, truncated, or its contents do not match its checksum."""
 
 
+class SnapshotNotSupported(SnapshotError):
+    """Snapshotting or restoring a guest on a platform that cannot do it yet
+    (only kvm can; files-only snapshots work everywhere). Names the platform."""
+
+
+SNAPSHOT_PLATFORMS = ("kvm",)
+
+
 class SnapshotLayoutConflict(SnapshotError):
     """``from_snapshot`` got a config that sets a layout field (memory,
     hostname) differently from the snapshot, which decides layout."""
@@ -300,6 +308,10 @@ def capture(sb: Sandbox, live: Live | None) -> Snapshot:
     refs: dict[int, int] = {}
     if k is not None:
         assert live is not None
+        if k.platform.name not in SNAPSHOT_PLATFORMS:
+            raise SnapshotNotSupported(
+                f"snapshots of a running guest need the kvm platform; this sandbox runs on "
+                f"{k.platform.name} (files-only snapshots work on any platform)")
         refs = snapstate.frame_refs(k)
         for f, n in refs.items():
             held = live.phys.refcount(f)
@@ -377,7 +389,11 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
     from cove.kernel.syscall import load_all
 
     load_all()  # what Kernel() does first: every syscall family and its hooks
-    private = sb.config.platform in ("auto", "kvm")  # kvm maps the image copy-on-write
+    platform_name = _resolve_platform(sb.config.platform)
+    if platform_name not in SNAPSHOT_PLATFORMS:
+        raise SnapshotNotSupported(f"restoring a guest needs the kvm platform, not "
+                                   f"{platform_name}")
+    private = platform_name == "kvm"  # kvm maps the image copy-on-write; others get a copy
     if snap.image_fd is not None:
         phys = PhysMem.from_image(snap.image_fd, snap.memory, snap.image_offset,
                                   snap.image_length, private=private)
@@ -386,7 +402,7 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
     live: Live | None = None
     try:
         phys.adopt(snap.refs)
-        platform = select_platform(sb.config.platform, physmem=phys)
+        platform = select_platform(platform_name, physmem=phys)
         caps = platform.capabilities
         if (caps.xsave_size, caps.xcr0) != (snap.meta["xsave_size"], snap.meta["xcr0"]):
             platform.close()
@@ -442,6 +458,15 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
         else:
             phys.close()
         raise
+
+
+def _resolve_platform(name: str) -> str:
+    """What "auto" will pick (the image is mapped differently per platform)."""
+    if name != "auto":
+        return name
+    from cove.platform.kvm import kvm_unavailable_reason
+
+    return "kvm" if kvm_unavailable_reason() is None else "userland"
 
 
 def _remap(mm: Any) -> None:
