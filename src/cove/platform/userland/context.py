@@ -111,6 +111,9 @@ class UserlandContext:
         self._fpu_live = False
 
     def sync(self) -> None:
+        """Make everything in the context current: registers a notification
+        did not carry, FS/GS bases, the FPU image (snapshots rely on this)."""
+        self.ensure_full()
         if self._thread is not None:
             self._platform.sync_context(self)
 
