@@ -51,12 +51,13 @@ class AddressSpace(Protocol):
     """What the North needs from a platform's address space (see platform/base.py).
 
     ``map_range`` and ``protect`` are used when the space has them (every
-    platform does; test doubles may not): one call per run of pages.
+    platform does; test doubles may not): one call per run of pages. ``flush``
+    is never called: the platform contract makes every change take effect by
+    itself (a kvm flush would cost a CR3 reload on the next return from a fault).
     """
 
     def map(self, vaddr: int, frame: int, prot: int) -> None: ...
     def unmap(self, vaddr: int, length: int) -> list[int]: ...
-    def flush(self) -> None: ...
 
 
 class PageSource(Protocol):
@@ -409,7 +410,6 @@ class MemoryMap:
             else:
                 self.space.map(vpn << PAGE_SHIFT, self.frames[vpn],
                                self._hw_prot(vma.prot, vpn in self.cow))
-            self.space.flush()
             return None
         if vma.file is not None and vma.shared is None:
             off = (vpn << PAGE_SHIFT) - vma.start
@@ -424,7 +424,6 @@ class MemoryMap:
         if vma.file is not None and vma.shared is None:
             end = min(end, (vma.start + page_align(vma.file_size)) >> PAGE_SHIFT)
         self._populate_range(vma, first, end)
-        self.space.flush()
         return None
 
     # --- guest memory access (EFAULT is decided here) --------------------------
@@ -443,7 +442,6 @@ class MemoryMap:
                     (vpn << PAGE_SHIFT) - vma.start >= page_align(vma.file_size)):
                 raise Errno(E.EFAULT)
             frame = self._populate(vma, vpn)
-            self.space.flush()
         elif write:
             if vma is None:
                 vma = self.find(vpn << PAGE_SHIFT)
@@ -453,7 +451,6 @@ class MemoryMap:
                 raise Errno(E.EFAULT)
             if vpn in self.cow:
                 frame = self._break_cow(vma, vpn)
-                self.space.flush()
         return frame
 
     def _check_range(self, addr: int, n: int) -> None:
@@ -555,7 +552,6 @@ class MemoryMap:
                 end_fill = min(vma.end, vma.start + page_align(vma.file_size))
             if vma.prot and end_fill > start:
                 self._populate_run(vma, start >> PAGE_SHIFT, (end_fill - start) >> PAGE_SHIFT)
-        self.space.flush()
         return start
 
     def munmap(self, addr: int, length: int) -> None:
@@ -569,7 +565,6 @@ class MemoryMap:
             self._drop_range(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT, v.shared, v)
             if v.shared is not None:
                 v.shared.drop()
-        self.space.flush()
 
     def _carve(self, start: int, end: int) -> list[VMA]:
         """Split VMAs at ``start`` and ``end``; the VMAs now inside the range."""
@@ -619,7 +614,6 @@ class MemoryMap:
                     if not run:
                         start, rprot = vpn, hw
                     run.append(frames[vpn])
-        self.space.flush()
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         if addr & PAGE_MASK:
@@ -632,7 +626,6 @@ class MemoryMap:
                 lo, hi = max(v.start, addr), min(v.end, end)
                 # Private pages refault as zero/file content; shared ones keep theirs.
                 self._drop_range(lo >> PAGE_SHIFT, hi >> PAGE_SHIFT)
-            self.space.flush()
         elif advice in (F.MADV_REMOVE,):
             raise Errno(E.EOPNOTSUPP)
         # Other advice is a hint: accepted and ignored, as Linux may.
@@ -681,7 +674,6 @@ class MemoryMap:
             if vma.file is None and vma.shared is None and (
                     new_len - old_len) >> PAGE_SHIFT <= EAGER_PAGES:
                 self._populate_range(vma, (old + old_len) >> PAGE_SHIFT, grow_end >> PAGE_SHIFT)
-                self.space.flush()
             return old
         if not flags & F.MREMAP_MAYMOVE:
             raise Errno(E.ENOMEM)
@@ -713,7 +705,6 @@ class MemoryMap:
                 self.cow.add(dst)
             self.space.map(dst << PAGE_SHIFT, frame, self._hw_prot(moved.prot, was_cow))
         self._insert(moved)
-        self.space.flush()
         return dest
 
     # --- brk ------------------------------------------------------------------
@@ -753,8 +744,6 @@ class MemoryMap:
         except Errno:
             child.release()  # ENOMEM copying a hot page: drop what the child holds
             raise
-        self.space.flush()
-        space.flush()
         return child
 
     def _fork_into(self, child: MemoryMap) -> None:
@@ -841,7 +830,6 @@ class MemoryMap:
             if v.shared is not None:
                 v.shared.drop()
         self.vmas.clear()
-        self.space.flush()
 
     def resident_pages(self) -> int:
         return len(self.frames)
