@@ -84,8 +84,9 @@ from cove.platform.userland.stub import State
 if TYPE_CHECKING:
     from cove.platform.userland.aspace import UserlandAddressSpace
     from cove.platform.userland.context import UserlandContext
-    from cove.platform.userland.platform import Description, UserlandPlatform
+    from cove.platform.userland.platform import UserlandPlatform
     from cove.platform.userland.stub import StubThread
+    from cove.platform.userland.threadops import Description
 
 MASK64 = (1 << 64) - 1
 _CANON_HI = 0xFFFF_8000_0000_0000
