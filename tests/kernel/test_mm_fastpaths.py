@@ -198,3 +198,22 @@ def test_mprotect_in_runs_keeps_cow_pages_read_only(phys):
     assert m.space.pages[a][1] == F.PROT_READ
     assert m.read(a + 2 * PAGE_SIZE, 1) == b"x"
     c.release()
+
+
+def test_a_failed_fork_leaves_every_cow_page_read_only(phys):
+    m = MemoryMap(phys, FakeSpace())
+    a = m.mmap(0, 3 * PAGE_SIZE, RW, ANON | F.MAP_POPULATE)
+    c = m.fork(FakeSpace())
+    m.write(a + 2 * PAGE_SIZE, b"h")  # page 2 hot: copying it will fail below
+    c.release()
+    m.madvise(a, PAGE_SIZE, F.MADV_DONTNEED)
+    m.write(a, b"w")  # page 0: fresh, writable, not copy-on-write
+    assert m.space.pages[a][1] == RW
+    hoard = []
+    with pytest.raises(Errno):
+        while True:
+            hoard.append(phys.alloc())
+    with pytest.raises(Errno):
+        m.fork(FakeSpace())
+    for vpn in m.cow:
+        assert m.space.pages[vpn << 12][1] == F.PROT_READ, hex(vpn)

@@ -772,37 +772,42 @@ class MemoryMap:
             cstart, cprot = 0, 0
             prun: list[int] = []  # parent pages to write-protect, from pstart
             pstart = 0
-            while i < nv and vpns[i] < hi:
-                vpn = vpns[i]
-                i += 1
-                f = frames[vpn]
-                if lazy and cached(f):
-                    continue
-                prot = cow_prot
-                if writable and vpn in hot:
-                    f = phys.alloc()
-                    phys.copy_frame(frames[vpn], f)
-                    prot = v.prot
-                else:
-                    phys.ref(f)
-                    if private:
-                        if writable and vpn not in cow:
-                            if not prun or vpn != pstart + len(prun):
-                                if prun:
-                                    _protect_run(self.space, pstart << PAGE_SHIFT, prun, cow_prot)
-                                prun, pstart = [], vpn
-                            prun.append(f)
-                        cow.add(vpn)
-                        ccow.add(vpn)
-                cframes[vpn] = f
-                if v.prot:
-                    if not crun or vpn != cstart + len(crun) or prot != cprot:
-                        if crun:
-                            _map_run(space, cstart << PAGE_SHIFT, crun, cprot)
-                        crun, cstart, cprot = [], vpn, prot
-                    crun.append(f)
-            if prun:
-                _protect_run(self.space, pstart << PAGE_SHIFT, prun, cow_prot)
+            try:
+                while i < nv and vpns[i] < hi:
+                    vpn = vpns[i]
+                    i += 1
+                    f = frames[vpn]
+                    if lazy and cached(f):
+                        continue
+                    prot = cow_prot
+                    if writable and vpn in hot:
+                        f = phys.alloc()
+                        phys.copy_frame(frames[vpn], f)
+                        prot = v.prot
+                    else:
+                        phys.ref(f)
+                        if private:
+                            if writable and vpn not in cow:
+                                if not prun or vpn != pstart + len(prun):
+                                    if prun:
+                                        _protect_run(self.space, pstart << PAGE_SHIFT, prun,
+                                                     cow_prot)
+                                    prun, pstart = [], vpn
+                                prun.append(f)
+                            cow.add(vpn)
+                            ccow.add(vpn)
+                    cframes[vpn] = f
+                    if v.prot:
+                        if not crun or vpn != cstart + len(crun) or prot != cprot:
+                            if crun:
+                                _map_run(space, cstart << PAGE_SHIFT, crun, cprot)
+                            crun, cstart, cprot = [], vpn, prot
+                        crun.append(f)
+            finally:
+                # Even when a copy fails: a page in the parent's ``cow`` must be
+                # read-only, or the next fork would share it writable.
+                if prun:
+                    _protect_run(self.space, pstart << PAGE_SHIFT, prun, cow_prot)
             if crun:
                 _map_run(space, cstart << PAGE_SHIFT, crun, cprot)
 
