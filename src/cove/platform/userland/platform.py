@@ -1,11 +1,12 @@
 """The userland platform: guest threads are host threads of ptrace'd stub
 processes under a seccomp filter; no KVM needed.
 
-Design (see also stub.py, aspace.py, context.py, cpu.py, tracer.py):
-- one stub process per guest address space, spawned from the small static
-  program stub.c (built with gcc on first use); an "anchor" stub, spawned
-  first, leads the process group every stub joins and is never used for a
-  guest;
+Design (see also stub.py, aspace.py, context.py, cpu.py, threadops.py,
+tracer.py):
+- one stub process per guest address space. The first, the "anchor", is
+  exec'd from the small static program stub.c (built with gcc on first use),
+  sets up its defences and leads the process group; every guest address
+  space is a fork of it (it never runs a guest itself);
 - a guest thread is a context bound to a host thread of its address space's
   stub (one host thread per guest thread, created on demand, reused after
   its context is dropped), so switching guest threads costs nothing;
@@ -17,8 +18,8 @@ Design (see also stub.py, aspace.py, context.py, cpu.py, tracer.py):
   (``Tracer.call``), so the North may run the platform from any host thread;
   cpus on several host threads work but run one at a time (``run_lock``).
 
-The methods below that touch a stub are entry points from the cpu thread:
-each makes one trip to the tracer thread (``_x`` runs there).
+The methods that touch a stub are entry points from the cpu thread: each
+makes one trip to the tracer thread (``_x`` runs there).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 /* The userland platform's stub process (built by build.py with gcc -static -nostdlib).
 
-   One stub process per guest address space. Its life:
+   The supervisor execs it once per sandbox (the "anchor") and forks every
+   guest address space's stub from it. Its life:
      1. exec'd by the supervisor with fd 3 = the guest-memory memfd and fd 4 =
         the read end of a pipe; it waits on the pipe until the supervisor has
         PTRACE_SEIZEd it.
@@ -14,8 +15,9 @@
    with registers the supervisor sets: one syscall, or a batch read from the
    read-only mailbox page; it never runs guest code and has no seccomp
    filter. The supervisor unmaps everything else (this binary, the stack,
-   vdso, vvar). Guest threads are clones of the injector that install the
-   guest seccomp filter on themselves before any guest instruction runs.
+   vdso, vvar) and maps the mailbox and the fault altstack. Guest threads
+   are clones of a fork's injector that install the guest seccomp filter on
+   themselves before any guest instruction runs.
 
    No libc: everything here is a raw syscall. */
 

@@ -1,14 +1,15 @@
 """Stub processes and their threads: spawning, attaching, injecting syscalls.
 
-One ``StubProcess`` per guest address space. Its main thread, the injector,
+One ``StubProcess`` per guest address space: the anchor is exec'd from the
+stub program, the others are forks of it. Its main thread, the injector,
 never runs guest code: the supervisor sets its registers to a syscall (or a
 batch of them, read from the mailbox) at the runtime page, continues it, and
 reaps the int3 stop that follows. Guest threads (``StubThread``) are clones of
 the injector; each installs the guest seccomp filter on itself (its own
 listener) before the supervisor ever loads guest registers into it.
 
-Every ptrace call here must come from the host thread that spawned the stub
-(ptrace binds tracees to one tracer thread); the platform enforces that.
+Every call here makes ptrace requests, so it must run on the tracer thread
+(``Tracer.call``): ptrace binds tracees to the thread that attached them.
 """
 
 from __future__ import annotations
