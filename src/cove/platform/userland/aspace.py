@@ -3,7 +3,7 @@
 The North's decisions (``map``/``unmap``/``protect``, page by page) are
 recorded here at once, which is all ``lookup``/``translate`` and the North's
 EFAULT checks need, and mirrored into the stub lazily: the first ``run`` of
-any thread of this address space (``realize``) coalesces the changed pages
+any thread of this address space (``prepare``) coalesces the changed pages
 into ranges and has the stub's injector ``mmap`` the PhysMem memfd over them
 (MAP_SHARED|MAP_FIXED, frame ``f`` is file offset ``f * 4096``) or
 ``munmap`` them, in one batch. Until then no thread of the process runs, so
@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
-from cove.platform.base import PROT_EXEC, PROT_READ, PROT_WRITE, USER_ADDRESS_LIMIT, PlatformError
+from cove.platform.base import PROT_EXEC, PROT_READ, PROT_WRITE, USER_ADDRESS_LIMIT
 from cove.platform.userland import layout as L
 from cove.platform.userland.stub import NR_mmap, NR_munmap
 
@@ -128,6 +128,15 @@ class UserlandAddressSpace:
     # --- realizing ------------------------------------------------------------
     def realize(self) -> StubProcess:
         """The stub process, with every recorded change applied."""
+        proc, ops = self.prepare()
+        if ops:
+            self._platform.batch(proc, ops)
+        return proc
+
+    def prepare(self) -> tuple[StubProcess, list[tuple[int, ...]]]:
+        """The stub process (started if need be) and the batch that brings it
+        up to date, which the caller must run before any thread of it runs
+        (``UserlandPlatform.batch``, or with a resume in one trip)."""
         if self.destroyed:
             raise ValueError("running a destroyed address space")
         proc = self.proc
@@ -135,15 +144,11 @@ class UserlandAddressSpace:
             proc = self.proc = self._platform.new_process()
             # A fresh stub maps nothing in guest space: every page is a change.
             self._dirty = set(self.pages)
-        if self._dirty:
-            ops = self._ops()
-            self._dirty = set()
-            try:
-                self._platform.batch(proc, ops)
-            except PlatformError as e:
-                # e.g. vm.max_map_count reached: the guest cannot go on.
-                raise PlatformError(f"userland address space: {e}") from None
-        return proc
+        if not self._dirty:
+            return proc, []
+        ops = self._ops()
+        self._dirty = set()
+        return proc, ops
 
     def _ops(self) -> list[tuple[int, ...]]:
         """Coalesce the changed pages into mmap/munmap ranges."""

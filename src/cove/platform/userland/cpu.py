@@ -146,18 +146,23 @@ class UserlandCpu:
             if _sched_getcpu() != self.platform.pinned_cpu:
                 self.platform.follow_cpu(_sched_getcpu())
             proc = aspace.proc
+            ops = None
             if proc is None or aspace._dirty or aspace.destroyed:
-                proc = aspace.realize()
+                proc, ops = aspace.prepare()
             th = ctx._thread
             if th is None or th.proc is not proc or th.state is _ST_DEAD:
                 th = self.platform.bind(proc, ctx)
             regs = ctx.regs
             rip = regs.rip
             if (1 << 47) <= rip < _CANON_HI:
+                if ops:
+                    self.platform.batch(proc, ops)
                 return self._fault_now(GP)  # the host would only SIGSEGV on the iret
             if (th.state is _ST_NOTIF and not ctx._fpu_dirty and ctx.fs_base == ctx._live_fs
                     and ctx.gs_base == ctx._live_gs and bytes(ctx._rmv) == ctx._snap):
                 # The fast path: only rax changed; the reply resumes the guest.
+                if ops:
+                    self.platform.batch(proc, ops)
                 rax = regs.rax
                 _RESP.pack_into(self._resp_mv, 0, th.notif_id,
                                 rax - (1 << 64) if rax >> 63 else rax, 0, 0)
@@ -166,7 +171,7 @@ class UserlandCpu:
                     return self._halt(f"stub thread {th.tid} vanished in a syscall")
                 th.state = _ST_RUNNING
             else:
-                self.platform.resume(ctx, th)
+                self.platform.resume(ctx, th, ops)
             poller = th.poller
             if poller is None:
                 poller = self._poller(th)

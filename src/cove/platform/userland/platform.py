@@ -191,7 +191,15 @@ class UserlandPlatform(ThreadOps):
         return proc
 
     def batch(self, proc: StubProcess, ops: list[tuple[int, ...]]) -> None:
-        self.tracer.call(proc.batch, ops)
+        """Apply an address space's changes (``UserlandAddressSpace.prepare``)."""
+        self.tracer.call(self._batch, proc, ops)
+
+    def _batch(self, proc: StubProcess, ops: list[tuple[int, ...]]) -> None:
+        try:
+            proc.batch(ops)
+        except PlatformError as e:
+            # e.g. vm.max_map_count reached: the guest cannot go on.
+            raise PlatformError(f"userland address space: {e}") from None
 
     def retire(self, proc: StubProcess) -> None:
         """An address space is destroyed: contexts still bound to its threads

@@ -151,11 +151,16 @@ class ThreadOps:
         if ctx._fpu_live:
             self._save_fpu(ctx)
 
-    def resume(self, ctx: UserlandContext, th: StubThread) -> None:
-        """Load all of ``ctx`` into ``th`` and continue it (the full path)."""
-        self.tracer.call(self._resume, ctx, th)
+    def resume(self, ctx: UserlandContext, th: StubThread,
+               ops: list[tuple[int, ...]] | None = None) -> None:
+        """Apply the address space's pending ``ops`` (if any), load all of
+        ``ctx`` into ``th`` and continue it (the full path), in one trip."""
+        self.tracer.call(self._resume, ctx, th, ops)
 
-    def _resume(self, ctx: UserlandContext, th: StubThread) -> None:
+    def _resume(self, ctx: UserlandContext, th: StubThread,
+                ops: list[tuple[int, ...]] | None = None) -> None:
+        if ops:
+            self._batch(th.proc, ops)  # type: ignore[attr-defined]
         if type(ctx.regs) is PartialRegs:
             self._fetch(ctx)
         else:
