@@ -192,19 +192,32 @@ class MemoryMap:
     hot: dict[int, None] = field(default_factory=dict)  # vpns written after a fork, oldest first
     brk_start: int = 0
     brk_end: int = 0
+    _starts_cache: list[int] | None = field(default=None, repr=False, compare=False)
 
     # --- lookup ---------------------------------------------------------------
     def find(self, addr: int) -> VMA | None:
+        vmas = self.vmas
         i = bisect.bisect_right(self._starts(), addr) - 1
-        if i >= 0 and self.vmas[i].end > addr:
-            return self.vmas[i]
+        if i >= 0 and vmas[i].start <= addr < vmas[i].end:
+            return vmas[i]
         return None
 
     def _starts(self) -> list[int]:
-        return [v.start for v in self.vmas]
+        # Every guest-memory access looks its page up here: keep the sorted start
+        # addresses until the VMA list changes (vmas_changed) instead of
+        # rebuilding them per page.
+        starts = self._starts_cache
+        if starts is None or len(starts) != len(self.vmas):
+            starts = self._starts_cache = [v.start for v in self.vmas]
+        return starts
+
+    def vmas_changed(self) -> None:
+        """Call after adding, removing or moving VMAs outside the methods here."""
+        self._starts_cache = None
 
     def _insert(self, vma: VMA) -> None:
         bisect.insort(self.vmas, vma, key=lambda v: v.start)
+        self._starts_cache = None
 
     def _overlapping(self, start: int, end: int) -> Iterator[VMA]:
         for v in list(self.vmas):
@@ -562,6 +575,7 @@ class MemoryMap:
             raise Errno(E.EINVAL)
         for v in self._carve(addr, end):
             self.vmas.remove(v)
+            self._starts_cache = None
             self._drop_range(v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT, v.shared, v)
             if v.shared is not None:
                 v.shared.drop()
@@ -688,6 +702,7 @@ class MemoryMap:
             dest = self._free_range(new_len)
         (part,) = self._carve(old, old + old_len)
         self.vmas.remove(part)
+        self._starts_cache = None
         moved = VMA(dest, dest + new_len, part.prot, part.shared, part.file,
                     part.offset, part.name, part.file_size)
         for i in range(old_len >> PAGE_SHIFT):
@@ -835,6 +850,7 @@ class MemoryMap:
             if v.shared is not None:
                 v.shared.drop()
         self.vmas.clear()
+        self._starts_cache = None
 
     def resident_pages(self) -> int:
         return len(self.frames)

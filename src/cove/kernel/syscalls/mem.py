@@ -125,6 +125,7 @@ def coalesce(mm: MemoryMap, start: int, end: int) -> None:
             if b.shared is not None:
                 b.shared.users -= 1
             del vmas[i + 1]
+            mm.vmas_changed()
             continue
         i += 1
 
