@@ -41,8 +41,26 @@ def kvm_skip_reason() -> str | None:
     return kvm_unavailable_reason()
 
 
-needs_kvm = pytest.mark.skipif(kvm_skip_reason() is not None,
-                               reason=f"needs /dev/kvm: {kvm_skip_reason()}")
+def _any_platform_reason() -> str | None:
+    """None when some platform can run guests here (integration tests then run
+    on each available one: tests/integration/conftest.py)."""
+    why = kvm_skip_reason()
+    if why is None or TEST_PLATFORM:
+        return why
+    try:
+        from cove.platform.userland import userland_unavailable_reason
+
+        other = userland_unavailable_reason()
+    except Exception as e:  # pragma: no cover
+        other = str(e)
+    return None if other is None else f"{why}; userland: {other}"
+
+
+# Integration tests run on every available platform; outside tests/integration
+# this still means "needs /dev/kvm".
+needs_kvm = pytest.mark.skipif(_any_platform_reason() is not None,
+                               reason=f"needs a platform (kvm or userland): "
+                                      f"{_any_platform_reason()}")
 
 
 @pytest.fixture(scope="session")

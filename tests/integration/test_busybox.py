@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sb():
     from cove.sandbox import Sandbox, SandboxConfig
 
