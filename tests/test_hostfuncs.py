@@ -129,8 +129,10 @@ def test_python_guest_module(capfd):
     def boom() -> None:
         raise KeyError("no such thing")
 
-    code = f"""
-import sys; sys.path.insert(0, {str(DIR)!r})
+    # The helper module reaches the guest through a mount: the host path may be
+    # under /tmp, which the sandbox replaces with its own.
+    code = """
+import sys; sys.path.insert(0, "/cove-guest")
 import cove_guest as c
 v = c.call("lookup", "a")
 print(len(v), v[:10])
@@ -143,7 +145,10 @@ for name, args in (("boom", ()), ("missing", ()), ("scale", (1,))):
         print("error", e.errno, e.strerror)
 print(c.describe("scale"))
 """
-    with Sandbox(config=SandboxConfig(memory="256M", timeout=60), host_functions=hf) as sb:
+    from cove.rootfs import MountSpec
+
+    with Sandbox(config=SandboxConfig(memory="256M", timeout=60), host_functions=hf,
+                 mounts=(MountSpec(str(DIR), "/cove-guest"),)) as sb:
         r = sb.run(["python3", "-c", code], capture_output=True)
     lines = r.stdout.decode().splitlines()
     assert r.returncode == 0, r.stderr
