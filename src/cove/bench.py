@@ -204,9 +204,18 @@ def print_rows(title: str, rows: list[tuple[str, float | str, str]]) -> None:
     Console().print(table)
 
 
+def bench_snapshot() -> list[tuple[str, float | str, str]]:
+    """Warm starts from snapshots next to cold runs (cove.bench_snapshot)."""
+    from cove.bench_snapshot import bench_snapshot as run
+
+    return run()
+
+
 def main(which: str = "syscall") -> int:
     if which in ("syscall", "all"):
         print_rows("cove bench syscall", bench_syscall())
     if which in ("process", "all"):
         print_rows("cove bench process", bench_process())
+    if which in ("snapshot", "all"):
+        print_rows("cove bench snapshot", bench_snapshot())
     return 0

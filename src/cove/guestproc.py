@@ -98,21 +98,61 @@ class Live:
     # A restored guest's stdio as bound at restore, until resume/attach takes it.
     stdio: Stdio | None = None
 
-    def close(self) -> None:
-        """Kill every guest process and free the VM and guest memory."""
+    def close(self, *, discard: bool = False) -> None:
+        """Kill every guest process and free the VM and guest memory.
+
+        ``discard``: the guest is being thrown away whole (a restore replaces
+        it), so skip ending its processes one by one and freeing each frame:
+        only what holds host resources is released (shutdown hooks such as
+        the stdio dups now; the VM and guest memory on a helper thread, since
+        the host kernel takes a while to tear a VM down)."""
         if self.stdio is not None:
             self.stdio.close()
             self.stdio = None
+        if self.trace is not None:
+            self.trace.close()
+            self.trace = None
+        if discard:
+            _run_hooks(self.kernel)
+            threading.Thread(target=_release, args=(self.kernel, self.phys), daemon=True,
+                             name="cove-release").start()
+            return
         try:
             self.kernel.shutdown()
         finally:
-            try:
-                self.phys.close()
-            except BufferError:  # a view is still around: the GC unmaps it later
-                log.debug("guest memory still referenced at close")
-            if self.trace is not None:
-                self.trace.close()
-                self.trace = None
+            _close_phys(self.phys)
+
+
+def _run_hooks(k: Kernel) -> None:
+    hooks, k.shutdown_hooks = k.shutdown_hooks, []
+    for hook in reversed(hooks):
+        try:
+            hook()
+        except Exception:  # one failing hook must not skip the others
+            log.exception("shutdown hook failed")
+
+
+def _release(k: Kernel, phys: PhysMem) -> None:
+    """A discarded guest's VM and memory (its processes are never ended)."""
+    from cove.kernel import process
+    from cove.snapstate import memory_maps
+
+    try:
+        for mm in memory_maps(k):  # id()-keyed: a later map could reuse the id
+            process._mm_users.pop(id(mm), None)
+        k.sched.close()
+        k.platform.close()
+    except Exception:
+        log.exception("releasing a discarded guest failed")
+    finally:
+        _close_phys(phys)
+
+
+def _close_phys(phys: PhysMem) -> None:
+    try:
+        phys.close()
+    except BufferError:  # a view is still around: the GC unmaps it later
+        log.debug("guest memory still referenced at close")
 
 
 class Runner:

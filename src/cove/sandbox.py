@@ -212,11 +212,9 @@ class Sandbox:
         runner = live.runner
         if runner is not None and not runner.done:
             runner.stop()
-        live.close()
+        live.close(discard=True)
         if runner is not None and runner.status is None:
-            init = live.kernel.init  # killed by the shutdown: its process sees SIGKILL
-            runner.status = init.exit_code if init is not None and init.exit_code is not None \
-                else 9
+            runner.status = 9  # thrown away: to its process, as SIGKILL
 
     # --- program lookup ------------------------------------------------------
     def find_program(self, name: str, env_path: str = DEFAULT_PATH) -> str:

@@ -386,9 +386,7 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
             raise SnapshotError(str(e)) from None
         return root["vfs"], None
     assert snap.image_fd is not None or not snap.image_length
-    from cove.kernel.syscall import load_all
-
-    load_all()  # what Kernel() does first: every syscall family and its hooks
+    _load_syscalls()
     platform_name = _resolve_platform(sb.config.platform)
     if platform_name not in SNAPSHOT_PLATFORMS:
         raise SnapshotNotSupported(f"restoring a guest needs the kvm platform, not "
@@ -458,6 +456,20 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
         else:
             phys.close()
         raise
+
+
+_syscalls_loaded = False
+
+
+def _load_syscalls() -> None:
+    """What Kernel() does first: import every syscall family and its hooks
+    (a restored kernel is never constructed)."""
+    global _syscalls_loaded
+    if not _syscalls_loaded:
+        from cove.kernel.syscall import load_all
+
+        load_all()
+        _syscalls_loaded = True
 
 
 def _resolve_platform(name: str) -> str:

@@ -144,7 +144,11 @@ def frame_refs(kernel: Kernel) -> dict[int, int]:
 
 
 # --- closures ------------------------------------------------------------------------
-_EMPTY = ("cove.snapstate", "empty cell")
+class EmptyCell:
+    """Stands for a closure cell with no value yet (pickled by reference)."""
+
+
+_EMPTY = EmptyCell
 _code_paths: dict[types.CodeType, tuple[str, str, tuple[int, ...]]] = {}
 
 
@@ -184,27 +188,33 @@ def _code_ref(fn: types.FunctionType) -> tuple[str, str, tuple[int, ...]]:
     return ref
 
 
+_codes: dict[tuple[str, str, tuple[int, ...], str, int], tuple[types.CodeType, dict]] = {}
+
+
 def make_function(module: str, top: str, path: tuple[int, ...], name: str,
                   ncells: int) -> types.FunctionType:
     """A closure of cove's own code, cells still empty (``set_function_state``)."""
-    if not module.startswith("cove"):
-        raise StateError(f"snapshot names code outside cove: {module}")
-    code = _top_code(module, top)
-    for i in path:
-        code = code.co_consts[i]
-        if not isinstance(code, types.CodeType):
+    key = (module, top, path, name, ncells)
+    found = _codes.get(key)
+    if found is None:
+        if not module.startswith("cove"):
+            raise StateError(f"snapshot names code outside cove: {module}")
+        code = _top_code(module, top)
+        for i in path:
+            code = code.co_consts[i]
+            if not isinstance(code, types.CodeType):
+                raise StateError(f"code of {module}.{top} changed since the snapshot")
+        if len(code.co_freevars) != ncells or code.co_name != name.split(".")[-1]:
             raise StateError(f"code of {module}.{top} changed since the snapshot")
-    if len(code.co_freevars) != ncells or code.co_name != name.split(".")[-1]:
-        raise StateError(f"code of {module}.{top} changed since the snapshot")
+        found = _codes[key] = (code, importlib.import_module(module).__dict__)
     cells = tuple(types.CellType() for _ in range(ncells))
-    return types.FunctionType(code, importlib.import_module(module).__dict__, name, None,
-                              cells or None)
+    return types.FunctionType(found[0], found[1], name, None, cells or None)
 
 
 def set_function_state(fn: types.FunctionType, state: tuple[Any, ...]) -> None:
     values, defaults, kwdefaults, attrs = state
     for cell, v in zip(fn.__closure__ or (), values, strict=True):
-        if v != _EMPTY:
+        if v is not _EMPTY:
             cell.cell_contents = v
     fn.__defaults__ = defaults
     fn.__kwdefaults__ = kwdefaults
@@ -620,12 +630,19 @@ class _Unpickler(pickle.Unpickler):
 
 def load(data: bytes, env: RestoreEnv | None) -> dict[str, Any]:
     """Unpickle ``dump``'s root; side tables and counters are applied."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()  # a load makes many objects and no garbage: no collections midway
     try:
         root = _Unpickler(data, env).load()
     except StateError:
         raise
     except Exception as e:
         raise StateError(f"cannot restore the sandbox's state: {e}") from None
+    finally:
+        if enabled:
+            gc.enable()
     for (mod, attr), nxt in root["counters"].items():
         current = _table(mod, attr)
         importlib.import_module(mod).__dict__[attr] = itertools.count(

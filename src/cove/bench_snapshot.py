@@ -1,0 +1,206 @@
+"""``cove bench snapshot``: warm starts from snapshots next to cold runs.
+
+Prints, in one run:
+- a python3 that imported json, sqlite3 and decimal and waits for code on
+  stdin: ``Sandbox.from_snapshot`` alone, and + its first result, next to a
+  cold ``Sandbox.run`` of the same program;
+- the same from the command line: ``cove restore`` wall time next to
+  ``cove run`` (both include starting the Python interpreter that runs cove);
+- ``snapshot()`` and ``restore()`` of 64 MB and 512 MB guests, idle and with
+  most of their memory written;
+- the memory 10 live sandboxes restored from one snapshot use, next to one.
+
+Targets from the issue are printed beside the figures; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PY_WARM = ["python3", "-c", "import json, sqlite3, decimal; import sys; exec(sys.stdin.read())"]
+FIRST = b'print(json.dumps({"ok": 1}))\n'
+
+# A guest that writes N MiB of its memory, then waits for stdin.
+FILLER = r"""
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    size_t n = (size_t)atol(argv[1]) << 20;
+    char *p = malloc(n);
+    for (size_t i = 0; i < n; i += 4096) p[i] = (char)i;
+    char c;
+    return read(0, &c, 1) < 0;
+}
+"""
+
+Row = tuple[str, "float | str", str]
+
+
+def _median_ms(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def _pss() -> int:
+    with open("/proc/self/smaps_rollup") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+
+
+def _python_rows() -> list[Row]:
+    from cove import Sandbox, SandboxConfig
+
+    def cold() -> None:
+        with Sandbox(config=SandboxConfig(memory="256M")) as sb:
+            r = sb.run(PY_WARM, input=FIRST, capture_output=True)
+            assert r.stdout == b'{"ok": 1}\n', r
+
+    cold_ms = _median_ms(cold, 3)
+    with Sandbox(config=SandboxConfig(memory="256M")) as sb:
+        if sb.warm_up(PY_WARM) is not None:
+            raise RuntimeError("python3 exited before reading stdin")
+        snap = sb.snapshot()
+
+    def create() -> None:
+        Sandbox.from_snapshot(snap).close()
+
+    def create_and_first() -> None:
+        with Sandbox.from_snapshot(snap) as c:
+            r = c.resume(input=FIRST, capture_output=True)
+            assert r.stdout == b'{"ok": 1}\n', r
+
+    create()  # first use imports the restore path
+    from_ms = _median_ms(create, 10)
+    first_ms = _median_ms(create_and_first, 5)
+    rows: list[Row] = [
+        ("python3 warm: from_snapshot", from_ms, "ms (target <= 2)"),
+        ("python3 warm: from_snapshot + first result", first_ms, "ms"),
+        ("python3 cold: Sandbox.run", cold_ms, "ms"),
+        ("  warm / cold", first_ms / cold_ms, "x"),
+        ("python3 snapshot: frames in use", len(snap.refs) * 4096 / 2**20, "MiB"),
+    ]
+    return rows
+
+
+# A python3 that answers one line at a time and stays alive between them.
+PY_LINES = ["python3", "-u", "-c", "import json, sqlite3, decimal, sys\n"
+            "while line := sys.stdin.readline(): exec(line)"]
+
+
+def _clone_memory() -> list[Row]:
+    """Host memory (PSS, so pages shared by several sandboxes count once) of
+    1 and of 10 sandboxes restored from one snapshot, each alive after
+    answering its first request."""
+    import gc
+
+    from cove import Sandbox, SandboxConfig
+
+    with Sandbox(config=SandboxConfig(memory="256M")) as sb:
+        if sb.warm_up(PY_LINES) is not None:
+            raise RuntimeError("python3 exited before reading stdin")
+        snap = sb.snapshot()
+
+    def grow(n: int) -> int:
+        gc.collect()
+        base = _pss()
+        boxes, procs = [], []
+        for _ in range(n):
+            c = Sandbox.from_snapshot(snap)
+            p = c.attach()
+            p.stdin.write(FIRST)
+            assert p.stdout.readline() == b'{"ok": 1}\n'
+            boxes.append(c)
+            procs.append(p)
+        gc.collect()
+        used = _pss() - base
+        for c in boxes:
+            c.close()
+        return used
+
+    one, ten = grow(1), grow(10)
+    return [
+        ("memory of 1 restored python3, after a request (PSS)", one / 2**20, "MiB"),
+        ("memory of 10 restored python3, after a request (PSS)", ten / 2**20, "MiB"),
+        ("  10 / 1", ten / max(1, one), "x (target <= 1.5)"),
+    ]
+
+
+def _cli_rows() -> list[Row]:
+    cove = [sys.executable, "-m", "cove.cli"]
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "py.snap")
+        subprocess.run([*cove, "snapshot", "--out", path, "--", *PY_WARM], check=True,
+                       stdin=subprocess.DEVNULL, capture_output=True)
+
+        def warm() -> None:
+            r = subprocess.run([*cove, "restore", path], input=FIRST, capture_output=True)
+            assert r.stdout == b'{"ok": 1}\n', r.stderr
+
+        def cold() -> None:
+            r = subprocess.run([*cove, "run", "--", *PY_WARM], input=FIRST, capture_output=True)
+            assert r.stdout == b'{"ok": 1}\n', r.stderr
+
+        def interpreter() -> None:
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+        warm_ms, cold_ms = _median_ms(warm, 5), _median_ms(cold, 3)
+        python_ms = _median_ms(interpreter, 5)
+    return [
+        ("cove restore py.snap (wall)", warm_ms, "ms"),
+        ("cove run python3 ... (wall)", cold_ms, "ms"),
+        ("  warm / cold", warm_ms / cold_ms, "x (target <= 0.3)"),
+        ("  of which starting Python itself", python_ms, "ms (each)"),
+    ]
+
+
+def _guest_rows(filler: Path | None) -> list[Row]:
+    from cove import Sandbox, SandboxConfig
+    from cove.rootfs import MountSpec
+
+    rows: list[Row] = []
+    for mem in (64, 512):
+        for fill in (0, mem * 3 // 4):
+            if fill and filler is None:
+                continue
+            mounts = (MountSpec(str(filler.parent), "/bench"),) if filler else ()
+            with Sandbox(config=SandboxConfig(memory=f"{mem}M"), mounts=mounts) as sb:
+                argv = [f"/bench/{filler.name}", str(fill)] if fill and filler else \
+                    ["/bin/busybox", "cat"]
+                if sb.warm_up(argv) is not None:
+                    raise RuntimeError(f"{argv[0]} exited before reading stdin")
+                snap = sb.snapshot()
+                snap_ms = _median_ms(sb.snapshot, 3)
+                sb.restore(snap)
+                restore_ms = _median_ms(lambda s=sb, p=snap: s.restore(p), 5)
+            what = f"{fill} MB written" if fill else "idle (busybox cat)"
+            target = " (target <= 1)" if mem == 64 else ""
+            rows.append((f"{mem} MB guest, {what}: snapshot()", snap_ms, "ms"))
+            rows.append((f"{mem} MB guest, {what}: restore()", restore_ms, f"ms{target}"))
+    return rows
+
+
+def bench_snapshot() -> list[Row]:
+    from cove.bench import build
+
+    try:
+        filler: Path | None = build("snap_filler", FILLER)
+    except Exception:  # no gcc: only the idle guests
+        filler = None
+    rows: list[Row] = []
+    for part in (_python_rows, _clone_memory, _cli_rows, lambda: _guest_rows(filler)):
+        try:
+            rows += part()
+        except Exception as e:  # one failing part must not hide the others
+            rows.append((getattr(part, "__name__", "part"), f"n/a ({str(e)[:60]})", ""))
+    return rows
