@@ -174,7 +174,7 @@ class Got:
         data = b""
         left = max(r, 0)
         for i in range(m.msg_iovlen):
-            base, length = IOVEC.unpack(t.mm.read(m.msg_iov + i * IOVEC.size, IOVEC.size))
+            base, length = IOVEC.unpack_from(t.mm.read(m.msg_iov + i * IOVEC.size, IOVEC.size))
             take = min(left, length)
             data += t.mm.read(base, take) if take else b""
             left -= take

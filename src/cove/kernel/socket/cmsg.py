@@ -56,7 +56,7 @@ def parse_control(t: Task, sock: Socket, raw: bytes) -> tuple[list[File] | None,
             elif ctype == F.SCM_CREDENTIALS:
                 if clen != cmsg_len(UCRED.size):
                     raise Errno(E.EINVAL)
-                creds = _check_creds(t, *UCRED.unpack(data))
+                creds = _check_creds(t, *UCRED.unpack_from(data))
             else:
                 raise Errno(E.EINVAL)
         off += cmsg_align(clen)

@@ -269,6 +269,11 @@ class Udp(InetNaming, DgramSocket):
     def source(self, p: Packet) -> bytes | None:
         return inet_pack(self.family, p.src)
 
+    def shutdown(self, how: int) -> None:
+        super().shutdown(how)  # takes effect even when unconnected (inet_shutdown)
+        if self.remote is None:
+            raise Errno(E.ENOTCONN)
+
     def sendmsg(self, t: Task, data: memoryview, dest: bytes | None, files: list[File] | None,
                 creds: Creds | None, flags: int) -> int:
         if flags & F.MSG_OOB:

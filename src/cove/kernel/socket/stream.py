@@ -142,7 +142,9 @@ class StreamSocket(Socket):
         if flags & F.MSG_OOB:
             raise Errno(E.EOPNOTSUPP)
         if self.tcp:
-            self.raise_error()
+            if self.err:
+                err = self.take_error()
+                raise self.pipe_error(flags) if err == E.EPIPE else Errno(err)
             if self.state is not State.CONNECTED or self.shut & SEND_SHUTDOWN:
                 raise self.pipe_error(flags)
         else:
@@ -209,12 +211,12 @@ class StreamSocket(Socket):
             raise Errno(E.ENOTCONN if self.tcp else E.EINVAL)
         q = self.rx
         if not q:
-            if copied:
-                return Received(b"", 0, stop=True)
-            self.raise_error()
-            if self.shut & RCV_SHUTDOWN or size == 0:
-                return Received(b"", 0)
-            if self.nonblocking(flags):
+            if self.err or self.shut & RCV_SHUTDOWN or size == 0 or self.nonblocking(flags):
+                if copied:
+                    return Received(b"", 0, stop=True)  # the error waits for the next call
+                self.raise_error()
+                if self.shut & RCV_SHUTDOWN or size == 0:
+                    return Received(b"", 0)
                 raise Errno(E.EAGAIN)
             raise Blocked(self.wq)
         if self.seqpacket:
