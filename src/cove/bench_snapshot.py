@@ -111,8 +111,17 @@ def _clone_memory() -> list[Row]:
             raise RuntimeError("python3 exited before reading stdin")
         snap = sb.snapshot()
 
-    def grow(n: int) -> int:
+    def settle() -> None:
+        # Replaced guests are released on helper threads: let them finish.
+        import threading
+
+        for th in threading.enumerate():
+            if th.name == "cove-release":
+                th.join()
         gc.collect()
+
+    def grow(n: int) -> int:
+        settle()
         base = _pss()
         boxes, procs = [], []
         for _ in range(n):
@@ -126,6 +135,7 @@ def _clone_memory() -> list[Row]:
         used = _pss() - base
         for c in boxes:
             c.close()
+        settle()
         return used
 
     one, ten = grow(1), grow(10)
