@@ -86,6 +86,12 @@ def test_poisoned_after_a_guest_crash(sb):
     _assert_poisoned(sb, "SIGSEGV")
 
 
+def test_poisoned_after_a_real_segfault(sb):
+    r = sb.run(["python3", "-c", "import ctypes; ctypes.string_at(0)"], capture_output=True)
+    assert r.returncode == 128 + 11
+    _assert_poisoned(sb, "SIGSEGV")
+
+
 def test_a_failing_exit_code_is_not_a_crash(sb):
     from cove import SandboxState
 

@@ -397,3 +397,43 @@ def test_userland_guest_snapshots_are_refused_by_name():
             sb.snapshot()
     with Sandbox.from_snapshot(files_only, config=_config(memory=None, platform="userland")) as c:
         assert c.run([BUSYBOX, "cat", "/tmp/f"], capture_output=True).stdout == b"kept\n"
+
+
+@needs_kvm
+def test_exiting_with_a_paused_guest_is_clean():
+    code = ("from cove import Sandbox, SandboxConfig\n"
+            "sb = Sandbox(config=SandboxConfig(memory='64M'))\n"
+            "assert sb.warm_up(['/bin/busybox', 'cat']) is None\n"
+            "snap = sb.snapshot()\n"
+            "c = Sandbox.from_snapshot(snap)\n"
+            "import time; time.sleep(0.3)\n"
+            "print('bye')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, b"bye\n"), r.stderr
+
+
+@needs_kvm
+def test_tar_rootfs_round_trip_and_compressed_refusal(tmp_path):
+    import shutil
+    import tarfile
+
+    from cove import Sandbox, SandboxConfig, Snapshot, SnapshotError
+
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy(BUSYBOX, root / "bin" / "busybox")
+    for name in ("sh", "cat"):
+        (root / "bin" / name).symlink_to("busybox")
+    for suffix, mode in ((".tar", "w"), (".tgz", "w:gz")):
+        with tarfile.open(tmp_path / f"root{suffix}", mode) as tf:
+            tf.add(root, arcname=".")
+    with Sandbox(rootfs=str(tmp_path / "root.tar"), config=SandboxConfig(memory="64M")) as sb:
+        sb.run(["/bin/sh", "-c", "echo kept > /tmp/f"])
+        assert sb.warm_up(["/bin/cat"]) is None
+        sb.snapshot().save(tmp_path / "t.snap")
+    with Sandbox.from_snapshot(Snapshot.load(tmp_path / "t.snap")) as c:
+        assert c.resume(input=b"hi", capture_output=True).stdout == b"hi"
+        assert c.run(["/bin/cat", "/tmp/f"], capture_output=True).stdout == b"kept\n"
+    with Sandbox(rootfs=str(tmp_path / "root.tgz"), config=SandboxConfig(memory="64M")) as sb:
+        with pytest.raises(SnapshotError, match="compressed archive"):
+            sb.snapshot()

@@ -98,14 +98,14 @@ class Live:
     # A restored guest's stdio as bound at restore, until resume/attach takes it.
     stdio: Stdio | None = None
 
-    def close(self, *, discard: bool = False) -> None:
+    def close(self, *, discard: bool = False, wait: bool = False) -> None:
         """Kill every guest process and free the VM and guest memory.
 
         ``discard``: the guest is being thrown away whole (a restore replaces
         it), so skip ending its processes one by one and freeing each frame:
         only what holds host resources is released (shutdown hooks such as
         the stdio dups now; the VM and guest memory on a helper thread, since
-        the host kernel takes a while to tear a VM down)."""
+        the host kernel takes a while to tear a VM down, unless ``wait``)."""
         if self.stdio is not None:
             self.stdio.close()
             self.stdio = None
@@ -114,8 +114,11 @@ class Live:
             self.trace = None
         if discard:
             _run_hooks(self.kernel)
-            threading.Thread(target=_release, args=(self.kernel, self.phys), daemon=True,
-                             name="cove-release").start()
+            if wait:
+                _release(self.kernel, self.phys)
+            else:
+                threading.Thread(target=_release, args=(self.kernel, self.phys), daemon=True,
+                                 name="cove-release").start()
             return
         try:
             self.kernel.shutdown()
@@ -155,6 +158,18 @@ def _close_phys(phys: PhysMem) -> None:
         log.debug("guest memory still referenced at close")
 
 
+def run_kernel(k: Kernel) -> int | None:
+    """``k.run()`` with the preemption timer armed only while it runs: a
+    paused guest costs no timer signals (and none can outlive it)."""
+    from cove.kernel.sched import TIMESLICE
+
+    k.cpu.set_timeslice(TIMESLICE)
+    try:
+        return k.run()
+    finally:
+        k.cpu.set_timeslice(None)
+
+
 class Runner:
     """Runs a ``Live`` kernel on a background host thread; ``pause``/``resume``
     stop and continue it between scheduler steps."""
@@ -182,7 +197,7 @@ class Runner:
         k = self.live.kernel
         try:
             while True:
-                status = k.run()
+                status = run_kernel(k)
                 if status is not None:
                     self.status = status
                     break

@@ -21,18 +21,20 @@ snapshot brings back a whole process tree instead.
 
 from __future__ import annotations
 
+import atexit
 import enum
 import logging
 import os
 import signal
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from cove.abi.errno import E, Errno
 from cove.fs.perm import Cred
 from cove.fs.vfs import VFS, PathContext
-from cove.guestproc import DEVNULL, PIPE, GuestProcess, Live, Runner, Stdio
+from cove.guestproc import DEVNULL, PIPE, GuestProcess, Live, Runner, Stdio, run_kernel
 from cove.kernel.fdtable import FdTable
 from cove.kernel.kernel import Kernel, status_to_exit
 from cove.kernel.mm import MemoryMap
@@ -124,6 +126,20 @@ class CompletedRun:
     stderr: bytes | None = None
 
 
+_with_guests: weakref.WeakSet[Sandbox] = weakref.WeakSet()  # every sandbox, for atexit
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """End live guests before the interpreter goes (terminal modes back, VMs
+    and their timers gone before Python resets its signal handlers)."""
+    for sb in list(_with_guests):
+        try:
+            sb._drop_live(wait=True)
+        except Exception:  # exiting anyway
+            pass
+
+
 class Sandbox:
     """See the module docstring. Create it on the main thread the first time
     (the kvm platform installs a signal handler); use it from one thread at a
@@ -149,6 +165,7 @@ class Sandbox:
         self._live: Live | None = None
         self._busy = False  # run()/resume() on some thread
         self._lock = threading.RLock()
+        _with_guests.add(self)
 
     # --- state ------------------------------------------------------------------
     @property
@@ -205,14 +222,14 @@ class Sandbox:
             self._state = SandboxState.CLOSED
             self._why = ""
 
-    def _drop_live(self) -> None:
+    def _drop_live(self, *, wait: bool = False) -> None:
         live, self._live = self._live, None
         if live is None:
             return
         runner = live.runner
         if runner is not None and not runner.done:
             runner.stop()
-        live.close(discard=True)
+        live.close(discard=True, wait=wait)
         if runner is not None and runner.status is None:
             runner.status = 9  # thrown away: to its process, as SIGKILL
 
@@ -369,9 +386,9 @@ class Sandbox:
         kernel = live.kernel
         try:
             kernel.set_timeout(self.config.timeout)
-            status = kernel.run()
+            status = run_kernel(kernel)
             while status is None:  # paused by a snapshot() from another thread
-                status = kernel.run()
+                status = run_kernel(kernel)
             timed_out = kernel.timed_out
         except BaseException:
             with self._lock:
@@ -424,7 +441,7 @@ class Sandbox:
         try:
             kernel.pause_when = lambda: _reading_stdin(kernel)
             kernel.set_timeout(self.config.timeout)
-            status = kernel.run()
+            status = run_kernel(kernel)
         except BaseException:
             self._busy = False
             io.close()

@@ -376,7 +376,6 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
     from cove.guestproc import Live
     from cove.kernel.hostio import HostStdio
     from cove.kernel.physmem import PhysMem
-    from cove.kernel.sched import TIMESLICE
     from cove.platform.base import select_platform
 
     if not snap.has_guest:
@@ -428,7 +427,7 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
         k = root["kernel"]
         k.platform, k.phys = platform, phys
         k.cpu = platform.cpu()
-        k.cpu.set_timeslice(TIMESLICE)
+        k.cpu.set_timeslice(None)  # armed while it runs (guestproc.run_kernel)
         k.trace = None
         live = Live(k, phys, str(snap.meta.get("name", "guest")))
         if sb.config.trace:

@@ -308,6 +308,35 @@ def reopen_hostfs(cls: type, path: str, ident: tuple[int, int], state: dict[str,
     return fs
 
 
+def _reduce_file_source(src: Any) -> Any:
+    """A tar rootfs's archive: reopened by path, if it is still the same file."""
+    import os
+
+    fd = src._fd
+    path = os.readlink(f"/proc/self/fd/{fd}") if fd is not None else ""
+    if not path.startswith("/") or path.endswith(" (deleted)"):
+        raise StateError("the rootfs archive has no name to reopen it by (a compressed "
+                         "archive is read from an anonymous decompressed copy): use an "
+                         "uncompressed tar, a directory or the host rootfs to snapshot")
+    st = os.fstat(fd)
+    return (reopen_file_source, (type(src), path, (st.st_dev, st.st_ino, st.st_size,
+                                                   st.st_mtime_ns)))
+
+
+def reopen_file_source(cls: type, path: str, ident: tuple[int, int, int, int]) -> Any:
+    import os
+
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise StateError(f"rootfs archive {path}: {e.strerror}") from None
+    st = os.fstat(f.fileno())
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != tuple(ident):
+        f.close()
+        raise StateError(f"rootfs archive {path} changed since the snapshot")
+    return cls(f, owned=True)
+
+
 def _reduce_scheduler(s: Any) -> Any:
     state = dict(s.__dict__)
     state["_selector"] = None
@@ -374,6 +403,7 @@ def weak_set(items: list[Any]) -> weakref.WeakSet[Any]:
 
 def _dispatch() -> dict[type, Callable[[Any], Any]]:
     from cove.fs.hostfs import HostFS
+    from cove.fs.tarsource import FileSource
     from cove.kernel.epoll import EpollFile
     from cove.kernel.kernel import Kernel
     from cove.kernel.sched import Scheduler
@@ -388,6 +418,7 @@ def _dispatch() -> dict[type, Callable[[Any], Any]]:
     table[weakref.WeakKeyDictionary] = lambda d: (weak_keys, (list(d.items()),))
     table[weakref.WeakSet] = lambda d: (weak_set, (list(d),))
     table[HostFS] = _reduce_hostfs
+    table[FileSource] = _reduce_file_source
     table[Scheduler] = _reduce_scheduler
     table[Kernel] = _reduce_kernel
     table[EpollFile] = _reduce_epoll
