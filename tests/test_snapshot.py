@@ -323,9 +323,9 @@ def test_every_per_sandbox_side_table_is_known():
     must carry: each one is either captured (SIDE_TABLES) or rebuilt on
     demand (DERIVED_TABLES). A new one fails here until it is classified."""
     import cove
-    from cove.snapstate import DERIVED_TABLES, SIDE_TABLES
+    from cove.snapstate import DERIVED_TABLES, HOST_TABLES, SIDE_TABLES
 
-    known = {(m, a) for m, a, _ in SIDE_TABLES} | set(DERIVED_TABLES)
+    known = {(m, a) for m, a, _ in SIDE_TABLES} | set(DERIVED_TABLES) | set(HOST_TABLES)
     found = set()
     for info in pkgutil.walk_packages(cove.__path__, "cove."):
         if info.name.startswith(("cove.platform", "cove.guest.cove_guest")):

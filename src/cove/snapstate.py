@@ -84,6 +84,10 @@ DERIVED_TABLES: tuple[tuple[str, str], ...] = (
     ("cove.kernel.sigframe", "_facts"),  # FPU facts of the platform: recomputed
     ("cove.kernel.procfs_sys", "_load"),  # load average: restarts from the restore
 )
+# Host-side registries that are not guest state (never captured).
+HOST_TABLES: tuple[tuple[str, str], ...] = (
+    ("cove.sandbox", "_with_guests"),  # sandboxes to end at interpreter exit
+)
 # Module-level id counters: a restore moves them past the restored objects'.
 COUNTERS: tuple[tuple[str, str], ...] = (
     ("cove.kernel.pipe", "_inos"),
