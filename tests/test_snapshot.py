@@ -169,15 +169,18 @@ def test_clones_are_independent_and_share_memory():
 
 
 @needs_kvm
-def test_a_snapshot_before_any_guest_has_files_only_and_accepts_any_functions():
-    from cove import HostFunctions, Sandbox
+def test_a_snapshot_before_any_guest_has_files_only_and_accepts_any_functions(tmp_path):
+    from cove import HostFunctions, Sandbox, Snapshot
 
     with Sandbox(config=_config(), host_functions=HostFunctions.default()) as sb:
         sb.run([BUSYBOX, "sh", "-c", "echo kept > /tmp/f"])
         snap = sb.snapshot()
     assert not snap.has_guest and snap.host_functions == {}
-    with Sandbox.from_snapshot(snap, host_functions=None) as c:
-        assert c.run([BUSYBOX, "cat", "/tmp/f"], capture_output=True).stdout == b"kept\n"
+    snap.save(tmp_path / "files.snap")
+    for s in (snap, Snapshot.load(tmp_path / "files.snap")):
+        with Sandbox.from_snapshot(s, host_functions=None) as c:
+            assert not c.has_guest
+            assert c.run([BUSYBOX, "cat", "/tmp/f"], capture_output=True).stdout == b"kept\n"
 
 
 def _hf(params=(str,), returns=bytes, extra=False):

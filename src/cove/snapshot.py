@@ -242,6 +242,8 @@ class Snapshot:
         except ValueError:
             raise SnapshotFormatError(f"{name}: unreadable metadata") from None
         _check_origin(meta, name)
+        if not length:
+            os.close(fd)  # files only: no memory image to keep open
         return cls(meta, refs, state, fd if length else None, image_offset)
 
 
