@@ -139,3 +139,21 @@ def test_public_names_are_exported():
     assert sorted(cove.__all__) == sorted([*cove._EXPORTS, "__version__"])
     for name in cove._EXPORTS:
         assert getattr(cove, name) is not None
+
+
+def test_run_from_a_worker_thread():
+    """Made on the main thread, a sandbox runs guests from any thread (in a
+    fresh process: no earlier sandbox installed the kvm signal handler)."""
+    import subprocess
+    import sys
+
+    code = ("import threading\n"
+            "from cove import Sandbox, SandboxConfig\n"
+            "sb = Sandbox(config=SandboxConfig(memory='64M', timeout=60))\n"
+            "out = {}\n"
+            "th = threading.Thread(target=lambda: out.update(r=sb.run(\n"
+            "    ['/bin/busybox', 'echo', 'from a thread'], capture_output=True)))\n"
+            "th.start(); th.join(60); sb.close()\n"
+            "print(out['r'].stdout.decode(), end='')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, b"from a thread\n"), r.stderr

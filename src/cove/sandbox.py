@@ -140,10 +140,26 @@ def _close_at_exit() -> None:
             pass
 
 
+def _prepare_signals(platform: str) -> None:
+    """The kvm platform preempts guests with a signal whose handler Python can
+    only install on the main thread: do it now if this is the main thread,
+    so the sandbox can then run guests from any thread."""
+    if platform not in ("auto", "kvm") or threading.current_thread() is not \
+            threading.main_thread():
+        return
+    try:
+        from cove.platform.kvm.platform import _install_kick_handler
+
+        _install_kick_handler()
+    except Exception:  # no kvm here: the platform says so when it is opened
+        pass
+
+
 class Sandbox:
-    """See the module docstring. Create it on the main thread the first time
-    (the kvm platform installs a signal handler); use it from one thread at a
-    time, except that ``snapshot``/``kill`` may pause a spawned guest."""
+    """See the module docstring. Create the first sandbox on the main thread
+    (the kvm platform needs a signal handler only that thread can install);
+    then use it from any thread, one call at a time, except that
+    ``snapshot``/``kill`` may pause a spawned guest from another thread."""
 
     def __init__(self, rootfs: str = "host", config: SandboxConfig | None = None,
                  host_functions: HostFunctions | None = None, *,
@@ -166,6 +182,7 @@ class Sandbox:
         self._busy = False  # run()/resume() on some thread
         self._lock = threading.RLock()
         _with_guests.add(self)
+        _prepare_signals(self.config.platform)
 
     # --- state ------------------------------------------------------------------
     @property
