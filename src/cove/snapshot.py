@@ -484,33 +484,33 @@ def _resolve_platform(name: str) -> str:
 
 def _remap(mm: Any) -> None:
     """Fill a new address space from the North's map: every frame it holds,
-    with its VMA's protection (read-only while copy-on-write)."""
-    import bisect
+    with its VMA's protection (read-only while copy-on-write), in runs."""
+    from bisect import bisect_left
 
     from cove.abi import flags as F
 
-    space = mm.space
-    starts = [v.start >> 12 for v in mm.vmas]
-    run_vpn = -2
-    run_frames: list[int] = []
-    run_prot = -1
-    for vpn in sorted(mm.frames):
-        i = bisect.bisect_right(starts, vpn) - 1
-        if i < 0 or (mm.vmas[i].end >> 12) <= vpn:
-            continue  # a frame outside every VMA: nothing maps it
-        prot = mm.vmas[i].prot & (F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC)
-        if not prot:
+    frames, cow, space = mm.frames, mm.cow, mm.space
+    vpns = sorted(frames)
+    rwx, w = F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC, F.PROT_WRITE
+    for v in mm.vmas:
+        prot = v.prot & rwx
+        lo = bisect_left(vpns, v.start >> 12)
+        hi = bisect_left(vpns, v.end >> 12, lo)
+        if not prot or lo == hi:
             continue
-        if vpn in mm.cow:
-            prot &= ~F.PROT_WRITE
-        if vpn == run_vpn + len(run_frames) and prot == run_prot:
-            run_frames.append(mm.frames[vpn])
-            continue
-        if run_frames:
-            space.map_range(run_vpn << 12, run_frames, run_prot)
-        run_vpn, run_frames, run_prot = vpn, [mm.frames[vpn]], prot
-    if run_frames:
-        space.map_range(run_vpn << 12, run_frames, run_prot)
+        first = vpns[lo]
+        run_vpn, prev = first, first
+        run_prot = prot & ~w if prot & w and first in cow else prot
+        run = [frames[first]]
+        for vpn in vpns[lo + 1:hi]:
+            p = prot & ~w if prot & w and vpn in cow else prot
+            if vpn == prev + 1 and p == run_prot:
+                run.append(frames[vpn])
+            else:
+                space.map_range(run_vpn << 12, run, run_prot)
+                run_vpn, run_prot, run = vpn, p, [frames[vpn]]
+            prev = vpn
+        space.map_range(run_vpn << 12, run, run_prot)
     space.flush()
 
 
