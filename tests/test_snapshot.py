@@ -159,13 +159,17 @@ def test_clones_are_independent_and_share_memory():
     grown = pss() - before
     # Copied images would cost 5 x image; shared ones little more than one.
     assert grown < 2.5 * image, (grown, image)
-    outs = []
+    outs, rands = [], set()
     for i, c in enumerate(clones):
-        r = c.resume(input=f"open('/tmp/f', 'a').write('{i}')\nprint(open('/tmp/f').read())"
-                     .encode(), capture_output=True)
-        outs.append(r.stdout)
+        r = c.resume(input=f"open('/tmp/f', 'a').write('{i}')\nprint(open('/tmp/f').read())\n"
+                           "print(open('/dev/urandom', 'rb').read(16).hex())".encode(),
+                     capture_output=True)
+        *text, rand = r.stdout.splitlines()
+        outs.append(b"\n".join(text))
+        rands.add(rand)
         c.close()
-    assert outs == [f"base\n{i}\n".encode() for i in range(5)]
+    assert outs == [f"base\n{i}".encode() for i in range(5)]
+    assert len(rands) == 5  # /dev/urandom is fresh in every clone
 
 
 @needs_kvm
