@@ -15,7 +15,21 @@ import weakref
 
 import pytest
 
-from tests.conftest import needs_kvm
+from tests.conftest import TEST_PLATFORM, needs_kvm
+
+
+def _kvm_reason() -> str | None:
+    if TEST_PLATFORM not in ("", "kvm"):
+        return f"COVE_TEST_PLATFORM={TEST_PLATFORM}: guest snapshots need kvm"
+    from cove.platform.kvm import kvm_unavailable_reason
+
+    return kvm_unavailable_reason()
+
+
+# Snapshots of a running guest need the kvm platform itself (elsewhere they are
+# refused by name: test_userland_guest_snapshots_are_refused_by_name).
+needs_kvm_snapshots = pytest.mark.skipif(_kvm_reason() is not None,
+                                         reason=f"needs kvm: {_kvm_reason()}")
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -57,7 +71,7 @@ def _ok(r, word=b"go"):
     return lines[-1]  # the getrandom bytes read after the restore
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_processes_threads_files_and_pipes_round_trip(state_guest):
     from cove import Sandbox
 
@@ -82,7 +96,7 @@ def test_processes_threads_files_and_pipes_round_trip(state_guest):
     assert len(rand) == 5  # fresh getrandom entropy in every restored guest
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_saved_file_round_trip(state_guest, tmp_path):
     from cove import Sandbox, Snapshot
 
@@ -97,7 +111,7 @@ def test_saved_file_round_trip(state_guest, tmp_path):
         _ok(c.resume(input=b"go\n", capture_output=True))
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_spawned_python_snapshot_and_restore():
     from cove import Sandbox
 
@@ -125,7 +139,7 @@ def test_spawned_python_snapshot_and_restore():
         assert p2.wait(30) == 0
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_snapshot_pauses_a_guest_running_user_code():
     from cove import Sandbox
 
@@ -140,7 +154,7 @@ def test_snapshot_pauses_a_guest_running_user_code():
         p.wait(30)
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_clones_are_independent_and_share_memory():
     from cove import Sandbox
 
@@ -197,7 +211,7 @@ def _hf(params=(str,), returns=bytes, extra=False):
     return hf
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_host_function_mismatch_names_the_function():
     from cove import Sandbox, SandboxState, SnapshotHostFunctionMismatch
 
@@ -221,7 +235,7 @@ def test_host_function_mismatch_names_the_function():
             assert r.stdout == b"meow"
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_layout_comes_from_the_snapshot():
     from cove import Sandbox, SnapshotLayoutConflict
 
@@ -278,7 +292,7 @@ def test_a_failed_restore_leaves_the_sandbox_unrecoverable(tmp_path):
             sb.run([BUSYBOX, "true"])
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_damaged_snapshot_files_are_refused(state_guest, tmp_path):
     import json
     import struct
@@ -355,7 +369,7 @@ def _cove(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
                           capture_output=True, timeout=120)
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_cli_warm_start_demo(tmp_path):
     snap = str(tmp_path / "py.snap")
     r = _cove("snapshot", "--out", snap, "--", *PY_WARM)
@@ -367,7 +381,7 @@ def test_cli_warm_start_demo(tmp_path):
     assert r.returncode == 3, r.stderr
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_cli_snapshot_and_restore_errors(tmp_path):
     snap = str(tmp_path / "s.snap")
     r = _cove("snapshot", "--out", snap, "--", BUSYBOX, "true")
@@ -406,7 +420,7 @@ def test_userland_guest_snapshots_are_refused_by_name():
         assert c.run([BUSYBOX, "cat", "/tmp/f"], capture_output=True).stdout == b"kept\n"
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_exiting_with_a_paused_guest_is_clean():
     code = ("from cove import Sandbox, SandboxConfig\n"
             "sb = Sandbox(config=SandboxConfig(memory='64M'))\n"
@@ -419,7 +433,7 @@ def test_exiting_with_a_paused_guest_is_clean():
     assert (r.returncode, r.stdout) == (0, b"bye\n"), r.stderr
 
 
-@needs_kvm
+@needs_kvm_snapshots
 def test_tar_rootfs_round_trip_and_compressed_refusal(tmp_path):
     import shutil
     import tarfile
