@@ -84,9 +84,12 @@ def _run_out(cmd: list[str], timeout: float = 300) -> str:
     return r.stdout.strip()
 
 
-def in_cove(binary: Path, *args: str) -> list[str]:
-    return [*_cove_cmd(), "run", "--mount", f"{binary.parent}:{GUEST_DIR}", "--",
-            f"{GUEST_DIR}/{binary.name}", *args]
+PLATFORMS = ("kvm", "userland")
+
+
+def in_cove(binary: Path, *args: str, platform: str = "kvm") -> list[str]:
+    return [*_cove_cmd(), "run", "--platform", platform, "--mount",
+            f"{binary.parent}:{GUEST_DIR}", "--", f"{GUEST_DIR}/{binary.name}", *args]
 
 
 def in_runsc(binary: Path, *args: str) -> list[str] | None:
@@ -126,27 +129,31 @@ def bench_syscall(iters: int = 20000) -> list[tuple[str, float | str, str]]:
     cpu = build("cpu_loop", CPU_LOOP)
     native = float(_run_out([str(loop), "2000000"]))
     rows: list[tuple[str, float | str, str]] = [("getppid, native", native, "µs/call")]
-    cove = _try(lambda: float(_run_out(in_cove(loop, str(iters)))))
     floor = _try(lambda: syscall_floor_us(iters))
-    rows.append(("getppid, cove-kvm", cove, "µs/call"))
-    rows.append(("guest syscall floor (kvm, no North work)", floor, "µs/call"))
     cmd = in_runsc(loop, str(iters * 5))
     runsc = _try(lambda: float(_run_out(cmd))) if cmd else "n/a (runsc not installed)"
+    rows.append(("guest syscall floor (kvm, no North work)", floor, "µs/call"))
     rows.append(("getppid, runsc (ptrace)", runsc, "µs/call"))
-    if isinstance(cove, float) and isinstance(floor, float):
-        rows.append(("cove / floor", cove / floor, "x (target ≤ 1.3)"))
-    if isinstance(cove, float) and isinstance(runsc, float):
-        rows.append(("cove / runsc", cove / runsc, "x"))
+    for plat in PLATFORMS:
+        cove = _try(lambda p=plat: float(_run_out(in_cove(loop, str(iters), platform=p))))
+        rows.append((f"getppid, cove-{plat}", cove, "µs/call"))
+        if plat == "kvm" and isinstance(cove, float) and isinstance(floor, float):
+            rows.append(("cove-kvm / floor", cove / floor, "x (target ≤ 1.3)"))
+        if isinstance(cove, float) and isinstance(runsc, float):
+            target = " (target ≤ 0.8)" if plat == "userland" else ""
+            rows.append((f"cove-{plat} / runsc", cove / runsc, "x" + target))
     cpu_native = float(_run_out([str(cpu)]))
-    cpu_cove = _try(lambda: float(_run_out(in_cove(cpu))))
+    cpu_cove = _try(lambda: float(_run_out(in_cove(cpu, platform="kvm"))))
     rows.append(("CPU loop, native", cpu_native, "ms"))
     rows.append(("CPU loop, cove-kvm", cpu_cove, "ms"))
     if isinstance(cpu_cove, float):
         rows.append(("cove speed vs native", cpu_native / cpu_cove, "x (target ≥ 0.95)"))
     busybox = shutil.which("busybox") or "/bin/busybox"
-    rows.append(("cove run /bin/busybox true",
-                 _try(lambda: wall([*_cove_cmd(), "run", "--", busybox, "true"])),
-                 "ms wall (target ≤ 150)"))
+    for plat in PLATFORMS:
+        rows.append((f"cove run --platform {plat} /bin/busybox true",
+                     _try(lambda p=plat: wall([*_cove_cmd(), "run", "--platform", p, "--",
+                                               busybox, "true"])),
+                     "ms wall (target ≤ 150)"))
     rows.append(("native /bin/busybox true", _try(lambda: wall([busybox, "true"])), "ms wall"))
     rcmd = in_runsc(Path(busybox), "true")
     if rcmd:
@@ -160,21 +167,23 @@ PIPE_64M = "busybox dd if=/dev/zero bs=65536 count=1024 2>/dev/null | busybox ca
 
 def _three_way(name: str, argv: list[str], unit: str = "ms wall",
                repeat: int = 3) -> list[tuple[str, float | str, str]]:
-    """The same command natively, in cove and under runsc, with the ratios."""
+    """The same command natively, in cove (each platform) and under runsc."""
     native = _try(lambda: wall(argv, repeat))
-    cove = _try(lambda: wall([*_cove_cmd(), "run", "--", *argv], repeat))
     runsc = shutil.which("runsc")
     gvisor: float | str = "n/a (runsc not installed)"
     if runsc:
         gvisor = _try(lambda: wall([runsc, "--platform=ptrace", "--network=none",
                                     "--rootless", "do", *argv], repeat))
     rows: list[tuple[str, float | str, str]] = [
-        (f"{name}, native", native, unit), (f"{name}, cove-kvm", cove, unit),
-        (f"{name}, runsc (ptrace)", gvisor, unit)]
-    if isinstance(cove, float) and isinstance(native, float):
-        rows.append((f"{name}: cove / native", cove / native, "x"))
-    if isinstance(cove, float) and isinstance(gvisor, float):
-        rows.append((f"{name}: cove / runsc", cove / gvisor, "x"))
+        (f"{name}, native", native, unit), (f"{name}, runsc (ptrace)", gvisor, unit)]
+    for plat in PLATFORMS:
+        cove = _try(lambda p=plat: wall([*_cove_cmd(), "run", "--platform", p, "--", *argv],
+                                        repeat))
+        rows.append((f"{name}, cove-{plat}", cove, unit))
+        if isinstance(cove, float) and isinstance(native, float):
+            rows.append((f"{name}: cove-{plat} / native", cove / native, "x"))
+        if isinstance(cove, float) and isinstance(gvisor, float):
+            rows.append((f"{name}: cove-{plat} / runsc", cove / gvisor, "x"))
     return rows
 
 
