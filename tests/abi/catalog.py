@@ -42,6 +42,12 @@ RUNTIME_CHECKED: dict[str, str] = {
     "MFD_EXEC": "test_abi_constants::test_memfd_exec_flags",
     "F_SEAL_EXEC": "test_abi_constants::test_memfd_exec_flags",
     "TASK_COMM_LEN": "test_abi_constants::test_task_comm_len",
+    # Kernel-internal limits and newer socket options (not in this host's uapi).
+    "SCM_MAX_FD": "test_abi_constants::test_socket_limits",
+    "SOCK_TYPE_MASK": "test_abi_constants::test_socket_limits",
+    "UNIX_MAX_DGRAM_QLEN": "test_abi_constants::test_socket_limits",
+    "SO_PASSPIDFD": "test_abi_constants::test_socket_limits",
+    "SO_PEERPIDFD": "test_abi_constants::test_socket_limits",
 }
 
 # Layouts whose C type only glibc's headers declare.

@@ -57,6 +57,7 @@ KERNEL_INCLUDES = """
 #include <linux/in.h>
 #include <linux/in6.h>
 #include <asm/socket.h>
+#include <linux/sockios.h>
 
 /* arch/x86/include/asm/sigframe.h (not uapi), rebuilt from uapi parts. */
 struct cove_rt_sigframe { char *pretcode; struct ucontext uc; siginfo_t info; };
@@ -78,6 +79,10 @@ GLIBC_INCLUDES = """
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/uio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <netinet/udp.h>
+#include <net/if.h>
 """
 
 

@@ -90,3 +90,49 @@ def test_task_comm_len() -> None:
     t.start()
     t.join(10)
     assert result == [b"x" * (flags.TASK_COMM_LEN - 1)]
+
+
+def test_socket_limits() -> None:
+    """SCM_MAX_FD, SOCK_TYPE_MASK, UNIX_MAX_DGRAM_QLEN and the pidfd socket options,
+    which no uapi header of this host has, checked on the running kernel."""
+    import errno
+    import os
+    import socket
+
+    a, b = socket.socketpair()
+    try:
+        fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(flags.SCM_MAX_FD + 1)]
+        try:
+            socket.send_fds(a, [b"x"], fds[: flags.SCM_MAX_FD])
+            _, got, _, _ = socket.recv_fds(b, 1, flags.SCM_MAX_FD)
+            for fd in got:
+                os.close(fd)
+            try:
+                socket.send_fds(a, [b"x"], fds)
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("one fd past SCM_MAX_FD was accepted")
+        finally:
+            for fd in fds:
+                os.close(fd)
+        # SO_PEERPIDFD gives a pidfd for the peer (Linux >= 6.5).
+        pidfd = a.getsockopt(socket.SOL_SOCKET, flags.SO_PEERPIDFD)
+        assert pidfd >= 0
+        os.close(pidfd)
+        a.setsockopt(socket.SOL_SOCKET, flags.SO_PASSPIDFD, 1)
+        assert a.getsockopt(socket.SOL_SOCKET, flags.SO_PASSPIDFD) == 1
+    finally:
+        a.close()
+        b.close()
+    # The type field is the low SOCK_TYPE_MASK bits: a type bit just above it
+    # (and not a SOCK_* flag) is EINVAL.
+    assert flags.SOCK_TYPE_MASK == 0xF
+    try:
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | (flags.SOCK_TYPE_MASK + 1))
+    except OSError as e:
+        assert e.errno == errno.EINVAL
+    else:
+        raise AssertionError("a type bit above SOCK_TYPE_MASK was accepted")
+    with open("/proc/sys/net/unix/max_dgram_qlen") as f:
+        assert int(f.read()) == flags.UNIX_MAX_DGRAM_QLEN
