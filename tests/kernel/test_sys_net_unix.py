@@ -117,6 +117,12 @@ def test_abstract_names_and_autobind():
     assert name(t, sock(t)) == UNNAMED
     call(t, "close", a)
     assert bind(t, sock(t), sun(b"\0abc")) == 0  # freed with its socket
+    # One abstract namespace per type: a datagram socket may take the same name,
+    # and a name of another type is not found.
+    d = sock(t, F.AF_UNIX, F.SOCK_DGRAM)
+    assert bind(t, d, sun(b"\0abc")) == 0
+    assert send(t, sock(t, F.AF_UNIX, F.SOCK_DGRAM), b"x", 0, sun(b"\0abcd")) == -E.ECONNREFUSED
+    assert connect(t, sock(t, F.AF_UNIX, F.SOCK_SEQPACKET), sun(b"\0abc")) == -E.ECONNREFUSED
 
 
 # --- connect / listen / accept ----------------------------------------------------------

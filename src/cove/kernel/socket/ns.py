@@ -48,7 +48,7 @@ class NetNamespace:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.unix_paths: dict[tuple[int, int], Any] = {}
-        self.abstract: dict[bytes, Any] = {}
+        self.abstract: dict[tuple[int, bytes], Any] = {}  # (socket type, name)
         self._autobind = itertools.count(0)
         self.ports: dict[tuple[int, int], list[Any]] = {}  # (protocol, port) -> sockets
         self._next_port: dict[int, int] = {}
@@ -68,11 +68,11 @@ class NetNamespace:
         return self.progress.pop(t, None)
 
     # --- AF_UNIX --------------------------------------------------------------------
-    def autobind_name(self) -> bytes:
+    def autobind_name(self, stype: int) -> bytes:
         """A free abstract name of five hex digits, as unix_autobind makes."""
         for _ in range(AUTOBIND_NAMES):
             name = b"%05x" % (next(self._autobind) % AUTOBIND_NAMES)
-            if name not in self.abstract:
+            if (stype, name) not in self.abstract:
                 return name
         raise Errno(E.ENOSPC)
 

@@ -6,7 +6,9 @@ under that node's inode key; connect()/sendto() resolve the path (write
 permission needed), and find the socket by the inode they reach. Abstract
 names (a leading NUL) and autobind names (a NUL and five hex digits, given
 for a bind of just the family, or before connect/send with SO_PASSCRED) live
-in the namespace's table. The node outlives the socket, as on Linux:
+in the namespace's table, one namespace per socket type (Linux hashes the
+type in: a stream and a datagram socket may share an abstract name, and
+connecting to a name of the other type is ECONNREFUSED). The node outlives the socket, as on Linux:
 connecting to it afterwards is ECONNREFUSED.
 """
 
@@ -36,7 +38,7 @@ class UnixNaming:
 
     addr: bytes | None = None  # the raw sockaddr it is bound to
     path_key: tuple[int, int] | None = None
-    abstract_name: bytes | None = None
+    abstract_name: tuple[int, bytes] | None = None  # (type, name): the table key
 
     def address(self: Any) -> bytes | None:
         return self.addr
@@ -52,10 +54,11 @@ class UnixNaming:
         if kind == "abstract":
             if self.addr is not None:
                 raise Errno(E.EINVAL)
-            if name in self.ns.abstract:
+            key = (self.stype, name)
+            if key in self.ns.abstract:
                 raise Errno(E.EADDRINUSE)
-            self.ns.abstract[name] = self
-            self.abstract_name = name
+            self.ns.abstract[key] = self
+            self.abstract_name = key
             self.addr = unix_abstract_addr(name)
             return
         vfs, path = t.kernel.vfs, os.fsdecode(name)
@@ -80,9 +83,9 @@ class UnixNaming:
     def autobind(self: Any) -> None:
         if self.addr is not None:
             return
-        name = self.ns.autobind_name()
-        self.ns.abstract[name] = self
-        self.abstract_name = name
+        name = self.ns.autobind_name(self.stype)
+        self.abstract_name = (self.stype, name)
+        self.ns.abstract[self.abstract_name] = self
         self.addr = unix_abstract_addr(name)
 
     def find(self: Any, t: Task, raw: bytes) -> Any:
@@ -91,7 +94,7 @@ class UnixNaming:
         if kind == "autobind":
             raise Errno(E.EINVAL)
         if kind == "abstract":
-            other = self.ns.abstract.get(name)
+            other = self.ns.abstract.get((self.stype, name))  # one namespace per type
         else:
             loc = t.kernel.vfs.resolve(t.fs, None, os.fsdecode(name))
             st = loc.inode.stat()
