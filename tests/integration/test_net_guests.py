@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import GUESTS as GUEST_SOURCES
 from tests.conftest import needs_kvm
 
 GUESTS = ("net_unix", "net_inet", "net_poll")
@@ -173,4 +174,28 @@ def test_python_asyncio_echo_in_the_sandbox(guest_dir, tmp_path, host_socket_wat
     assert lines[2].startswith("localhost [") and "127.0.0.1" in lines[2]
     assert lines[3] == f"outside {ENETUNREACH}"
     assert trace_calls(trace, "socketpair") and trace_calls(trace, "accept4")
+    assert host_socket_watch == []
+
+
+@needs_kvm
+@pytest.mark.timeout(300)
+def test_python_socket_semantics_match_the_host(guest_dir, tmp_path, host_socket_watch):
+    """tests/guests/net_semantics.py prints ~115 lines of socket behaviour
+    (errnos, poll masks, names, options, FIN/RST, UDP, fd passing); cove must
+    print exactly what the host kernel prints."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("/usr/bin/python3 is not installed on this host")
+    script = guest_dir / "net_semantics.py"
+    script.write_bytes((GUEST_SOURCES / "net_semantics.py").read_bytes())
+    want = subprocess.run(["/usr/bin/python3", str(script)], capture_output=True, timeout=100)
+    assert want.returncode == 0, want.stderr.decode()
+    r = run_traced(guest_dir, ["/usr/bin/python3", "/guests/net_semantics.py"],
+                   tmp_path / "trace.jsonl")
+    assert r.returncode == 0, r.stderr.decode()
+    got_lines = r.stdout.decode().splitlines()
+    want_lines = want.stdout.decode().splitlines()
+    assert len(want_lines) > 100 and want_lines[-1] == "done"
+    for n, (w, g) in enumerate(zip(want_lines, got_lines, strict=False)):
+        assert g == w, f"line {n + 1}: host {w!r}, cove {g!r}"
+    assert len(got_lines) == len(want_lines)
     assert host_socket_watch == []

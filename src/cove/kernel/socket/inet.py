@@ -29,11 +29,11 @@ from cove.kernel.socket.addr import (
     route,
     source_for,
 )
-from cove.kernel.socket.base import SEND_SHUTDOWN, Socket
+from cove.kernel.socket.base import SEND_SHUTDOWN, SHUTDOWN_MASK, Socket
 from cove.kernel.socket.dgram import DgramSocket
 from cove.kernel.socket.ns import PROT_SOCK, accepts, covers, overlap
 from cove.kernel.socket.packet import Creds, Packet
-from cove.kernel.socket.stream import UNIX_OVERHEAD, State, StreamSocket
+from cove.kernel.socket.stream import State, StreamSocket, unix_truesize
 
 if TYPE_CHECKING:
     from cove.fs.file import File
@@ -169,6 +169,8 @@ class Tcp(InetNaming, StreamSocket):
             if self.state is State.CONNECTED:
                 return 0
             err = self.take_error() or E.ECONNABORTED
+            self.shut = 0
+            self.notify()
             raise Errno(err)
         if self.state is not State.UNCONNECTED:
             raise Errno(E.EISCONN)
@@ -181,7 +183,10 @@ class Tcp(InetNaming, StreamSocket):
         if listener is None:
             self.unbind_auto()
             if nonblock:
+                # The RST ends it at once: closed both ways until the outcome is
+                # asked for (a second connect resets the socket, tcp_disconnect).
                 self.err = E.ECONNREFUSED
+                self.shut = SHUTDOWN_MASK
                 self.inprogress = True
                 self.notify()
                 raise Errno(E.EINPROGRESS)
@@ -303,7 +308,7 @@ class Udp(InetNaming, DgramSocket):
                 self.err = E.ECONNREFUSED  # ICMP port unreachable, for the next call
                 self.notify()
             return n
-        charge = n + UNIX_OVERHEAD
+        charge = unix_truesize(n)  # the skb's truesize counts against SO_RCVBUF
         if rcv.rx.charge + charge > rcv.rcvbuf:
             return n  # the receiver's buffer is full: the datagram is dropped
         rcv.rx.push(Packet(bytes(data), src=src, charge=charge))

@@ -4,8 +4,9 @@ Options that change behaviour live on the socket (buffer sizes, timeouts,
 SO_PASSCRED, SO_REUSEADDR/PORT, SO_LINGER, IPV6_V6ONLY); the others are
 stored and read back, range-checked as Linux checks them. A level the socket
 does not speak is EOPNOTSUPP (an AF_UNIX socket has nothing but SOL_SOCKET;
-TCP has no UDP options ...); an unknown option of a level it speaks is
-ENOPROTOOPT. Reads return the whole value; the syscall copies what fits.
+TCP has no UDP options ...), except that setting one on an inet socket is
+ENOPROTOOPT (the IP layer's answer); an unknown option of a level it speaks
+is ENOPROTOOPT. Reads return the whole value; the syscall copies what fits.
 """
 
 from __future__ import annotations
@@ -131,7 +132,12 @@ def setsockopt(t: Task, sock: Socket, level: int, name: int, read: Reader, optle
     if level == F.SOL_SOCKET:
         _set_socket(t, sock, name, read, optlen)
         return
-    ints = _ints_of(sock, level)
+    try:
+        ints = _ints_of(sock, level)
+    except Errno:
+        if sock.family == F.AF_UNIX:
+            raise
+        raise Errno(E.ENOPROTOOPT) from None  # ip_setsockopt: not SOL_IP
     if level == F.IPPROTO_TCP and name == F.TCP_CONGESTION:
         if optlen < 1:
             raise Errno(E.EINVAL)

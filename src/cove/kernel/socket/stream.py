@@ -49,6 +49,18 @@ if TYPE_CHECKING:
     from cove.kernel.task import Task
 
 UNIX_OVERHEAD = 768  # the truesize of a small skb, charged per AF_UNIX packet
+SKB_SHINFO = 320  # skb_shared_info at the end of an skb's head
+SKB_STRUCT = 256  # struct sk_buff and its slab rounding
+
+
+def unix_truesize(n: int) -> int:
+    """What Linux charges a sender for an AF_UNIX packet of ``n`` bytes: the
+    head is kmalloc'ed in power-of-two sizes (768 for anything small, 2304 for
+    1000 bytes); large packets go to page fragments."""
+    head = n + SKB_SHINFO
+    if head <= 4096:
+        return (1 << (head - 1).bit_length()) + SKB_STRUCT
+    return -(-n // 4096) * 4096 + UNIX_OVERHEAD
 TCP_GLUE = 65536  # TCP appends a write to the last queued segment below this size
 
 
@@ -199,7 +211,7 @@ class StreamSocket(Socket):
             if files:
                 hold_files(files)
             q.push(Packet(chunk, files=files or None, creds=creds, src=self.address(),
-                          sender=self, charge=take if self.tcp else take + UNIX_OVERHEAD))
+                          sender=self, charge=take if self.tcp else unix_truesize(take)))
         peer.notify()
         return take
 
@@ -208,7 +220,7 @@ class StreamSocket(Socket):
         if flags & F.MSG_OOB:
             raise Errno(E.EINVAL)  # no urgent data is ever queued
         if self.state in (State.UNCONNECTED, State.LISTENING):
-            raise Errno(E.ENOTCONN if self.tcp else E.EINVAL)
+            raise Errno(E.EINVAL if self.stream and not self.tcp else E.ENOTCONN)
         q = self.rx
         if not q:
             if self.err or self.shut & RCV_SHUTDOWN or size == 0 or self.nonblocking(flags):

@@ -25,7 +25,7 @@ from cove.kernel.socket.addr import UNNAMED, unix_abstract_addr, unix_parse, uni
 from cove.kernel.socket.base import RCV_SHUTDOWN, SEND_SHUTDOWN, Socket, msg_creds, task_creds
 from cove.kernel.socket.dgram import DgramSocket
 from cove.kernel.socket.packet import Creds, Packet, hold_files
-from cove.kernel.socket.stream import UNIX_OVERHEAD, State, StreamSocket
+from cove.kernel.socket.stream import State, StreamSocket, unix_truesize
 from cove.kernel.wait import Blocked
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ class UnixDgram(UnixNaming, DgramSocket):
             self.autobind()
             if creds is None:
                 creds = msg_creds(t)
-        charge = n + UNIX_OVERHEAD
+        charge = unix_truesize(n)
         if files:
             hold_files(files)
         other.rx.push(Packet(bytes(data), files=files or None, creds=creds, src=self.addr,

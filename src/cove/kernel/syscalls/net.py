@@ -59,7 +59,9 @@ def install(t: Task, s: Socket, cloexec: bool) -> int:
     return t.files.install(s, cloexec=cloexec)
 
 
-@syscall("socket", INT, INT, INT)
+@syscall("socket", INT, INT, INT, support="partial",
+         note="AF_UNIX; AF_INET/AF_INET6 TCP and UDP on a loopback-only network of the "
+              "sandbox; other families EAFNOSUPPORT, raw sockets EPERM")
 def socket(t: Task, domain: int, type_: int, protocol: int) -> int:
     stype, flags = split_type(type_)
     s = new_socket(t, domain, stype, protocol, bool(flags & F.SOCK_NONBLOCK))

@@ -113,7 +113,8 @@ def _send_one(t: Task, s: Socket, m: Msg, flags: int, *, whole: bool = True) -> 
     return s.sendmsg(t, memoryview(data), dest, files, creds, flags)
 
 
-@syscall("sendmsg", FD, PTR, UINT, on_interrupt=io.interrupted)
+@syscall("sendmsg", FD, PTR, UINT, on_interrupt=io.interrupted, support="partial",
+         note="no MSG_OOB (EOPNOTSUPP); SCM_RIGHTS and SCM_CREDENTIALS on AF_UNIX")
 def sendmsg(t: Task, fd: int, msg: int, flags: int) -> int:
     s = sock_of(t, fd)
     return _send_one(t, s, Msg(t, msg), flags & ~MSG_CMSG_COMPAT)
