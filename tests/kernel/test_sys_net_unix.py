@@ -361,6 +361,10 @@ def test_receive_timeout_returns_partial_or_eagain():
     a, b = pair(t)
     assert setopt(t, b, F.SOL_SOCKET, F.SO_RCVTIMEO_OLD, struct.pack("<qq", 0, 1000)) == 0
     assert recv(t, b) is None
+    deadline = t.blocked_on.deadline
+    t.files.get(b).notify()  # a wake-up with nothing to read: sleeps again ...
+    assert resume(t) is None
+    assert t.blocked_on.deadline == deadline  # ... towards the same deadline
     assert expire(t) == -E.EAGAIN
     assert send(t, a, b"ab") == 2
     assert recv(t, b, 5, F.MSG_WAITALL) is None

@@ -5,8 +5,9 @@ and recv with MSG_WAITALL only once the buffer is full (or EOF, an error or
 ancillary data ends it): both may sleep in the middle. cove's blocking
 re-runs the whole call after a wake-up, so the bytes already moved are kept
 in the namespace's ``Progress`` for the task and the re-run goes on from
-there. The same record holds the deadline SO_RCVTIMEO/SO_SNDTIMEO set at the
-first run (EAGAIN at expiry, or the count so far). When a signal interrupts
+there. The same record holds the deadline SO_RCVTIMEO/SO_SNDTIMEO set when
+the call first slept (EAGAIN at expiry, or the count so far). A call that
+never sleeps allocates its record and nothing else. When a signal interrupts
 a call that moved something, ``interrupted`` makes the call return that
 count instead of EINTR, and a call on a socket with a timeout is never
 restarted (signal(7)).
@@ -44,12 +45,12 @@ def step(t: Task, sock: Socket, fn: Callable[[], T], *, send: bool) -> T:
     try:
         result = fn()
     except Blocked as b:
-        b.deadline, b.on_timeout = p.deadline, -E.EAGAIN
+        ns.park(t, p, b, -E.EAGAIN)
         raise
     except BaseException:
-        ns.end(t)
+        ns.end(t, p)
         raise
-    ns.end(t)
+    ns.end(t, p)
     return result
 
 
@@ -87,14 +88,14 @@ def send(t: Task, sock: Socket, data: bytes, dest: bytes | None, files: list[Fil
                 break
     except Blocked as b:
         p.done = done
-        b.deadline, b.on_timeout = p.deadline, done or -E.EAGAIN
+        ns.park(t, p, b, done or -E.EAGAIN)
         raise
     except Errno:
-        ns.end(t)
+        ns.end(t, p)
         if done:
             return done  # bytes already queued count; the error waits for the next call
         raise
-    ns.end(t)
+    ns.end(t, p)
     return done
 
 
@@ -136,14 +137,14 @@ def recv(t: Task, sock: Socket, segs: Segs, flags: int) -> tuple[int, Received]:
                     or sock.nonblocking(flags)):
                 break
     except Blocked as b:
-        b.deadline, b.on_timeout = p.deadline, p.done or -E.EAGAIN
+        ns.park(t, p, b, p.done or -E.EAGAIN)
         raise
     except Errno:
-        ns.end(t)
+        ns.end(t, p)
         if p.done and meta is not None:
             return p.done, meta
         raise
-    ns.end(t)
+    ns.end(t, p)
     assert meta is not None
     return p.done, meta
 

@@ -34,14 +34,22 @@ AUTOBIND_NAMES = 0x100000  # autobind names are 5 hex digits
 @dataclass(slots=True)
 class Progress:
     """A blocking call that has done part of its work (bytes sent or received,
-    messages moved) and sleeps for the rest. It is kept per task across the
-    re-runs of the same call (``Task.blocked_call`` set: the call is being
-    resumed), with the deadline its socket timeout fixed at the first run."""
+    messages moved) and sleeps for the rest. It is registered for the task
+    when the call first sleeps and found again by the re-runs of the same call
+    (``Task.blocked_call`` set: the call is being resumed); its deadline is
+    fixed then, from the socket's timeout. A call that never sleeps registers
+    nothing (the common, fast case)."""
 
     done: int = 0
+    timeout: float | None = None  # SO_RCVTIMEO/SO_SNDTIMEO when the call began
     deadline: float | None = None
-    timed: bool = False  # SO_RCVTIMEO/SO_SNDTIMEO set: never restarted after a signal
+    parked: bool = False
     meta: Any = None  # what the first step learnt (a receive's address and flags)
+
+    @property
+    def timed(self) -> bool:
+        """A socket timeout is set: the call is never restarted after a signal."""
+        return self.timeout is not None
 
 
 class NetNamespace:
@@ -56,15 +64,28 @@ class NetNamespace:
 
     # --- blocking calls in steps ----------------------------------------------------
     def begin(self, t: Task, timeout: float | None) -> Progress:
-        """The progress of ``t``'s current call: resumed, or new when the call
-        is new (then ``timeout`` seconds from now is its deadline)."""
-        p = self.progress.get(t)
-        if p is None or t.blocked_call is None:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            p = self.progress[t] = Progress(0, deadline, timeout is not None)
-        return p
+        """The progress of ``t``'s current call: the one parked by its last
+        sleep if the call is being resumed, else a fresh one."""
+        if t.blocked_call is not None:
+            p = self.progress.get(t)
+            if p is not None:
+                return p
+        return Progress(0, timeout)
 
-    def end(self, t: Task) -> Progress | None:
+    def park(self, t: Task, p: Progress, b: Any, on_timeout: int) -> None:
+        """Before ``Blocked`` ``b`` puts the call to sleep: keep ``p`` for the
+        re-run and give the sleep its deadline and the result at expiry."""
+        if not p.parked:
+            p.parked = True
+            if p.timeout is not None:
+                p.deadline = time.monotonic() + p.timeout
+            self.progress[t] = p
+        b.deadline, b.on_timeout = p.deadline, on_timeout
+
+    def end(self, t: Task, p: Progress | None = None) -> Progress | None:
+        """The call is over: forget its progress (``p``: only if it was parked)."""
+        if p is not None and not p.parked:
+            return p
         return self.progress.pop(t, None)
 
     # --- AF_UNIX --------------------------------------------------------------------

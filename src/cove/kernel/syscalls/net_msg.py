@@ -160,14 +160,14 @@ def sendmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int) -> int:
             t.mm.write(at + MMSGHDR.offsets["msg_len"], n.to_bytes(4, "little"))
             p.done += 1
     except Blocked as b:
-        b.deadline, b.on_timeout = p.deadline, p.done or -E.EAGAIN
+        s.ns.park(t, p, b, p.done or -E.EAGAIN)
         raise
     except Errno:
-        s.ns.end(t)
+        s.ns.end(t, p)
         if p.done:
             return p.done
         raise
-    s.ns.end(t)
+    s.ns.end(t, p)
     return p.done
 
 
@@ -182,7 +182,7 @@ def recvmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int, timeout: int) ->
             raise Errno(E.EINVAL)
         limit = sec + nsec / 1e9
     p = s.ns.begin(t, s.rcvtimeo)
-    if not p.done:
+    if not p.parked:  # a new call: its own timeout runs from now
         p.meta = None if limit is None else time.monotonic() + limit
     try:
         while p.done < vlen:
@@ -203,14 +203,14 @@ def recvmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int, timeout: int) ->
             if p.meta is not None and time.monotonic() >= p.meta:
                 break  # the timeout is only looked at after a datagram, as on Linux
     except Blocked as b:
-        b.deadline, b.on_timeout = p.deadline, p.done or -E.EAGAIN
+        s.ns.park(t, p, b, p.done or -E.EAGAIN)
         raise
     except Errno:
-        s.ns.end(t)
+        s.ns.end(t, p)
         if p.done:
             return p.done
         raise
-    s.ns.end(t)
+    s.ns.end(t, p)
     return p.done
 
 
