@@ -400,6 +400,9 @@ def test_seqpacket_keeps_records():
     assert recv(t, b, 10) == b""  # the empty record
     assert recv(t, b, 10) == b"xyz"
     assert send(t, a, b"x" * 300000) == -E.EMSGSIZE
+    assert send(t, a, b"named", 0, sun(b"/nowhere")) == 5  # the address is ignored
+    assert recv(t, b) == b"named"
+    assert send(t, sock(t, F.AF_UNIX, F.SOCK_SEQPACKET), b"x") == -E.ENOTCONN
     call(t, "shutdown", a, F.SHUT_WR)
     assert send(t, a, b"x") == -E.EPIPE and not pending(t, F.SIGPIPE)  # no SIGPIPE here
 

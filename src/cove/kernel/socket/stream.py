@@ -160,7 +160,9 @@ class StreamSocket(Socket):
             if self.state is not State.CONNECTED or self.shut & SEND_SHUTDOWN:
                 raise self.pipe_error(flags)
         else:
-            if dest:
+            if self.seqpacket:
+                self.raise_error()  # and an address is ignored (unix_seqpacket_sendmsg)
+            elif dest:
                 raise Errno(E.EISCONN if self.state is State.CONNECTED else E.EOPNOTSUPP)
             if self.state is not State.CONNECTED:
                 raise Errno(E.ENOTCONN)
