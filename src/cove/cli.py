@@ -7,7 +7,6 @@ status; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -110,6 +109,8 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         sb = _build_sandbox(ns)
         argv = [ns.program, *ns.args]
         if ns.verbose:
+            import logging
+
             logging.getLogger("cove").setLevel(logging.INFO)
         result = sb.run(argv)
     except _Usage as e:
@@ -149,7 +150,15 @@ def _fail(message: str, status: int = 1) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:
+        # The common probe skips building the parser; same output and exit as argparse's.
+        print(f"cove {_version()}")
+        sys.stdout.flush()
+        raise SystemExit(0)
     ns = _parser().parse_args(argv)
+    # logging is imported only once a command is known (--version, --help skip it).
+    import logging
+
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if ns.debug else logging.WARNING,
                         format="cove: %(message)s")
     try:

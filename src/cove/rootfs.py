@@ -9,7 +9,6 @@ nothing the guest does ever reaches the lower layer. cove's own ``/dev``,
 from __future__ import annotations
 
 import os
-import tarfile
 from dataclasses import dataclass
 
 from cove.abi.errno import E, Errno
@@ -58,6 +57,8 @@ def open_lower(rootfs: str) -> FileSystem:
         return HostFS(rootfs)
     if not os.path.exists(rootfs):
         raise RootfsError(f"{rootfs}: no such file or directory")
+    import tarfile  # only tar/OCI rootfs need it
+
     try:
         with tarfile.open(rootfs) as tf:
             names = set(tf.getnames()[:64])

@@ -8,7 +8,6 @@ thread's cpu: run a task until it exits to us, handle the exit, pick the next.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import sys
 import time
@@ -288,6 +287,8 @@ class Kernel:
 
     def _trace(self, t: Task, name: str, args: Any, result: Any, dt: float) -> None:
         assert self.trace is not None
+        import json  # only --trace needs it
+
         rec = {"pid": t.pid, "tid": t.tid, "syscall": name,
                "args": [a if isinstance(a, (int, str)) else repr(a) for a in args],
                "result": result, "us": round(dt * 1e6, 1)}

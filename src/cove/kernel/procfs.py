@@ -22,7 +22,6 @@ which reach even deleted files and pipes, are not implemented).
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
@@ -55,6 +54,13 @@ Owner = Callable[[], tuple[int, int]]
 Factory = Callable[[SynthDir], SynthInode]
 HOST_NAME_MAX = 64
 PID_MAX = 4194304  # PID_MAX_LIMIT: cove's ids never wrap below it
+
+
+def _uuid4() -> str:
+    # uuid drags in the platform module (a few ms per start); only a read needs it.
+    import uuid
+
+    return str(uuid.uuid4())
 
 
 class ProcFS(SyntheticFS):
@@ -101,8 +107,8 @@ class ProcFS(SyntheticFS):
     def boot_id(self) -> str:
         k = self.kernel
         if k is None:
-            return str(uuid.uuid4())
-        return self._boot_ids.setdefault(k, str(uuid.uuid4()))
+            return _uuid4()
+        return self._boot_ids.setdefault(k, _uuid4())
 
 
 # --- nodes whose owner is a process ------------------------------------------------------
@@ -524,7 +530,7 @@ def make_procfs(vfs: VFS) -> ProcFS:
     kern.add_file("overflowgid", const("65534\n"))
     rnd = kern.add_dir("random")
     rnd.add_file("boot_id", lambda: (fs.boot_id() + "\n").encode())
-    rnd.add_file("uuid", lambda: (str(uuid.uuid4()) + "\n").encode())
+    rnd.add_file("uuid", lambda: (_uuid4() + "\n").encode())
     rnd.add_file("poolsize", const("256\n"))
     rnd.add_file("entropy_avail", const("256\n"))
     vm = sys_.add_dir("vm")
