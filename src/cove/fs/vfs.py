@@ -154,7 +154,8 @@ class VFS:
         """Mount ``fs`` on the directory ``path`` (resolved as root)."""
         ctx = ctx or self.context()
         where = self.resolve(ctx, None, path)
-        if not where.inode.stat().is_dir():
+        # By mode, not stat: an overlay dir's stat lists the host dir to count links.
+        if where.inode.mode & S_IFMT != S_IFDIR:
             raise Errno(E.ENOTDIR)
         mnt = Mount(fs, where.mount, where, flags, source)
         self._mounts[(where.mount.id, where.inode.key)] = mnt

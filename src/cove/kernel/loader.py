@@ -33,7 +33,6 @@ of the x86-64 ABI) and rflags 0x202.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -144,9 +143,14 @@ class Layout:
     brk_pad: int = 0  # arch_randomize_brk's offset of the heap start
 
     @classmethod
-    def randomized(cls, randbits: Callable[[int], int] = secrets.randbits) -> Layout:
+    def randomized(cls, randbits: Callable[[int], int] | None = None) -> Layout:
         """x86-64 Linux's entropy: 28 bits of pages for mmap and PIE bases, 22
-        for the stack top, up to 8 KiB of stack pad, 32 MiB of brk offset."""
+        for the stack top, up to 8 KiB of stack pad, 32 MiB of brk offset
+        (``randbits`` defaults to ``secrets.randbits``)."""
+        if randbits is None:
+            import secrets  # pulls in hashlib/hmac, ms on every start; only ASLR needs it
+
+            randbits = secrets.randbits
         stack_rnd = randbits(22) << 12
         stack_top = USER_TOP - stack_rnd
         # mmap_base leaves room for the largest stack randomization plus the stack.
