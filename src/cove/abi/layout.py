@@ -30,6 +30,7 @@ import struct
 from collections import namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 _ITEM = re.compile(r"^(\d*)([xbBhHiIqQs])$")
@@ -82,7 +83,6 @@ class Layout:
         if len(set(self.fields)) != len(self.fields):
             raise ValueError(f"{name}: duplicate field names")
         self.offsets: dict[str, int] = {m.name: m.offset for m in members if m.name}
-        self.Tuple = namedtuple(name, self.fields)  # type: ignore[misc]
         self._defaults = {
             m.name: (b"" if m.code.endswith("s") else 0) for m in members if m.name is not None
         }
@@ -90,6 +90,12 @@ class Layout:
         self.pack_into: Callable[..., None] = self.struct.pack_into
         self.unpack_from: Callable[..., tuple[Any, ...]] = self.struct.unpack_from
         self.pack: Callable[..., bytes] = self.struct.pack
+
+    @cached_property
+    def Tuple(self) -> Any:
+        """The named tuple `read` returns, built on first use (a namedtuple costs
+        ~0.1 ms and few of the ~50 layouts are read by name in a run)."""
+        return namedtuple(self.name, self.fields)  # type: ignore[misc]
 
     def read(self, buf: Any, offset: int = 0) -> Any:
         """Unpack into a named tuple (``.st_size`` etc.)."""
