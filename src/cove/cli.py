@@ -6,12 +6,13 @@ status; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+
     from cove.sandbox import Sandbox
 
 EXIT_USAGE = 2
@@ -48,7 +49,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--verbose", "-v", action="store_true",
                      help="say which platform runs the guest")
     run.add_argument("program", metavar="PROGRAM")
-    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    run.add_argument("args", nargs="...", metavar="ARGS")  # argparse.REMAINDER
 
 
 class _Usage(Exception):
@@ -78,6 +79,8 @@ def _build_sandbox(ns: argparse.Namespace, **extra: Any) -> Sandbox:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse  # not at import: `cove --version` never builds a parser
+
     p = argparse.ArgumentParser(
         prog="cove",
         description="Run unmodified Linux x86-64 programs in a sandbox with its own "
