@@ -509,6 +509,9 @@ def test_race_dir_and_symlink_swap_never_reads_outside(host: Path) -> None:
 # --- fd hygiene ------------------------------------------------------------------------
 @pytest.mark.timeout(120)
 def test_5000_lookups_do_not_leak_fds(host: Path) -> None:
+    import gc
+
+    gc.collect()  # other tests' garbage must not close fds during the count
     before = _fd_count()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     highest = max(int(n) for n in os.listdir("/proc/self/fd"))
@@ -536,17 +539,21 @@ def test_5000_lookups_do_not_leak_fds(host: Path) -> None:
     assert f.open_fds() <= 1 + 16 + 8
     assert peak <= before + 1 + 16 + 8
     f.close()
-    assert _fd_count() == before
+    assert f.open_fds() == 0
+    # Other objects of the test process may close fds meanwhile (collected
+    # sandboxes): what matters is that none of ours stayed open.
+    assert _fd_count() <= before
     assert _errno_of(kept[1].read, 0, 1) == E.EIO  # closed fs refuses, never reuses fd numbers
 
 
 def test_fds_closed_when_fs_collected(host: Path) -> None:
+    import gc
+
+    gc.collect()  # settle other tests' garbage first: their fds are not ours to count
     before = _fd_count()
     f = HostFS(str(host))
     f.root.lookup("d").lookup("f.txt").read(0, 1)
     assert _fd_count() > before
     del f
-    import gc
-
     gc.collect()
-    assert _fd_count() == before
+    assert _fd_count() <= before
