@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.fs.file import File
+
+if TYPE_CHECKING:
+    from cove.kernel.task import Task
 
 NR_OPEN_DEFAULT = 1024  # RLIMIT_NOFILE soft default
 NR_OPEN_MAX = 1 << 20
@@ -110,3 +115,31 @@ class FdTable:
     def close_all(self) -> None:
         for fd in list(self.files):
             self.close(fd)
+
+
+_FD_PAIR = struct.Struct("<ii")
+
+
+def install_pair(t: Task, first: File, second: File, *, cloexec: bool, addr: int) -> None:
+    """pipe2/socketpair: install both files and write ``int[2]`` to ``addr``, or
+    neither: a failed second install or copy-out undoes the first."""
+    files = t.files
+    try:
+        fa = files.install(first, cloexec=cloexec)
+    except Errno:
+        first.release()
+        second.release()
+        raise
+    try:
+        fb = files.install(second, cloexec=cloexec)
+    except Errno:
+        files.close(fa)
+        second.release()
+        raise
+    try:
+        t.mm.write(addr, _FD_PAIR.pack(fa, fb))
+    except Errno:
+        files.close(fa)
+        files.close(fb)
+        raise
+

@@ -55,6 +55,14 @@ PF_INSTR = 1 << 4  # instruction fetch
 USER_ADDRESS_LIMIT = 1 << 47  # user mappings live in [0, 2**47), like Linux x86-64
 
 
+def check_user_range(vaddr: int, length: int = 4096) -> None:
+    """The AddressSpace argument rule: page-aligned, inside user space, else ValueError."""
+    if vaddr & 0xFFF or length & 0xFFF or length < 0:
+        raise ValueError(f"unaligned range {vaddr:#x}+{length:#x}")
+    if vaddr < 0 or vaddr + length > USER_ADDRESS_LIMIT:
+        raise ValueError(f"range {vaddr:#x}+{length:#x} outside user space")
+
+
 class PlatformError(Exception):
     """The platform itself failed (a host ioctl failed, the VM died). Not the guest's
     fault and not recoverable for this platform instance."""

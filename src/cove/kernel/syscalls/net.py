@@ -14,6 +14,7 @@ import struct
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
+from cove.kernel.fdtable import install_pair
 from cove.kernel.socket import Socket, new_pair, new_socket, split_type
 from cove.kernel.socket.addr import SOCKADDR_STORAGE
 from cove.kernel.socket.io import interrupted, step
@@ -24,7 +25,6 @@ from cove.kernel.syscall import FD, INT, PTR, syscall
 from cove.kernel.task import Task
 
 _INT = struct.Struct("<i")
-_FDS = struct.Struct("<ii")
 ACCEPT_FLAGS = F.SOCK_NONBLOCK | F.SOCK_CLOEXEC
 
 
@@ -76,26 +76,7 @@ def socket(t: Task, domain: int, type_: int, protocol: int) -> int:
 def socketpair(t: Task, domain: int, type_: int, protocol: int, sv: int) -> int:
     stype, flags = split_type(type_)
     a, b = new_pair(t, domain, stype, protocol, bool(flags & F.SOCK_NONBLOCK))
-    cloexec = bool(flags & F.SOCK_CLOEXEC)
-    files = t.files
-    try:
-        fa = install(t, a, cloexec)
-    except Errno:
-        a.release()
-        b.release()
-        raise
-    try:
-        fb = install(t, b, cloexec)
-    except Errno:
-        files.close(fa)
-        b.release()
-        raise
-    try:
-        t.mm.write(sv, _FDS.pack(fa, fb))
-    except Errno:
-        files.close(fa)
-        files.close(fb)
-        raise
+    install_pair(t, a, b, cloexec=bool(flags & F.SOCK_CLOEXEC), addr=sv)
     return 0
 
 

@@ -25,7 +25,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
-from cove.platform.base import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, USER_ADDRESS_LIMIT
+from cove.platform.base import (
+    PROT_EXEC,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+    USER_ADDRESS_LIMIT,
+    check_user_range,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -129,12 +136,7 @@ class KvmAddressSpace:
 
     # --- helpers --------------------------------------------------------------
 
-    @staticmethod
-    def _check(vaddr: int, length: int = PAGE) -> None:
-        if vaddr & 0xFFF or length & 0xFFF or length < 0:
-            raise ValueError(f"unaligned range {vaddr:#x}+{length:#x}")
-        if vaddr < 0 or vaddr + length > USER_ADDRESS_LIMIT:
-            raise ValueError(f"range {vaddr:#x}+{length:#x} outside user space")
+    _check = staticmethod(check_user_range)
 
     def _leaf(self, vaddr: int, create: bool) -> int:
         key = vaddr >> 21

@@ -20,7 +20,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
-from cove.platform.base import PROT_EXEC, PROT_READ, PROT_WRITE, USER_ADDRESS_LIMIT
+from cove.platform.base import (
+    PROT_EXEC,
+    PROT_READ,
+    PROT_WRITE,
+    USER_ADDRESS_LIMIT,
+    check_user_range,
+)
 from cove.platform.userland import layout as L
 from cove.platform.userland.stub import NR_mmap, NR_munmap
 
@@ -45,12 +51,7 @@ class UserlandAddressSpace:
         self.proc: StubProcess | None = None
         self.destroyed = False
 
-    @staticmethod
-    def _check(vaddr: int, length: int = PAGE) -> None:
-        if vaddr & 0xFFF or length & 0xFFF or length < 0:
-            raise ValueError(f"unaligned range {vaddr:#x}+{length:#x}")
-        if vaddr < 0 or vaddr + length > USER_ADDRESS_LIMIT:
-            raise ValueError(f"range {vaddr:#x}+{length:#x} outside user space")
+    _check = staticmethod(check_user_range)
 
     def _check_map(self, vaddr: int, length: int) -> None:
         self._check(vaddr, length)
