@@ -370,22 +370,28 @@ class Sandbox:
                 raise ValueError("give stdin or input, not both")
             out = PIPE if capture_output else None
             io = Stdio(PIPE if input is not None else stdin, out, out)
-            trace = None
-            try:
-                trace = self._open_trace()
-                live = self._boot(argv, env=env, stdio=tuple(io.fds), trace=trace)  # type: ignore[arg-type]
-            except BaseException:
-                io.close()
-                if trace is not None:
-                    trace.close()
-                raise
-            live.trace = trace
-            io.attached()
+            live = self._boot_attached(argv, env, io)
             self._busy = True
         try:
             return self._finish_here(live, argv, io, input, capture_output)
         finally:
             self._busy = False
+
+    def _boot_attached(self, argv: list[str], env: dict[str, str] | None, io: Stdio) -> Live:
+        """Boot ``argv`` on ``io``'s fds with this sandbox's trace file; on failure
+        nothing stays open."""
+        trace = None
+        try:
+            trace = self._open_trace()
+            live = self._boot(argv, env=env, stdio=tuple(io.fds), trace=trace)  # type: ignore[arg-type]
+        except BaseException:
+            io.close()
+            if trace is not None:
+                trace.close()
+            raise
+        live.trace = trace
+        io.attached()
+        return live
 
     def _finish_here(self, live: Live, argv: list[str], io: Stdio, input: bytes | None,
                      capture_output: bool) -> CompletedRun:
@@ -442,17 +448,7 @@ class Sandbox:
             self._check_idle("warm_up")
             self._drop_live()
             io = Stdio(PIPE, stdout, stderr)
-            trace = None
-            try:
-                trace = self._open_trace()
-                live = self._boot(argv, env=env, stdio=tuple(io.fds), trace=trace)  # type: ignore[arg-type]
-            except BaseException:
-                io.close()
-                if trace is not None:
-                    trace.close()
-                raise
-            live.trace = trace
-            io.attached()
+            live = self._boot_attached(argv, env, io)
             self._busy = True
         kernel = live.kernel
         try:
@@ -499,17 +495,7 @@ class Sandbox:
             self._check_idle("spawn")
             self._drop_live()  # a restored, never resumed guest gives way
             io = Stdio(stdin, stdout, stderr)
-            trace = None
-            try:
-                trace = self._open_trace()
-                live = self._boot(argv, env=env, stdio=tuple(io.fds), trace=trace)  # type: ignore[arg-type]
-            except BaseException:
-                io.close()
-                if trace is not None:
-                    trace.close()
-                raise
-            live.trace = trace
-            io.attached()
+            live = self._boot_attached(argv, env, io)
             return self._start_background(live, io)
 
     def _start_background(self, live: Live, io: Stdio) -> GuestProcess:
