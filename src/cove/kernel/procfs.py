@@ -112,7 +112,19 @@ class ProcFS(SyntheticFS):
 
 
 # --- nodes whose owner is a process ------------------------------------------------------
-class PidDir(SynthDir):
+class _Owned:
+    """A /proc node owned by its process's effective ids (``owner()``), as Linux."""
+
+    __slots__ = ()
+    owner: Owner
+
+    def stat(self) -> Stat:
+        st = super().stat()  # type: ignore[misc]
+        st.uid, st.gid = self.owner()
+        return st
+
+
+class PidDir(_Owned, SynthDir):
     __slots__ = ("owner",)
 
     def __init__(self, fs: ProcFS, parent: SynthDir, owner: Owner, mode: int = 0o555,
@@ -120,13 +132,8 @@ class PidDir(SynthDir):
         super().__init__(fs, parent, mode, listing)
         self.owner = owner
 
-    def stat(self) -> Stat:
-        st = super().stat()
-        st.uid, st.gid = self.owner()
-        return st
 
-
-class PidFile(SynthFile):
+class PidFile(_Owned, SynthFile):
     __slots__ = ("owner",)
 
     def __init__(self, fs: ProcFS, parent: SynthDir, render: Render, owner: Owner,
@@ -134,24 +141,14 @@ class PidFile(SynthFile):
         super().__init__(fs, parent, render, mode, write)
         self.owner = owner
 
-    def stat(self) -> Stat:
-        st = super().stat()
-        st.uid, st.gid = self.owner()
-        return st
 
-
-class PidLink(SynthLink):
+class PidLink(_Owned, SynthLink):
     __slots__ = ("owner",)
 
     def __init__(self, fs: ProcFS, parent: SynthDir, target: Callable[[], str],
                  owner: Owner) -> None:
         super().__init__(fs, parent, target)
         self.owner = owner
-
-    def stat(self) -> Stat:
-        st = super().stat()
-        st.uid, st.gid = self.owner()
-        return st
 
 
 class FdLink(PidLink):
