@@ -125,3 +125,13 @@ def test_verbose_names_the_platform():
     r = cove("run", "--verbose", "--", "/bin/busybox", "true")
     assert r.returncode == 0
     assert "cove: platform kvm" in r.stderr
+
+
+def test_syscalls_table_is_honest():
+    r = cove("syscalls")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert any(line.split()[1:3] == ["openat", "full"] for line in lines if line.strip())
+    assert any(line.split()[1:3] == ["kexec_load", "missing"] for line in lines if line.strip())
+    counts = dict(part.split(": ") for part in lines[-1].split(", "))
+    assert int(counts["full"]) > 150 and int(counts["missing"]) > 0
