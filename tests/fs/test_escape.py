@@ -20,7 +20,6 @@ import ctypes
 import hashlib
 import io
 import os
-import stat
 import struct
 import tarfile
 import uuid
@@ -51,6 +50,8 @@ from cove.fs.node import RENAME_EXCHANGE, S_IFIFO
 from cove.fs.overlay import OverlayFS
 from cove.fs.tarfs import TarFS
 from cove.fs.vfs import PATH_MAX, VFS, PathContext
+
+from .hostdigest import tree_state
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -150,36 +151,8 @@ def _build_world(base: Path) -> World:
     return World(root, tree, mnt_tree, tar, decoy)
 
 
-def _digest(dfd: int, prefix: str, out: list[tuple[object, ...]]) -> None:
-    """Mode, owner, size, mtime and sha256 / link target of everything under ``dfd``."""
-    for name in sorted(os.listdir(dfd)):
-        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        rel = f"{prefix}/{name}"
-        extra: object = None
-        if stat.S_ISREG(st.st_mode):
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
-            with os.fdopen(fd, "rb") as f:
-                extra = hashlib.sha256(f.read()).hexdigest()
-        elif stat.S_ISLNK(st.st_mode):
-            extra = os.readlink(name, dir_fd=dfd)
-        out.append((rel, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino,
-                    st.st_mtime_ns, extra))
-        if stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
-            try:
-                _digest(sub, rel, out)
-            finally:
-                os.close(sub)
-
-
 def snapshot(path: Path) -> list[tuple[object, ...]]:
-    out: list[tuple[object, ...]] = [("/etc/passwd", hashlib.sha256(HOST_PASSWD).hexdigest())]
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        _digest(fd, "", out)
-    finally:
-        os.close(fd)
-    return out
+    return [("/etc/passwd", hashlib.sha256(HOST_PASSWD).hexdigest()), *tree_state(path)]
 
 
 class OpenWatch:

@@ -9,7 +9,6 @@ test runs twice: with openat2(2) and with the O_NOFOLLOW fallback.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import socket
@@ -41,6 +40,8 @@ from cove.fs.node import (
     SetAttr,
     makedev,
 )
+
+from .hostdigest import tree_state
 
 INSIDE = b"inside content\n"
 OUTSIDE = b"OUTSIDE SECRET\n"
@@ -119,35 +120,8 @@ def _build(tmp: Path) -> Path:
     return root
 
 
-def _digest(dfd: int, prefix: str, out: list[tuple[object, ...]]) -> None:
-    """Modes, sizes, sha256 of contents and link targets of everything under dfd."""
-    for name in sorted(os.listdir(dfd)):
-        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        rel = f"{prefix}/{name}"
-        extra: object = None
-        if stat.S_ISREG(st.st_mode):
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
-            with os.fdopen(fd, "rb") as f:
-                extra = hashlib.sha256(f.read()).hexdigest()
-        elif stat.S_ISLNK(st.st_mode):
-            extra = os.readlink(name, dir_fd=dfd)
-        out.append((rel, st.st_mode, st.st_size, st.st_ino, extra))
-        if stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
-            try:
-                _digest(sub, rel, out)
-            finally:
-                os.close(sub)
-
-
 def _snapshot(path: Path) -> list[tuple[object, ...]]:
-    out: list[tuple[object, ...]] = []
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        _digest(fd, "", out)
-    finally:
-        os.close(fd)
-    return out
+    return tree_state(path, owners_and_times=False)
 
 
 @pytest.fixture(autouse=True, params=[True, False], ids=["openat2", "nofollow"])

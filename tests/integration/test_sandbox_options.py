@@ -3,13 +3,13 @@ environment, cwd, user and a tar rootfs, each tried from inside a guest."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 
 import pytest
 
 from tests.conftest import needs_kvm
+from tests.fs.hostdigest import tree_state
 
 BUSYBOX = "/bin/busybox"
 pytestmark = [
@@ -30,25 +30,15 @@ def sh(script: str, **kw):
         os.close(devnull)
 
 
-def tree_digest(root) -> str:
-    h = hashlib.sha256()
-    for d, dirs, files in sorted(os.walk(root)):
-        dirs.sort()
-        for name in sorted(files):
-            p = os.path.join(d, name)
-            h.update(p.encode() + open(p, "rb").read())
-    return h.hexdigest()
-
-
 def test_rw_mount_writes_stay_in_the_sandbox(tmp_path):
     from cove.rootfs import MountSpec
 
     (tmp_path / "data.txt").write_text("original\n")
-    before = tree_digest(tmp_path)
+    before = tree_state(tmp_path)
     r = sh("echo changed > /m/data.txt && echo new > /m/new.txt && cat /m/data.txt /m/new.txt",
            mounts=(MountSpec.parse(f"{tmp_path}:/m:rw"),))
     assert (r.returncode, r.stdout) == (0, b"changed\nnew\n"), r.stderr
-    assert tree_digest(tmp_path) == before
+    assert tree_state(tmp_path) == before
 
 
 def test_ro_mount_refuses_writes(tmp_path):
