@@ -344,14 +344,9 @@ class VFS:
         perm.check(dir_st, ctx.cred, MAY_WRITE | MAY_EXEC)
         vst = victim.inode.stat()
         perm.check_sticky(dir_st, vst, ctx.cred)
-        if is_dir:
-            if not vst.is_dir():
-                raise Errno(E.ENOTDIR)
-            if victim.same(ctx.root) or self.is_mountpoint(victim):
-                raise Errno(E.EBUSY)
-        elif vst.is_dir():
-            raise Errno(E.EISDIR)
-        if not is_dir and self.is_mountpoint(victim):
+        if is_dir != vst.is_dir():
+            raise Errno(E.ENOTDIR if is_dir else E.EISDIR)
+        if self.is_mountpoint(victim) or (is_dir and victim.same(ctx.root)):
             raise Errno(E.EBUSY)
 
     # --- operations --------------------------------------------------------

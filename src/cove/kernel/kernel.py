@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -405,8 +404,3 @@ def status_to_exit(status: int) -> int:
     if status & 0x7F:
         return 128 + (status & 0x7F)
     return (status >> 8) & 0xFF
-
-
-def stderr_log(debug: bool) -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if debug else logging.WARNING,
-                        format="cove: %(message)s")

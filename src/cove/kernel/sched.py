@@ -229,6 +229,3 @@ class Scheduler:
         if t.state is State.RUNNABLE:
             t.nivcsw += 1
             self.runq.append(t)
-
-    def has_others(self) -> bool:
-        return bool(self.runq)
