@@ -132,7 +132,8 @@ def memory_maps(kernel: Kernel) -> list[MemoryMap]:
 
 def frame_refs(kernel: Kernel) -> dict[int, int]:
     """Reference counts of the guest frames the North holds: one per page of
-    every memory map, one per page held by a shared mapping's object."""
+    every memory map, one per page held by a shared mapping's object, one
+    per page the page cache keeps."""
     refs: dict[int, int] = {}
     shared: dict[int, Any] = {}
     for mm in memory_maps(kernel):
@@ -144,6 +145,10 @@ def frame_refs(kernel: Kernel) -> dict[int, int]:
     for so in shared.values():
         for f in so.frames.values():
             refs[f] = refs.get(f, 0) + 1
+    from cove.kernel.pagecache import cache_for
+
+    for f in cache_for(kernel.phys).held():  # the page cache keeps its own reference
+        refs[f] = refs.get(f, 0) + 1
     return refs
 
 

@@ -1,5 +1,7 @@
-"""The page cache: private file mappings share clean pages, and nobody ever
-sees another mapping's writes or an old version of the file."""
+"""The page cache: private file mappings share clean pages, the cache keeps
+them after the last mapping goes (with a reference of its own, within a
+limit, given back when memory runs out), and nobody ever sees another
+mapping's writes or an old version of the file."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from cove.abi import flags as F
+from cove.abi.errno import Errno
 from cove.kernel.mm import MemoryMap
 from cove.kernel.pagecache import cache_for
 from cove.kernel.physmem import PAGE_SIZE, PhysMem
@@ -72,7 +75,7 @@ def test_two_mappings_share_frames_read_only(phys):
     assert a.frames[pa >> 12] == b.frames[pb >> 12]
     assert f.reads == 1  # the second mapping read nothing
     assert all(p == RX for _, p in b.space.pages.values())
-    assert phys.refcount(a.frames[pa >> 12]) == 2  # the cache holds no reference
+    assert phys.refcount(a.frames[pa >> 12]) == 3  # two maps and the cache
     assert b.read(pb + 3 * PAGE_SIZE, 1) == b"D"
 
 
@@ -93,16 +96,20 @@ def test_mprotect_and_write_copies_and_never_touches_the_shared_frame(phys):
     assert c.read(pc, 4) == b"AAAA"
 
 
-def test_last_user_writing_takes_the_frame_out_of_the_cache(phys):
+def test_the_last_user_writing_copies_the_cached_frame(phys):
     f = VFile(pages(2))
     a = MemoryMap(phys, FakeSpace())
     pa = a.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
+    cached = a.frames[pa >> 12]
     a.mprotect(pa, 2 * PAGE_SIZE, RW)
-    a.write(pa, b"dirty")  # sole user: the frame is taken over, not copied
-    assert not cache_for(phys).owns(a.frames[pa >> 12])
+    a.write(pa, b"dirty")  # the cache holds the frame too: the writer gets a copy
+    assert a.frames[pa >> 12] != cached
+    assert cache_for(phys).owns(cached) and not cache_for(phys).owns(a.frames[pa >> 12])
+    assert phys.read(cached << 12, 5) == b"AAAAA"
     b = MemoryMap(phys, FakeSpace())
     pb = b.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
-    assert b.read(pb, 5) == b"AAAAA"
+    assert b.read(pb, 5) == b"AAAAA" and f.reads == 1
+    assert a.read(pa, 5) == b"dirty"
 
 
 def test_a_changed_file_is_a_new_version(phys):
@@ -116,14 +123,30 @@ def test_a_changed_file_is_a_new_version(phys):
     assert a.read(pa, 4) == b"AAAA"  # a mapping keeps the page it already had
 
 
-def test_freed_frames_leave_the_cache(phys):
+def test_the_cache_keeps_pages_after_the_last_mapping_goes(phys):
     f = VFile(pages(3))
     a = MemoryMap(phys, FakeSpace())
-    a.mmap(0, 3 * PAGE_SIZE, R, PRIV, f, 0)
+    pa = a.mmap(0, 3 * PAGE_SIZE, R, PRIV, f, 0)
+    kept = [a.frames[(pa >> 12) + i] for i in range(3)]
     cache = cache_for(phys)
     assert len(cache) == 3
     a.release()
-    assert len(cache) == 0
+    assert len(cache) == 3 and all(phys.refcount(fr) == 1 for fr in kept)
+    b = MemoryMap(phys, FakeSpace())
+    pb = b.mmap(0, 3 * PAGE_SIZE, R, PRIV, f, 0)
+    assert [b.frames[(pb >> 12) + i] for i in range(3)] == kept and f.reads == 1
+    assert b.read(pb + 2 * PAGE_SIZE, 1) == b"C"
+
+
+def test_evicted_frames_are_freed_and_never_served_again(phys):
+    f = VFile(pages(3))
+    a = MemoryMap(phys, FakeSpace())
+    a.mmap(0, 3 * PAGE_SIZE, R, PRIV, f, 0)
+    a.release()
+    cache = cache_for(phys)
+    used = phys.frames_in_use
+    cache.clear(phys)
+    assert len(cache) == 0 and phys.frames_in_use == used - 3
     # The frames go back to PhysMem and are reused for other data...
     junk = [phys.alloc() for _ in range(3)]
     for j in junk:
@@ -131,6 +154,62 @@ def test_freed_frames_leave_the_cache(phys):
     b = MemoryMap(phys, FakeSpace())
     pb = b.mmap(0, 3 * PAGE_SIZE, R, PRIV, f, 0)
     assert b.read(pb + 2 * PAGE_SIZE, 1) == b"C"  # ...and never served from the cache
+    assert f.reads == 2
+
+
+def test_the_cache_keeps_at_most_its_limit_least_recently_used_first_out(phys):
+    cache = cache_for(phys)
+    cache.limit = 4
+    f, g = VFile(pages(3), ino=7), VFile(pages(3, b"g"), ino=8)
+    a = MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 3 * PAGE_SIZE, R, PRIV, f, 0)
+    fa = [a.frames[(pa >> 12) + i] for i in range(3)]
+    a.release()
+    b = MemoryMap(phys, FakeSpace())
+    pb = b.mmap(0, 3 * PAGE_SIZE, R, PRIV, g, 0)
+    assert len(cache) == 4
+    # f's two oldest pages went (and were freed: nothing mapped them); g's pages stay.
+    assert not cache.owns(fa[0]) and not cache.owns(fa[1]) and cache.owns(fa[2])
+    assert phys.refcount(fa[0]) == 0 and phys.refcount(fa[2]) == 1
+    assert all(cache.owns(b.frames[(pb >> 12) + i]) for i in range(3))
+    # A page still mapped when it is evicted stays with its mapping.
+    cache.limit = 0
+    cache.evict(phys, len(cache))
+    assert b.read(pb + PAGE_SIZE, 2) == b"gB"
+    assert all(phys.refcount(b.frames[(pb >> 12) + i]) == 1 for i in range(3))
+    b.release()
+    assert phys.frames_in_use == 0
+
+
+def test_a_new_version_drops_the_old_versions_pages(phys):
+    f = VFile(pages(2))
+    a = MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
+    old = a.frames[pa >> 12]
+    a.release()
+    f.write(0, b"v2")
+    b = MemoryMap(phys, FakeSpace())
+    pb = b.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
+    assert b.read(pb, 3) == b"v2A"
+    cache = cache_for(phys)
+    assert not cache.owns(old) and phys.refcount(old) == 0 and len(cache) == 2
+
+
+def test_running_out_of_memory_takes_frames_back_from_the_cache():
+    phys = PhysMem(16 * PAGE_SIZE)
+    try:
+        f = VFile(pages(8))
+        a = MemoryMap(phys, FakeSpace())
+        a.mmap(0, 8 * PAGE_SIZE, R, PRIV, f, 0)
+        a.release()
+        assert len(cache_for(phys)) == 8 and phys.frames_free == 8
+        got = phys.alloc_many(16)  # only possible with the cache's 8 frames back
+        assert len(set(got)) == 16 and len(cache_for(phys)) == 0
+        assert all(phys.read(fr << 12, PAGE_SIZE) == bytes(PAGE_SIZE) for fr in got)
+        with pytest.raises(Errno):
+            phys.alloc()
+    finally:
+        phys.close()
 
 
 def test_a_page_cut_short_by_the_mapping_is_not_shared(phys):
@@ -165,12 +244,12 @@ def test_fork_leaves_clean_file_pages_to_faults_in_the_child(phys):
     child = a.fork(FakeSpace())
     assert (pa >> 12) not in child.frames and child.space.pages == {}
     assert child.handle_fault(pa, write=False, execute=True) is None
-    assert child.frames[pa >> 12] == fr and phys.refcount(fr) == 2  # from the cache
+    assert child.frames[pa >> 12] == fr and phys.refcount(fr) == 3  # from the cache
     assert f.reads == 1
     a.release()
-    assert cache_for(phys).owns(fr) and phys.refcount(fr) == 1
+    assert cache_for(phys).owns(fr) and phys.refcount(fr) == 2
     child.release()
-    assert not cache_for(phys).owns(fr) and phys.refcount(fr) == 0
+    assert cache_for(phys).owns(fr) and phys.refcount(fr) == 1  # the cache's own
 
 
 def test_fork_copies_a_modified_page_of_a_read_only_file_mapping(phys):

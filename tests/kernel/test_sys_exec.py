@@ -16,6 +16,7 @@ from cove.fs.mount import MS_NOEXEC
 from cove.kernel import process, signals
 from cove.kernel.exec import MAX_SCRIPT_DEPTH
 from cove.kernel.initstack import MAX_ARG_STRLEN
+from cove.kernel.pagecache import cache_for
 from cove.kernel.task import State
 
 from .harness import SCRATCH, call, make_kernel, put
@@ -326,9 +327,17 @@ def test_vfork_child_exec_wakes_parent_and_keeps_its_memory(kt):
 def test_fork_exec_exit_returns_every_frame(kt):
     k, t = kt
     base = k.phys.frames_in_use
+    cache = cache_for(k.phys)
+    kept = []
     for _ in range(5):
         c = fork(t)
         execve(c, "/bin/prog")
         exit_group(c, 0)
         assert call(t, "wait4", -1, 0, 0, 0) == c.pid
+        # Only the page cache keeps anything: the program's clean pages, the
+        # same ones after every run.
+        assert k.phys.frames_in_use == base + len(cache)
+        kept.append(sorted(cache.held()))
+    assert kept[0] and kept.count(kept[0]) == 5
+    cache.clear(k.phys)
     assert k.phys.frames_in_use == base

@@ -129,7 +129,7 @@ class InodeFile(File):
     def _check_io(self) -> None:
         if self.flags & O_PATH:
             raise Errno(E.EBADF)
-        if self.inode.mode & 0o170000 == 0o040000:
+        if self.inode.ftype == 0o040000:
             raise Errno(E.EISDIR)
 
     def pread(self, size: int, offset: int) -> bytes:
@@ -172,7 +172,7 @@ class InodeFile(File):
     def seek(self, offset: int, whence: int) -> int:
         if self.flags & O_PATH:
             raise Errno(E.EBADF)
-        if self.inode.mode & 0o170000 == 0o040000 and whence not in (SEEK_SET, SEEK_CUR):
+        if self.inode.ftype == 0o040000 and whence not in (SEEK_SET, SEEK_CUR):
             raise Errno(E.EINVAL)  # directory offsets are cookies: no END, DATA or HOLE
         with self._lock:
             if whence == SEEK_SET:
@@ -213,14 +213,14 @@ class InodeFile(File):
         """
         if self.flags & O_PATH:
             raise Errno(E.EBADF)
-        if self.inode.mode & 0o170000 != 0o040000:
+        if self.inode.ftype != 0o040000:
             raise Errno(E.ENOTDIR)
         if self._dir_snapshot is None:
             loc = self.location
             assert loc is not None
             parent = loc.parent_location()
-            head = [DirEntry(".", self.inode.ino, dtype_of(self.inode.mode)),
-                    DirEntry("..", parent.inode.ino, dtype_of(parent.inode.mode))]
+            head = [DirEntry(".", self.inode.ino, dtype_of(self.inode.ftype)),
+                    DirEntry("..", parent.inode.ino, dtype_of(parent.inode.ftype))]
             self._dir_snapshot = head + list(self.inode.readdir())
         return iter(self._dir_snapshot[self.pos:])
 

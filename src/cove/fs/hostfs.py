@@ -297,6 +297,11 @@ class HostInode(Inode):
     def __repr__(self) -> str:
         return f"HostInode(ino={self.ino}, name={self._name!r}, type={self._type:o})"
 
+    @property
+    def ftype(self) -> int:
+        # Part of the identity: a host object of another type is never this inode.
+        return self._type
+
     def stat(self) -> Stat:
         fs = self.fs
         with fs.lock:

@@ -231,6 +231,12 @@ class Inode:
     def mode(self) -> int:
         return self.stat().mode
 
+    @property
+    def ftype(self) -> int:
+        """The file type bits of ``mode`` (``S_IFMT``). An inode never changes
+        type, so filesystems whose ``mode`` costs a stat answer from memory."""
+        return self.mode & S_IFMT
+
     def setattr(self, attr: SetAttr) -> None:
         """Change metadata; ``size`` only on regular files (the VFS checks)."""
         self.fs.check_writable()

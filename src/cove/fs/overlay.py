@@ -91,7 +91,7 @@ def child_or_none(directory: Inode, name: str) -> Inode | None:
 
 
 def is_whiteout(node: Inode) -> bool:
-    if node.mode & S_IFMT != S_IFCHR:
+    if node.ftype != S_IFCHR:
         return False
     return node.stat().rdev == WHITEOUT_RDEV
 
@@ -179,7 +179,7 @@ class OverlayFS(FileSystem):
 
     def _forget(self, upper_node: Inode, nlink_before: int) -> None:
         """An upper inode lost its last name: drop its origin entry."""
-        if nlink_before <= 1 or upper_node.mode & S_IFMT == S_IFDIR:
+        if nlink_before <= 1 or upper_node.ftype == S_IFDIR:
             self._origin.pop(upper_node.ino, None)
 
 
@@ -237,7 +237,7 @@ class OvlInode(Inode):
         self.upper = upper
         self.lowers = lowers
         top = upper if upper is not None else lowers[0][1]
-        self._type = top.mode & S_IFMT
+        self._type = top.ftype
         self.ino = fs.ino_of(0, top.ino) if upper is not None else fs.ino_of(lowers[0][0], top.ino)
         # Same object for the same path while anyone holds it (key, cwd, open files).
         self._children: weakref.WeakValueDictionary[str, OvlInode] = (
@@ -258,6 +258,10 @@ class OvlInode(Inode):
     @property
     def mode(self) -> int:
         return self._top.mode
+
+    @property
+    def ftype(self) -> int:
+        return self._type
 
     def stat(self) -> Stat:
         with self.fs.lock:
@@ -329,7 +333,7 @@ class OvlInode(Inode):
             if upper is not None:
                 if is_whiteout(upper):
                     raise Errno(E.ENOENT)
-                if upper.mode & S_IFMT != S_IFDIR or is_opaque(upper):
+                if upper.ftype != S_IFDIR or is_opaque(upper):
                     return upper, []
         lowers: list[Layer] = []
         for number, directory in self.lowers:
@@ -338,7 +342,7 @@ class OvlInode(Inode):
                 continue
             if is_whiteout(node):
                 break
-            node_is_dir = node.mode & S_IFMT == S_IFDIR
+            node_is_dir = node.ftype == S_IFDIR
             if upper is None and not lowers:
                 lowers.append((number, node))
                 if not node_is_dir:
@@ -377,7 +381,7 @@ class OvlInode(Inode):
                     if is_whiteout(node):
                         hidden.add(name)
                         continue
-                    dtype = dtype_of(node.mode)
+                    dtype = dtype_of(node.ftype)
                 found[name] = DirEntry(name, self.fs.ino_of(number, e.ino), dtype)
         return [found[name] for name in sorted(found)]
 
@@ -503,7 +507,7 @@ class OvlInode(Inode):
                 upper_dir.unlink(name)
             try:
                 node = make(upper_dir)
-                if over_whiteout and node.mode & S_IFMT == S_IFDIR:
+                if over_whiteout and node.ftype == S_IFDIR:
                     set_opaque(node)  # rmdir + mkdir shows an empty directory
             except BaseException:
                 if over_whiteout:
@@ -638,7 +642,7 @@ class OvlInode(Inode):
         removed_whiteout = existing is not None and is_whiteout(existing)
         if removed_whiteout:
             new_upper.unlink(newname)
-        elif existing is not None and existing.mode & S_IFMT == S_IFDIR:
+        elif existing is not None and existing.ftype == S_IFDIR:
             _purge_marks(existing)
         nlink = existing.stat().nlink if existing is not None and not removed_whiteout else 0
         try:

@@ -155,7 +155,7 @@ class VFS:
         ctx = ctx or self.context()
         where = self.resolve(ctx, None, path)
         # By mode, not stat: an overlay dir's stat lists the host dir to count links.
-        if where.inode.mode & S_IFMT != S_IFDIR:
+        if where.inode.ftype != S_IFDIR:
             raise Errno(E.ENOTDIR)
         mnt = Mount(fs, where.mount, where, flags, source)
         self._mounts[(where.mount.id, where.inode.key)] = mnt
@@ -211,7 +211,7 @@ class VFS:
             if ctx.cred.is_root:
                 # Root may search any directory: the type is all that matters, and
                 # ``mode`` is far cheaper than a stat (an overlay stat counts links).
-                if cur.inode.mode & S_IFMT != S_IFDIR:
+                if cur.inode.ftype != S_IFDIR:
                     raise Errno(E.ENOTDIR)
             else:
                 st = cur.inode.stat()
@@ -229,7 +229,7 @@ class VFS:
                 nxt = self._dotdot(ctx, cur)
             else:
                 nxt = self._mounted_on(Location(cur.mount, cur.inode.lookup(name)))
-                if (nxt.inode.mode & S_IFMT == S_IFLNK
+                if (nxt.inode.ftype == S_IFLNK
                         and (not is_last or follow_last or trailing)):
                     links += 1
                     if links > MAXSYMLINKS:
@@ -248,7 +248,7 @@ class VFS:
                         return cur, Parent(cur, "/", Last.ROOT, trailing)
                     continue
             if is_last:
-                if trailing and nxt.inode.mode & S_IFMT != S_IFDIR:
+                if trailing and nxt.inode.ftype != S_IFDIR:
                     raise Errno(E.ENOTDIR)
                 return nxt, Parent(cur, name, last, trailing)
             cur = nxt
@@ -376,7 +376,7 @@ class VFS:
         if loc is None:
             return ""
         hint = getattr(f, "name_hint", None)
-        if hint is None or loc.inode.mode & S_IFMT == S_IFDIR:
+        if hint is None or loc.inode.ftype == S_IFDIR:
             return self.path_of(ctx, loc)
         d, name = hint
         base = self.path_of(ctx, d)
@@ -397,7 +397,7 @@ class VFS:
             if existing is not None:
                 if flags & O_EXCL:
                     raise Errno(E.EEXIST)
-                if existing.inode.mode & S_IFMT == S_IFLNK and not flags & O_NOFOLLOW:
+                if existing.inode.ftype == S_IFLNK and not flags & O_NOFOLLOW:
                     # O_CREAT follows a final symlink, creating a dangling target.
                     links += 1
                     if links > MAXSYMLINKS:
@@ -492,7 +492,7 @@ class VFS:
 
     def readlink(self, ctx: PathContext, at: Location | None, path: str) -> str:
         loc = self.resolve(ctx, at, path, follow=False)
-        if loc.inode.mode & S_IFMT != S_IFLNK:
+        if loc.inode.ftype != S_IFLNK:
             raise Errno(E.EINVAL)
         return loc.inode.readlink()
 

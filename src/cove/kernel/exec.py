@@ -116,7 +116,7 @@ def _open_first(t: Task, dirfd: int, path: str, flags: int) -> tuple[ExecFile, s
     at = start_dir(t, dirfd, path)
     if flags & F.AT_SYMLINK_NOFOLLOW:
         loc = vfs.resolve(t.fs, at, path, follow=False)
-        if loc.inode.mode & S_IFMT == S_IFLNK:
+        if loc.inode.ftype == S_IFLNK:
             raise Errno(E.ELOOP)
     exe = loader.open_exec(vfs, t.fs, path, at=at)
     if at is None:

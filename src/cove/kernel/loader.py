@@ -223,7 +223,7 @@ def _realpath(vfs: VFS, ctx: PathContext, path: str, at: Location | None) -> str
                     parts.pop()
                 continue
             nxt = vfs.resolve(ctx, cur, name, follow=False)
-            if nxt.inode.mode & S_IFMT == S_IFLNK:
+            if nxt.inode.ftype == S_IFLNK:
                 links += 1
                 if links > MAXSYMLINKS:
                     return None

@@ -45,6 +45,7 @@ HOT_PAGES = 64
 SIGSEGV, SIGBUS = 11, 7
 SEGV_MAPERR, SEGV_ACCERR = 1, 2
 BUS_ADRERR = 2
+_ZEROS = memoryview(bytes(PAGE_SIZE))
 
 
 class AddressSpace(Protocol):
@@ -70,15 +71,7 @@ class PageSource(Protocol):
 
 def _alloc_frames(phys: PhysMem, count: int) -> list[int]:
     """``count`` fresh frames, or none (ENOMEM gives back what was taken)."""
-    frames: list[int] = []
-    try:
-        for _ in range(count):
-            frames.append(phys.alloc())
-    except Errno:
-        for f in frames:
-            phys.unref(f)
-        raise
-    return frames
+    return phys.alloc_many(count)
 
 
 def _map_run(space: AddressSpace, vaddr: int, frames: list[int], prot: int) -> None:
@@ -278,9 +271,10 @@ class MemoryMap:
     def _file_pages(self, vma: VMA, first: int, count: int) -> list[int]:
         """Frames holding pages ``first..first+count`` of a private file mapping.
 
-        Pages of a mapping that cannot be written are shared through the page
-        cache (copy-on-write, so the cached frame is never written); the rest
-        are read from the file in one go into fresh frames."""
+        Pages of a mapping that cannot be written come from the page cache
+        (copy-on-write, so the cached frame is never written) and those not
+        there yet go into it; the rest are read from the file in one go into
+        fresh frames."""
         phys = self.phys
         off = (first << PAGE_SHIFT) - vma.start  # bytes into the mapping
         share = 0  # the first ``share`` pages of the run are shared
@@ -291,18 +285,28 @@ class MemoryMap:
                 share = count  # the mapping shows the file up to its end, zeros after
             else:
                 share = max(0, min(count, (vma.file_size - off) >> PAGE_SHIFT))
-        cache = cache_for(phys) if share else None
         pgoff = (vma.offset + off) >> PAGE_SHIFT
-        frames: list[int] = []
-        missing: list[int] = []
-        for n in range(count):
-            f = cache.lookup(key, pgoff + n) if cache is not None and n < share else None
-            if f is None:
-                missing.append(n)
-                frames.append(-1)
-            else:
-                phys.ref(f)
-                frames.append(f)
+        frames = [-1] * count
+        if share:
+            cache = cache_for(phys)
+            cached = cache.pages(key) or {}
+            hits: list[int] = []
+            missing: list[int] = []
+            for n in range(share):
+                f = cached.get(pgoff + n)
+                if f is None:
+                    missing.append(n)
+                else:
+                    frames[n] = f
+                    hits.append(f)
+            missing.extend(range(share, count))
+            if hits:
+                phys.ref_many(hits)
+                cache.touch(hits)
+                cache.hits += len(hits)
+            cache.misses += len(missing)
+        else:
+            missing = list(range(count))
         try:
             if missing:
                 lo, hi = missing[0], missing[-1] + 1
@@ -310,31 +314,33 @@ class MemoryMap:
                 data = memoryview(vma.file.pread(size, vma.offset + off + (lo << PAGE_SHIFT))
                                   if size > 0 else b"")
                 mem = phys.mem
-                for n in missing:
-                    f = phys.alloc()
+                # Not zero-filled by the allocator: every byte is written here.
+                fresh = phys.alloc_many(len(missing), zero=False)
+                for n, f in zip(missing, fresh, strict=True):
                     frames[n] = f
                     chunk = data[(n - lo) << PAGE_SHIFT:(n - lo + 1) << PAGE_SHIFT]
-                    if chunk:  # else: past the file data (or a short read): stays zero
-                        d = f << PAGE_SHIFT
-                        mem[d:d + len(chunk)] = chunk
-                    if cache is not None and n < share:
-                        cache.insert(key, pgoff + n, f)
+                    d = f << PAGE_SHIFT
+                    k = len(chunk)
+                    if k:
+                        mem[d:d + k] = chunk
+                    if k < PAGE_SIZE:  # past the file data (or a short read): zeros
+                        mem[d + k:d + PAGE_SIZE] = _ZEROS[k:]
+                if share:
+                    insert = cache.insert
+                    for n in missing:
+                        if n < share:
+                            insert(phys, key, pgoff + n, frames[n])
         except BaseException:
-            for f in frames:
-                if f >= 0:
-                    self._unref(f)
+            phys.unref_many([f for f in frames if f >= 0])
             raise
-        if cache is not None:
-            cache.hits += count - len(missing)
-            cache.misses += len(missing)
+        if share:
             self.cow.update(range(first, first + share))
         return frames
 
     def _unref(self, frame: int) -> None:
-        """Drop one reference to a frame of this map; a page-cache frame whose
-        last user let go leaves the cache."""
-        if self.phys.unref(frame) == 0:
-            cache_for(self.phys).forget(frame)
+        """Drop one reference to a frame of this map (a page the page cache
+        keeps has the cache's own reference, so it never comes free here)."""
+        self.phys.unref(frame)
 
     def _populate_range(self, vma: VMA, first: int, end: int) -> None:
         """Populate the absent pages of ``[first, end)`` (vpns inside ``vma``)."""
@@ -364,6 +370,7 @@ class MemoryMap:
         pages; a shared mapping's pages are written back first."""
         frames, cow, hot, space = self.frames, self.cow, self.hot, self.space
         run_start = run_end = -1
+        gone: list[int] = []
         for vpn in self._present(lo, hi):
             if shared is not None and vma is not None:
                 shared.writeback(vma.pgoff(vpn << PAGE_SHIFT), 1)
@@ -372,12 +379,12 @@ class MemoryMap:
                     space.unmap(run_start << PAGE_SHIFT, (run_end - run_start) << PAGE_SHIFT)
                 run_start = vpn
             run_end = vpn + 1
-            frame = frames.pop(vpn)
+            gone.append(frames.pop(vpn))
             cow.discard(vpn)
             hot.pop(vpn, None)
-            self._unref(frame)
         if run_end >= 0:
             space.unmap(run_start << PAGE_SHIFT, (run_end - run_start) << PAGE_SHIFT)
+        self.phys.unref_many(gone)  # after every unmap: the frames may be reused at once
 
     def _drop_page(self, vpn: int) -> None:
         frame = self.frames.pop(vpn, None)
@@ -390,14 +397,13 @@ class MemoryMap:
 
     def _break_cow(self, vma: VMA, vpn: int) -> int:
         frame = self.frames[vpn]
+        # A page the cache keeps has its reference too: it is always copied.
         if self.phys.refcount(frame) > 1:
-            new = self.phys.alloc()
+            new = self.phys.alloc(zero=False)  # overwritten whole by the copy
             self.phys.copy_frame(frame, new)
             self._unref(frame)
             frame = new
             self.frames[vpn] = frame
-        else:
-            cache_for(self.phys).forget(frame)  # ours alone now: writable, not shared
         self.cow.discard(vpn)
         if vma.shared is None:
             hot = self.hot
@@ -796,7 +802,7 @@ class MemoryMap:
                         continue
                     prot = cow_prot
                     if writable and vpn in hot:
-                        f = phys.alloc()
+                        f = phys.alloc(zero=False)  # overwritten whole by the copy
                         phys.copy_frame(frames[vpn], f)
                         prot = v.prot
                     else:
@@ -839,10 +845,7 @@ class MemoryMap:
             run_end = vpn + 1
         if run_end > 0:
             space.unmap(run_start << PAGE_SHIFT, (run_end - run_start) << PAGE_SHIFT)
-        unref, forget = self.phys.unref, cache_for(self.phys).forget
-        for f in self.frames.values():
-            if unref(f) == 0:
-                forget(f)
+        self.phys.unref_many(self.frames.values())
         self.frames.clear()
         self.cow.clear()
         self.hot.clear()

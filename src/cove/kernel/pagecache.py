@@ -1,22 +1,24 @@
-"""Clean pages of files, shared by every private mapping of the same file version.
+"""Clean pages of files, kept for every private mapping of the same file version.
 
 Programs map the same files over and over: each exec of a binary maps its
-text again, each process maps the same libraries. Linux serves those from
-its page cache; cove reads the file into fresh frames at every fault unless
-some live mapping already holds the page, which is what this cache finds.
+text again, each process maps the same libraries. As Linux's page cache, this
+cache keeps those pages after the last mapping goes (a shell running a
+dynamic program in a loop reads ld.so and libc once, not at every exec), up to
+``limit`` frames, least recently used first out, and gives frames back when
+guest memory runs out (``reclaim``, called by ``PhysMem.alloc``).
 
 Rules that keep it safe:
 - A frame here is only ever mapped read-only and copy-on-write (``mm`` puts
-  every page it got from the cache in ``cow``), so nobody writes it; the one
-  mapping left holding it may take it over, and then it leaves the cache.
-- The cache holds no reference of its own: a frame belongs to the memory maps
-  that map it, and ``forget`` drops it when the last one lets go. Guest frame
-  accounting (snapshots) sees nothing but memory maps.
+  every page it got from the cache in ``cow``), so nobody writes it: a write
+  fault copies it (the cache's own reference makes it shared).
+- The cache holds one reference of its own on each frame it keeps. Guest
+  frame accounting (snapshots) counts those (``held``).
 - Pages are keyed by the file's (dev, ino, size, mtime, ctime) *at fault
   time*, so a write to the file (which moves mtime and ctime) starts a new
-  version, and a fault sees the file as it is when it happens, as before.
+  version, and a fault sees the file as it is when it happens. Inserting a
+  page of a new version drops every page of the file's older versions.
 - Only whole pages of file data (or the page holding the end of the file,
-  zero-filled after it) are shared; a page a mapping cuts short (an ELF
+  zero-filled after it) are kept; a page a mapping cuts short (an ELF
   segment's last page, where its bss begins) is never shared.
 """
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 FileKey = tuple[int, int, int, int, int]
 S_IFMT, S_IFREG = 0o170000, 0o100000
+LIMIT_FRACTION = 8  # the cache keeps at most this fraction of guest memory
 
 
 def file_key(source: object) -> tuple[FileKey, int] | None:
@@ -48,37 +51,86 @@ def file_key(source: object) -> tuple[FileKey, int] | None:
 
 
 class PageCache:
-    """File pages currently mapped somewhere, by (file version, page offset)."""
+    """File pages by (file version, page offset), each holding a frame reference."""
 
-    __slots__ = ("_by_frame", "_pages", "hits", "misses")
+    __slots__ = ("_by_frame", "_pages", "_versions", "hits", "limit", "misses")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self._pages: dict[FileKey, dict[int, int]] = {}
+        # frame -> (version, page offset); insertion order is least recently used first.
         self._by_frame: dict[int, tuple[FileKey, int]] = {}
+        self._versions: dict[tuple[int, int], FileKey] = {}  # (dev, ino) -> cached version
         self.hits = self.misses = 0
+
+    def pages(self, key: FileKey) -> dict[int, int] | None:
+        """Page offset -> frame for one file version (do not modify)."""
+        return self._pages.get(key)
 
     def lookup(self, key: FileKey, pgoff: int) -> int | None:
         pages = self._pages.get(key)
         return None if pages is None else pages.get(pgoff)
 
-    def insert(self, key: FileKey, pgoff: int, frame: int) -> None:
-        """``frame`` (mapped read-only by its owner) holds that page of that version."""
-        self._pages.setdefault(key, {})[pgoff] = frame
+    def touch(self, frames: list[int]) -> None:
+        """Mark cached frames as just used (they move to the end of the LRU order)."""
+        by_frame = self._by_frame
+        for f in frames:
+            by_frame[f] = by_frame.pop(f)
+
+    def insert(self, phys: PhysMem, key: FileKey, pgoff: int, frame: int) -> None:
+        """Keep ``frame`` (mapped read-only by its owner) as that page of that
+        version; the cache takes a reference of its own."""
+        ident = (key[0], key[1])
+        old = self._versions.get(ident)
+        if old != key:
+            if old is not None:
+                self._drop_version(phys, old)
+            self._versions[ident] = key
+        pages = self._pages.setdefault(key, {})
+        if pgoff in pages:  # raced in by another run of the same fault: keep the first
+            return
+        phys.ref(frame)
+        pages[pgoff] = frame
         self._by_frame[frame] = (key, pgoff)
+        if len(self._by_frame) > self.limit:
+            self.evict(phys, len(self._by_frame) - self.limit)
 
     def owns(self, frame: int) -> bool:
         return frame in self._by_frame
 
-    def forget(self, frame: int) -> None:
-        """The frame was freed or taken over by its last user."""
-        entry = self._by_frame.pop(frame, None)
-        if entry is None:
-            return
-        key, pgoff = entry
+    def held(self) -> list[int]:
+        """Every frame the cache holds a reference on."""
+        return list(self._by_frame)
+
+    def evict(self, phys: PhysMem, count: int) -> int:
+        """Let go of up to ``count`` least recently used pages; returns how many
+        frames that freed (a page still mapped somewhere stays with its mapping)."""
+        by_frame, freed = self._by_frame, 0
+        while count > 0 and by_frame:
+            frame = next(iter(by_frame))
+            self._remove(frame)
+            if phys.unref(frame) == 0:
+                freed += 1
+            count -= 1
+        return freed
+
+    def clear(self, phys: PhysMem) -> None:
+        self.evict(phys, len(self._by_frame))
+
+    def _drop_version(self, phys: PhysMem, key: FileKey) -> None:
+        for frame in list(self._pages.get(key, {}).values()):
+            self._remove(frame)
+            phys.unref(frame)
+
+    def _remove(self, frame: int) -> None:
+        key, pgoff = self._by_frame.pop(frame)
         pages = self._pages[key]
         del pages[pgoff]
         if not pages:
             del self._pages[key]
+            ident = (key[0], key[1])
+            if self._versions.get(ident) == key:
+                del self._versions[ident]
 
     def __len__(self) -> int:
         return len(self._by_frame)
@@ -91,5 +143,17 @@ def cache_for(phys: PhysMem) -> PageCache:
     """The page cache of one guest memory (one sandbox)."""
     c = _caches.get(phys)
     if c is None:
-        c = _caches[phys] = PageCache()
+        c = _caches[phys] = PageCache(max(16, phys.nframes // LIMIT_FRACTION))
     return c
+
+
+def reclaim(phys: PhysMem, want: int) -> int:
+    """Guest memory ran out: free up to ``want`` frames the cache alone holds
+    (least recently used first). Returns how many were freed."""
+    c = _caches.get(phys)
+    if c is None:
+        return 0
+    freed = 0
+    while freed < want and len(c):
+        freed += c.evict(phys, want - freed)
+    return freed

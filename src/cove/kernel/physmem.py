@@ -17,6 +17,7 @@ import mmap
 import os
 import threading
 from array import array
+from collections.abc import Iterable
 
 from cove.abi.errno import E, Errno
 
@@ -141,21 +142,62 @@ class PhysMem:
 
     # --- allocation ---------------------------------------------------------
 
-    def alloc(self) -> int:
-        """A zero-filled frame with refcount 1. Raises Errno(ENOMEM) when none is left."""
-        with self._lock:
-            if self._free:
-                n = self._free.pop()
-                off = n << PAGE_SHIFT
-                self.mem[off : off + PAGE_SIZE] = _ZERO_PAGE
-            elif self._next < self.nframes:
-                n = self._next  # never used: the memfd still reads as zeros
-                self._next += 1
-                self._refs.append(0)
-            else:
+    def alloc(self, zero: bool = True) -> int:
+        """A frame with refcount 1, zero-filled. Raises Errno(ENOMEM) when none is
+        left (after the page cache gave back what it alone held).
+
+        ``zero=False`` skips the zero fill: only for a caller that overwrites the
+        whole frame before anyone can see it (a copy, a full page of file data).
+        """
+        while True:
+            with self._lock:
+                if self._free:
+                    n = self._free.pop()
+                    if zero:
+                        off = n << PAGE_SHIFT
+                        self.mem[off : off + PAGE_SIZE] = _ZERO_PAGE
+                    self._refs[n] = 1
+                    return n
+                if self._next < self.nframes:
+                    n = self._next  # never used: the memfd still reads as zeros
+                    self._next += 1
+                    self._refs.append(1)
+                    return n
+            if not self._reclaim():
                 raise Errno(E.ENOMEM, "guest physical memory exhausted")
-            self._refs[n] = 1
-            return n
+
+    def alloc_many(self, count: int, zero: bool = True) -> list[int]:
+        """``count`` frames as ``alloc`` gives them, or none (ENOMEM gives back
+        what was taken)."""
+        out: list[int] = []
+        with self._lock:
+            free, refs, mem = self._free, self._refs, self.mem
+            while len(out) < count and free:
+                n = free.pop()
+                if zero:
+                    off = n << PAGE_SHIFT
+                    mem[off : off + PAGE_SIZE] = _ZERO_PAGE
+                refs[n] = 1
+                out.append(n)
+            fresh = min(count - len(out), self.nframes - self._next)
+            if fresh > 0:
+                first = self._next
+                self._next += fresh
+                refs.extend([1] * fresh)
+                out.extend(range(first, first + fresh))
+        try:
+            while len(out) < count:
+                out.append(self.alloc(zero))
+        except Errno:
+            self.unref_many(out)
+            raise
+        return out
+
+    def _reclaim(self) -> bool:
+        """Ask the page cache for frames; whether any came free."""
+        from cove.kernel.pagecache import reclaim  # the cache sits above this allocator
+
+        return reclaim(self, 64) > 0
 
     def ref(self, frame: int) -> int:
         """Add a reference (a second mapping, a COW share); returns the new count."""
@@ -163,6 +205,16 @@ class PhysMem:
             c = self._check(frame) + 1
             self._refs[frame] = c
             return c
+
+    def ref_many(self, frames: list[int]) -> None:
+        """``ref`` for each frame (all checked before any is counted)."""
+        with self._lock:
+            refs, top = self._refs, self._next
+            for f in frames:
+                if not 0 <= f < top or refs[f] == 0:
+                    raise ValueError(f"frame {f:#x} is not allocated")
+            for f in frames:
+                refs[f] += 1
 
     def unref(self, frame: int) -> int:
         """Drop a reference; at zero the frame returns to the pool. Returns the new count."""
@@ -172,6 +224,18 @@ class PhysMem:
             if c == 0:
                 self._free.append(frame)
             return c
+
+    def unref_many(self, frames: Iterable[int]) -> None:
+        """``unref`` for each frame (a whole address space at exit or exec)."""
+        with self._lock:
+            refs, free, top = self._refs, self._free, self._next
+            for f in frames:
+                c = refs[f] - 1 if 0 <= f < top else -1
+                if c < 0:
+                    raise ValueError(f"frame {f:#x} is not allocated")
+                refs[f] = c
+                if c == 0:
+                    free.append(f)
 
     free = unref
 
