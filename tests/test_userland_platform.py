@@ -479,7 +479,13 @@ def test_stub_maps_nothing_but_its_pages_and_the_guests(platform, assemble) -> N
     assert set(starts) <= allowed, maps
     assert not any("stub" in line or "[stack]" in line or "vdso" in line for line in maps), maps
     fds = os.listdir(f"/proc/{g.stub_pid()}/fd")
-    assert fds == ["3"], "the stub holds the guest-memory memfd and nothing else"
+    # The memfd sits at the top of the stub's fd range (layout.py), above every
+    # fd number a guest's host pipe may be installed at.
+    assert fds == [str(g.aspace.proc.memfd)], "the stub holds the guest-memory memfd only"
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert g.aspace.proc.memfd == (1024 if hard < 0 or hard >= 1025 else hard - 1)
 
 
 def test_user_out_to_a_port_is_gp(platform, assemble) -> None:

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 PAGE = 4096
 _PROT_MASK = PROT_READ | PROT_WRITE | PROT_EXEC
 _MAP_SHARED_FIXED = 0x01 | 0x10
-MEMFD_IN_STUB = 3
 
 
 class UserlandAddressSpace:
@@ -147,12 +146,13 @@ class UserlandAddressSpace:
             self._dirty = set(self.pages)
         if not self._dirty:
             return proc, []
-        ops = self._ops()
+        ops = self._ops(proc.memfd)
         self._dirty = set()
         return proc, ops
 
-    def _ops(self) -> list[tuple[int, ...]]:
-        """Coalesce the changed pages into mmap/munmap ranges."""
+    def _ops(self, memfd: int) -> list[tuple[int, ...]]:
+        """Coalesce the changed pages into mmap/munmap ranges (``memfd``: the
+        guest-memory memfd's fd number in the stub)."""
         ops: list[tuple[int, ...]] = []
         pages = self.pages
         run_start = run_frame = run_prot = -1
@@ -164,7 +164,7 @@ class UserlandAddressSpace:
                 if run_prot <= 0:
                     ops.append((NR_munmap, va, ln, 0, 0, 0, 0))
                 else:
-                    ops.append((NR_mmap, va, ln, run_prot, _MAP_SHARED_FIXED, MEMFD_IN_STUB,
+                    ops.append((NR_mmap, va, ln, run_prot, _MAP_SHARED_FIXED, memfd,
                                 run_frame << 12))
 
         for vpn in sorted(self._dirty):

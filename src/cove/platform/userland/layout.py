@@ -21,6 +21,13 @@ guest mapping; the host must allow mappings that low (vm.mmap_min_addr <=
             of a SIGSEGV the supervisor lets through, to learn the CPU's page
             fault error code (siginfo does not carry it). Its contents are
             only ever read as numbers.
+
+The stub's fds: only the PhysMem memfd, at ``StubProcess.memfd`` =
+``STUB_FD_TOP - 1`` (1024) when the host's hard RLIMIT_NOFILE allows, else
+the highest fd it allows (stub.c). Every fd number below it is the guest's:
+the native-I/O fast path (fastpath.py) installs the host pipe behind a guest
+fd at that same number (SECCOMP_ADDFD_FLAG_SETFD), and only below the memfd,
+so it never replaces a stub fd; guest fds at or above it take the North path.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ MAILBOX = 0x2000
 ALTSTACK = 0x4000
 ALTSTACK_SIZE = 0x2000
 RESERVED_END = 0x10000
+STUB_FD_TOP = 1025  # stub.c: the memfd sits at STUB_FD_TOP - 1 when RLIMIT_NOFILE allows
 TASK_SIZE = 0x7FFF_FFFF_F000  # Linux x86-64 TASK_SIZE_MAX (4-level paging)
 
 FPROG_OFF = 0

@@ -5,9 +5,12 @@
      1. exec'd by the supervisor with fd 3 = the guest-memory memfd and fd 4 =
         the read end of a pipe; it waits on the pipe until the supervisor has
         PTRACE_SEIZEd it.
-     2. closes every other fd, sets no_new_privs, death signal, rlimits, and
-        unshares what namespaces it may (each best-effort; the result is
-        reported to the supervisor in rbx).
+     2. closes every other fd, moves the memfd up to the highest fd its
+        RLIMIT_NOFILE allows (at most STUB_FD_TOP - 1: above every fd number
+        the supervisor may install a guest's host pipe at with
+        SECCOMP_ADDFD_FLAG_SETFD; reported in r12), sets no_new_privs, death
+        signal, rlimits, and unshares what namespaces it may (each
+        best-effort; the result is reported to the supervisor in rbx).
      3. copies the runtime code below to RT_ADDR, a page the North never maps
         for a guest (below vm.mmap_min_addr's usual 64 KiB and cove's
         MMAP_MIN), and stops there on an int3.
@@ -30,6 +33,8 @@
 #include <linux/signal.h>
 
 #define RT_ADDR 0x1000UL
+/* One above the memfd's fd when the hard RLIMIT_NOFILE allows (layout.py). */
+#define STUB_FD_TOP 1025UL
 
 /* Reported in rbx at the first stop: which defences took effect. */
 #define OK_NO_NEW_PRIVS (1 << 0)
@@ -130,13 +135,26 @@ __attribute__((noreturn, used)) void stub_main(void) {
         for (int fd = 0; fd < 1024; fd++)
             if (fd != 3) sc(__NR_close, fd, 0, 0);
 
+    /* The memfd goes to the top of the fd range: fds below it are the ones
+       the supervisor may fill with a guest's host pipes (SECCOMP_ADDFD). */
+    struct rlimit cur = {0, 0};
+    unsigned long top = 4;
+    if (sc6(__NR_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&cur, 0, 0) == 0)
+        top = cur.rlim_max < STUB_FD_TOP ? cur.rlim_max : STUB_FD_TOP;
+    struct rlimit nofile = {top, top};
+    long memfd = 3;
+    if (top > 4 && sc(__NR_setrlimit, RLIMIT_NOFILE, &nofile, 0) == 0 &&
+        sc6(__NR_dup3, 3, top - 1, 0x80000 /* O_CLOEXEC */, 0, 0, 0) == (long)(top - 1)) {
+        sc(__NR_close, 3, 0, 0);
+        memfd = top - 1;
+    }
+
     sc6(__NR_prctl, PR_SET_PDEATHSIG, 9 /* SIGKILL */, 0, 0, 0, 0);
     if (sc6(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0) == 0) ok |= OK_NO_NEW_PRIVS;
 
     long rl = OK_RLIMITS;
     lim(RLIMIT_CORE, 0, &rl);
     lim(RLIMIT_FSIZE, 0, &rl);
-    lim(RLIMIT_NOFILE, 64, &rl);
     lim(RLIMIT_MEMLOCK, 0, &rl);
     lim(RLIMIT_MSGQUEUE, 0, &rl);
     lim(RLIMIT_LOCKS, 0, &rl);
@@ -165,7 +183,8 @@ __attribute__((noreturn, used)) void stub_main(void) {
     if (p != (long)RT_ADDR) sc(__NR_exit_group, 120, 0, 0);
     for (long i = 0; i < rt_end - rt_start; i++) ((volatile char *)RT_ADDR)[i] = rt_start[i];
     if (sc(__NR_mprotect, RT_ADDR, 4096, PROT_READ | PROT_EXEC) != 0) sc(__NR_exit_group, 121, 0, 0);
-    __asm__ volatile("mov %0, %%rbx\n jmp *%1" : : "r"(ok), "r"(RT_ADDR + 0x80) : "rbx");
+    __asm__ volatile("mov %0, %%rbx\n mov %1, %%r12\n jmp *%2"
+                     : : "r"(ok), "r"(memfd), "r"(RT_ADDR + 0x80) : "rbx", "r12");
     __builtin_unreachable();
 }
 

@@ -97,6 +97,7 @@ class StubProcess:
         self.own_mailbox = False
         self.altstack: list[int] = []
         self.defences = 0
+        self.memfd = -1  # the guest-memory memfd's fd number in the stub (layout.py)
         self._new_tid = 0
         self._regs = S.user_regs_struct()
         self._regs_addr = ctypes.addressof(self._regs)
@@ -135,6 +136,7 @@ class StubProcess:
             ctypes.memmove(ctypes.addressof(child.template), ctypes.addressof(self.template),
                            _REGS_SIZE)
             child.defences = self.defences
+            child.memfd = self.memfd
             child._own_pages(self.mailbox)
         except BaseException:
             child.kill()
@@ -185,6 +187,7 @@ class StubProcess:
         if self.template.rip != L.PARK + 1:
             raise PlatformError(f"userland stub stopped at {self.template.rip:#x}, not its park")
         self.defences = self.template.rbx
+        self.memfd = self.template.r12
 
     def _setup(self, filter_prog: bytes) -> None:
         if len(filter_prog) // 8 > L.FILTER_MAX:
@@ -203,11 +206,12 @@ class StubProcess:
                          L.FAULT_HANDLER, 0)
         # stack_t { ss_sp, ss_flags, ss_size }
         struct.pack_into("<QiiQ", mem, base + L.STACK_T_OFF, L.ALTSTACK, 0, 0, L.ALTSTACK_SIZE)
-        self.inject(NR_mmap, L.MAILBOX, 4096, 1, 0x11, 3, base, expect=L.MAILBOX)  # R, SHARED|FIXED
+        mfd = self.memfd
+        self.inject(NR_mmap, L.MAILBOX, 4096, 1, 0x11, mfd, base, expect=L.MAILBOX)  # R, SHARED|FIXED
         self.altstack = [self.phys.alloc() for _ in range(L.ALTSTACK_SIZE >> 12)]
         for i, f in enumerate(self.altstack):
             va = L.ALTSTACK + (i << 12)
-            self.inject(NR_mmap, va, 4096, 3, 0x11, 3, f << 12, expect=va)  # RW, SHARED|FIXED
+            self.inject(NR_mmap, va, 4096, 3, 0x11, mfd, f << 12, expect=va)  # RW, SHARED|FIXED
         self.inject(NR_rt_sigaction, signal.SIGSEGV, L.MAILBOX + L.SIGACT_OFF, 0, 8, expect=0)
         # Forks of this template are reaped by the host as soon as we have
         # seen them exit: SIGCHLD ignored (SIG_IGN; written in the batch area,
@@ -227,9 +231,9 @@ class StubProcess:
         head = template_mailbox << 12
         self.phys.mem[new << 12:(new << 12) + L.BATCH_OFF] = self.phys.mem[head:head + L.BATCH_OFF]
         self.altstack = [self.phys.alloc() for _ in range(L.ALTSTACK_SIZE >> 12)]
-        ops = [(NR_mmap, L.ALTSTACK + (i << 12), 4096, 3, 0x11, 3, f << 12)
+        ops = [(NR_mmap, L.ALTSTACK + (i << 12), 4096, 3, 0x11, self.memfd, f << 12)
                for i, f in enumerate(self.altstack)]
-        ops.append((NR_mmap, L.MAILBOX, 4096, 1, 0x11, 3, new << 12))
+        ops.append((NR_mmap, L.MAILBOX, 4096, 1, 0x11, self.memfd, new << 12))
         try:
             self.batch(ops)
         finally:
