@@ -207,7 +207,8 @@ class StubProcess:
         # stack_t { ss_sp, ss_flags, ss_size }
         struct.pack_into("<QiiQ", mem, base + L.STACK_T_OFF, L.ALTSTACK, 0, 0, L.ALTSTACK_SIZE)
         mfd = self.memfd
-        self.inject(NR_mmap, L.MAILBOX, 4096, 1, 0x11, mfd, base, expect=L.MAILBOX)  # R, SHARED|FIXED
+        # R, SHARED|FIXED
+        self.inject(NR_mmap, L.MAILBOX, 4096, 1, 0x11, mfd, base, expect=L.MAILBOX)
         self.altstack = [self.phys.alloc() for _ in range(L.ALTSTACK_SIZE >> 12)]
         for i, f in enumerate(self.altstack):
             va = L.ALTSTACK + (i << 12)
