@@ -255,6 +255,41 @@ class Capabilities:
     xcr0: int  # enabled XSAVE features (x87|SSE|AVX|...)
     user_address_limit: int = USER_ADDRESS_LIMIT
     notes: str = ""
+    # The platform can let a guest read/write on a host pipe the North owns run
+    # in the host kernel (see NativeIo); the North then backs anonymous pipes
+    # with host pipes and registers itself with ``platform.set_native_io``.
+    native_pipes: bool = False
+
+
+class NativeGrant(Protocol):
+    """The North's yes to one guest read/write running natively (``NativeIo``)."""
+
+    key: object  # the host open file: equal keys are one host file description
+    host_fd: int  # the supervisor's fd of it (the platform installs a copy in the guest)
+    limit: int  # the most bytes the call can move (a read: what the pipe holds)
+
+    def commit(self) -> None:
+        """The platform let the call run: the North accounts for the bytes
+        moving (wakes the other end's waiters)."""
+        ...
+
+
+@runtime_checkable
+class NativeIo(Protocol):
+    """The narrow interface through which a platform with
+    ``Capabilities.native_pipes`` learns about guest fds, and nothing more.
+
+    ``native_rw`` is called from inside ``Cpu.run`` while ``ctx`` waits in a
+    read(2)/write(2)/readv(2)/writev(2) of ``count`` bytes on guest ``fd``
+    (``write``: data goes from the guest to the fd). It answers with a grant
+    only when the call, run by the host kernel on the grant's host file,
+    cannot block and can change nothing the North keeps but the pipe's bytes;
+    else None (the North then handles the call as usual). It has no effect
+    until ``commit``. Guest memory is the platform's to check.
+    """
+
+    def native_rw(self, ctx: Context, fd: int, write: bool, count: int) -> NativeGrant | None:
+        ...
 
 
 @runtime_checkable
