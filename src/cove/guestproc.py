@@ -160,7 +160,33 @@ def _close_phys(phys: PhysMem) -> None:
 
 def run_kernel(k: Kernel) -> int | None:
     """``k.run()`` with the preemption timer armed only while it runs: a
-    paused guest costs no timer signals (and none can outlive it)."""
+    paused guest costs no timer signals (and none can outlive it).
+
+    A platform whose guest threads are tied to one host thread of its own
+    (userland: ptrace) offers ``run_owned``: the loop then runs on that thread
+    and this one waits. A KeyboardInterrupt in the wait pauses the kernel
+    (as ``Runner.pause`` does) and is re-raised once it has stopped."""
+    run_owned = getattr(k.platform, "run_owned", None)
+    if run_owned is None:
+        return _run_kernel(k)
+    k.sched.enable_wakeup()  # the interrupt must also end a sleeping scheduler's wait
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        k.pause_requested = True
+        k.sched.wakeup()
+        k.cpu.kick()
+
+    try:
+        return run_owned(_run_kernel, k, interrupt=interrupt)
+    finally:
+        if interrupted:
+            k.pause_requested = False
+
+
+def _run_kernel(k: Kernel) -> int | None:
     from cove.kernel.sched import TIMESLICE
 
     k.cpu.set_timeslice(TIMESLICE)
@@ -217,9 +243,10 @@ class Runner:
 
     def pause(self) -> bool:
         """Stop the guest between scheduler steps; False if it had ended."""
-        if threading.current_thread() is self.thread:
-            raise RuntimeError("a guest cannot pause its own sandbox (from a host function)")
         k = self.live.kernel
+        on_owner = getattr(k.platform, "on_owner_thread", None)
+        if threading.current_thread() is self.thread or (on_owner is not None and on_owner()):
+            raise RuntimeError("a guest cannot pause its own sandbox (from a host function)")
         k.pause_requested = True
         k.sched.wakeup()
         k.cpu.kick()

@@ -30,7 +30,8 @@ import platform as _host_platform
 import struct
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cove.platform.base import Capabilities, PlatformError, PlatformUnavailable, UserRegs
 from cove.platform.userland import _sys as S
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from cove.platform.base import Exit
     from cove.platform.userland.cpu import UserlandCpu
 
+T = TypeVar("T")
 MASK64 = (1 << 64) - 1
 RFLAGS_USER_MASK, RFLAGS_FIXED = 0x250DD5, 0x202  # as the kvm platform scrubs rflags
 _UNKNOWN_IDX = (1, 6, 7, 11, 12, 13, 14, 15, 17)  # context.UNKNOWN_AFTER_NOTIF in USER order
@@ -288,6 +290,16 @@ class UserlandPlatform(ThreadOps):
 
     def run(self, ctx: UserlandContext, aspace: UserlandAddressSpace) -> Exit:
         return self.cpu().run(ctx, aspace)
+
+    def run_owned(self, fn: Callable[..., T], *args: Any, interrupt: Callable[[], None]) -> T:
+        """Run the North's loop ``fn(*args)`` on the thread that owns every stub,
+        so its ptrace requests need no hand-off; the caller waits (see
+        ``Tracer.run_owned`` and ``cove.guestproc.run_kernel``)."""
+        return self.tracer.run_owned(fn, *args, interrupt=interrupt)
+
+    def on_owner_thread(self) -> bool:
+        """Whether the calling thread is the one ``run_owned`` runs on."""
+        return self.tracer.owner
 
     def close(self) -> None:
         for tid, mask in self._pinned_threads.items():

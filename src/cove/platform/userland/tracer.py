@@ -10,6 +10,10 @@ a dedicated, platform-long thread spawns and attaches every stub and makes
 every ptrace request: ``Tracer.call(fn, *args)`` runs ``fn`` there and
 returns its result (or raises its exception), one request at a time. The
 seccomp-notification fast path needs no ptrace and never goes through it.
+A kernel's whole run loop goes there too (``run_owned``, used by
+``cove.guestproc.run_kernel``): every ptrace request it makes is then a
+direct call, with no hand-off between threads on the hot path; its caller
+waits, and a KeyboardInterrupt there pauses the loop and is re-raised.
 
 Waiter thread. A running guest thread comes back either as a seccomp
 notification (its listener turns readable) or as a ptrace stop, which only
@@ -52,6 +56,7 @@ class Tracer:
         self._req: tuple[int, Callable[..., Any] | None, tuple[Any, ...]] = (0, None, ())
         self._rep: tuple[int, Any, BaseException | None] = (0, None, None)
         self._seq = 0
+        self._stop_after = False
         self._server = threading.Thread(target=self._serve, name="cove-userland-tracer",
                                         daemon=True)
         self.server_tid = 0
@@ -77,6 +82,8 @@ class Tracer:
             except BaseException as e:  # handed to the caller, who re-raises it
                 self._rep = (seq, None, e)
             os.eventfd_write(self._rep_fd, 1)
+            if self._stop_after:
+                return
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the tracer thread (directly if already there)."""
@@ -95,6 +102,42 @@ class Tracer:
         if exc is not None:
             raise exc
         return result
+
+    def run_owned(self, fn: Callable[..., T], *args: Any, interrupt: Callable[[], None]) -> T:
+        """Run ``fn(*args)`` on the tracer thread and wait for it, like ``call``,
+        for long-running work (a kernel's run loop). An exception raised in
+        the caller's wait (a KeyboardInterrupt from a signal handler) calls
+        ``interrupt()``, which must make ``fn`` return soon; once it has,
+        that exception is re-raised here (``fn``'s own result is dropped)."""
+        if threading.get_ident() == self.server_ident:
+            return fn(*args)
+        pending: BaseException | None = None
+        with self._call_lock:
+            self._seq += 1
+            seq = self._seq
+            self._req = (seq, fn, args)
+            os.eventfd_write(self._req_fd, 1)
+            while True:
+                try:
+                    os.eventfd_read(self._rep_fd)
+                except BaseException as e:  # raised by a signal handler during the wait
+                    if pending is None:
+                        pending = e
+                        interrupt()
+                    continue  # fn still runs on the tracer thread: wait for it
+                rseq, result, exc = self._rep
+                if rseq == seq:
+                    break
+        if pending is not None:
+            raise pending
+        if exc is not None:
+            raise exc
+        return result
+
+    @property
+    def owner(self) -> bool:
+        """Whether the calling thread is the tracer thread."""
+        return threading.get_ident() == self.server_ident
 
     # --- the waiter thread --------------------------------------------------------
     def start_waiter(self, pgid: int) -> None:
@@ -176,6 +219,11 @@ class Tracer:
         """After every stub is dead: stop both threads, free the eventfds."""
         self._closed = True
         self.rearm()
+        if self.owner:
+            # Closed from a request (inside run_owned): the thread ends after
+            # it; its eventfds stay open (the caller still waits on one).
+            self._stop_after = True
+            return
         if self._server.is_alive():
             with self._call_lock:
                 self._seq += 1
