@@ -302,7 +302,6 @@ class MemoryMap:
             missing.extend(range(share, count))
             if hits:
                 phys.ref_many(hits)
-                cache.touch(hits)
                 cache.hits += len(hits)
             cache.misses += len(missing)
         else:

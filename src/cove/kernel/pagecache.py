@@ -4,7 +4,7 @@ Programs map the same files over and over: each exec of a binary maps its
 text again, each process maps the same libraries. As Linux's page cache, this
 cache keeps those pages after the last mapping goes (a shell running a
 dynamic program in a loop reads ld.so and libc once, not at every exec), up to
-``limit`` frames, least recently used first out, and gives frames back when
+``limit`` frames, least recently used files first out, and gives frames back when
 guest memory runs out (``reclaim``, called by ``PhysMem.alloc``).
 
 Rules that keep it safe:
@@ -51,31 +51,34 @@ def file_key(source: object) -> tuple[FileKey, int] | None:
 
 
 class PageCache:
-    """File pages by (file version, page offset), each holding a frame reference."""
+    """File pages by (file version, page offset), each holding a frame reference.
+
+    Recency is kept per file version, not per page (one dict move per lookup
+    instead of one per page): eviction takes the pages of the least recently
+    used version first.
+    """
 
     __slots__ = ("_by_frame", "_pages", "_versions", "hits", "limit", "misses")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        # version -> page offset -> frame; least recently used version first.
         self._pages: dict[FileKey, dict[int, int]] = {}
-        # frame -> (version, page offset); insertion order is least recently used first.
-        self._by_frame: dict[int, tuple[FileKey, int]] = {}
+        self._by_frame: dict[int, tuple[FileKey, int]] = {}  # frame -> (version, page offset)
         self._versions: dict[tuple[int, int], FileKey] = {}  # (dev, ino) -> cached version
         self.hits = self.misses = 0
 
     def pages(self, key: FileKey) -> dict[int, int] | None:
-        """Page offset -> frame for one file version (do not modify)."""
-        return self._pages.get(key)
+        """Page offset -> frame for one file version (do not modify); marks the
+        version as just used."""
+        pages = self._pages.pop(key, None)
+        if pages is not None:
+            self._pages[key] = pages
+        return pages
 
     def lookup(self, key: FileKey, pgoff: int) -> int | None:
         pages = self._pages.get(key)
         return None if pages is None else pages.get(pgoff)
-
-    def touch(self, frames: list[int]) -> None:
-        """Mark cached frames as just used (they move to the end of the LRU order)."""
-        by_frame = self._by_frame
-        for f in frames:
-            by_frame[f] = by_frame.pop(f)
 
     def insert(self, phys: PhysMem, key: FileKey, pgoff: int, frame: int) -> None:
         """Keep ``frame`` (mapped read-only by its owner) as that page of that
@@ -86,8 +89,10 @@ class PageCache:
             if old is not None:
                 self._drop_version(phys, old)
             self._versions[ident] = key
-        pages = self._pages.setdefault(key, {})
-        if pgoff in pages:  # raced in by another run of the same fault: keep the first
+        pages = self._pages.get(key)
+        if pages is None:
+            pages = self._pages[key] = {}
+        elif pgoff in pages:  # cached meanwhile: keep the first
             return
         phys.ref(frame)
         pages[pgoff] = frame
@@ -103,11 +108,13 @@ class PageCache:
         return list(self._by_frame)
 
     def evict(self, phys: PhysMem, count: int) -> int:
-        """Let go of up to ``count`` least recently used pages; returns how many
-        frames that freed (a page still mapped somewhere stays with its mapping)."""
-        by_frame, freed = self._by_frame, 0
-        while count > 0 and by_frame:
-            frame = next(iter(by_frame))
+        """Let go of up to ``count`` pages, those of the least recently used
+        versions first; returns how many frames that freed (a page still
+        mapped somewhere stays with its mapping)."""
+        freed = 0
+        while count > 0 and self._pages:
+            pages = next(iter(self._pages.values()))
+            frame = next(iter(pages.values()))
             self._remove(frame)
             if phys.unref(frame) == 0:
                 freed += 1

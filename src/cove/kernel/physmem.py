@@ -111,6 +111,42 @@ class PhysMem:
         self.private = True
         return self
 
+    def replace(self, fd: int | None, offset: int = 0, length: int = 0) -> None:
+        """Drop all of guest memory and start again *at the same host address*
+        (a VM's memslot over it stays valid; its MMU notifier sees the change):
+        with ``fd``, the first ``length`` bytes become a copy-on-write view of
+        bytes ``[offset, offset + length)`` of ``fd`` (as ``from_image``), the
+        rest zeros; with None, a fresh memfd of zeros (as a new PhysMem). Every
+        frame is free afterwards (a restorer then calls ``adopt``). Views of
+        the memory stay valid and show the new contents."""
+        if length & PAGE_MASK or not 0 <= length <= self.size or (fd is None and length):
+            raise ValueError("the image must be a page multiple no larger than memory")
+        rw = mmap.PROT_READ | mmap.PROT_WRITE
+        if fd is None:
+            new = os.memfd_create("cove-physmem", os.MFD_CLOEXEC)
+            os.ftruncate(new, self.size)
+            maps = [(0, self.size, mmap.MAP_SHARED, new, 0)]
+        else:
+            new = os.dup(fd)
+            maps = [(0, length, mmap.MAP_PRIVATE, fd, offset),
+                    (length, self.size - length, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)]
+        try:
+            for start, n, flags, src, off in maps:
+                if n and _libc_mmap(self.address + start, n, rw, flags | _MAP_FIXED, src,
+                                    off) != self.address + start:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"replacing guest memory failed: {os.strerror(err)}")
+        except BaseException:
+            os.close(new)
+            raise
+        old, self.fd = self.fd, new
+        os.close(old)
+        with self._lock:
+            self._free = []
+            self._next = 0
+            self._refs = array("I")
+            self.private = fd is not None
+
     def adopt(self, refs: dict[int, int]) -> None:
         """Set the allocator from restored state: ``refs`` maps every frame in
         use to its reference count; every other frame below the highest one
@@ -210,11 +246,13 @@ class PhysMem:
         """``ref`` for each frame (all checked before any is counted)."""
         with self._lock:
             refs, top = self._refs, self._next
-            for f in frames:
-                if not 0 <= f < top or refs[f] == 0:
+            for i, f in enumerate(frames):
+                c = refs[f] if 0 <= f < top else 0
+                if c == 0:
+                    for g in frames[:i]:  # undo: a bad frame is a bug, not a half-done ref
+                        refs[g] -= 1
                     raise ValueError(f"frame {f:#x} is not allocated")
-            for f in frames:
-                refs[f] += 1
+                refs[f] = c + 1
 
     def unref(self, frame: int) -> int:
         """Drop a reference; at zero the frame returns to the pool. Returns the new count."""
