@@ -262,3 +262,12 @@ def test_fork_copies_a_modified_page_of_a_read_only_file_mapping(phys):
     child = a.fork(FakeSpace())
     assert child.read(pa, 7) == b"patched"
     assert child.read(pa + PAGE_SIZE, 1) == b"B"
+
+
+def test_replacing_guest_memory_forgets_the_cache(phys):
+    f = VFile(pages(2))
+    a = MemoryMap(phys, FakeSpace())
+    a.mmap(0, 2 * PAGE_SIZE, R, PRIV, f, 0)
+    assert len(cache_for(phys)) == 2
+    phys.replace(None)
+    assert len(cache_for(phys)) == 0 and phys.frames_in_use == 0

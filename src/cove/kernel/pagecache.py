@@ -164,3 +164,9 @@ def reclaim(phys: PhysMem, want: int) -> int:
     while freed < want and len(c):
         freed += c.evict(phys, want - freed)
     return freed
+
+
+def drop_cache(phys: PhysMem) -> None:
+    """Forget the cache of a guest memory whose contents were replaced
+    wholesale (its frames, and the cache's references, no longer exist)."""
+    _caches.pop(phys, None)

@@ -146,6 +146,9 @@ class PhysMem:
             self._next = 0
             self._refs = array("I")
             self.private = fd is not None
+        from cove.kernel.pagecache import drop_cache  # the cache sits above this allocator
+
+        drop_cache(self)  # its frames and references are gone with the old contents
 
     def adopt(self, refs: dict[int, int]) -> None:
         """Set the allocator from restored state: ``refs`` maps every frame in
