@@ -18,8 +18,9 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, BinaryIO
+
+from cove.dataclass import dataclass, field
 
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel

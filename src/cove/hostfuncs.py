@@ -41,8 +41,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from cove.dataclass import dataclass
 
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel

@@ -9,9 +9,9 @@ nothing the guest does ever reaches the lower layer. cove's own ``/dev``,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass
 from cove.fs.devfs import make_devfs, register_drivers
 from cove.fs.hostfs import HostFS
 from cove.fs.memfs import MemFS

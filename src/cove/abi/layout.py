@@ -29,9 +29,10 @@ import re
 import struct
 from collections import namedtuple
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+
+from cove.dataclass import dataclass
 
 _ITEM = re.compile(r"^(\d*)([xbBhHiIqQs])$")
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
+from cove.dataclass import dataclass
 from cove.fs.node import FileSystem, Inode
 
 MS_RDONLY = 1

@@ -25,7 +25,6 @@ import itertools
 import stat as _stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from cove.abi.errno import E, Errno
@@ -55,6 +54,7 @@ from cove.abi.flags import (
     S_ISUID,
     S_ISVTX,
 )
+from cove.dataclass import dataclass, replace
 
 
 def dtype_of(mode: int) -> int:

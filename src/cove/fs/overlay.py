@@ -43,10 +43,10 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 from cove.abi.errno import E, Errno
+from cove.dataclass import replace
 from cove.fs.node import (
     DT_CHR,
     DT_DIR,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass, field
 from cove.fs.node import S_IFDIR, S_IFMT, S_ISVTX, Stat
 
 MAY_EXEC = 1

@@ -34,9 +34,9 @@ import itertools
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import BinaryIO
 
+from cove.dataclass import dataclass
 from cove.fs.node import S_IFDIR, S_IFLNK, S_IFREG, SQUASHFS_MAGIC, FileSystem, StatFs
 from cove.fs.tarindex import HARDLINK, Member, Path, iter_members, normalize
 from cove.fs.tarnodes import TarDir, TarFile, TarNode, TarSpecial, TarSymlink

@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
+from cove.dataclass import dataclass
 from cove.fs.node import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, makedev
 from cove.fs.tarsource import ArchiveError, ByteSource, SourceReader
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import Enum
 
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass, field
 from cove.fs import perm
 from cove.fs.file import (
     O_ACCMODE,

@@ -10,9 +10,9 @@ Linux's (``load_elf_binary``/``load_elf_phdrs``); what they reject is
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass
 
 ELFMAG = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass
 from cove.fs.file import O_PATH, O_RDWR, File
 from cove.fs.node import Stat
 from cove.kernel.eventfd import ANON_INODE_DEV, ANON_INODE_INO

@@ -20,11 +20,11 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass
 from cove.fs import perm
 from cove.fs.file import O_RDONLY, InodeFile
 from cove.fs.mount import MS_NOEXEC, Location

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from cove.abi.errno import E, Errno
 from cove.abi.flags import AUXV
+from cove.dataclass import dataclass
 
 PAGE_SIZE = 4096
 MAX_ARG_STRLEN = 32 * PAGE_SIZE  # one string, NUL included

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cove.abi import flags as F
 from cove.abi.errno import Errno
+from cove.dataclass import dataclass
 from cove.kernel.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
 if TYPE_CHECKING:

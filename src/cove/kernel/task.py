@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cove.dataclass import dataclass, field
 from cove.fs.vfs import PathContext
 from cove.kernel.fdtable import FdTable
 from cove.kernel.mm import MemoryMap

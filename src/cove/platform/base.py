@@ -24,8 +24,9 @@ from __future__ import annotations
 import ctypes
 import enum
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from cove.dataclass import dataclass
 
 if TYPE_CHECKING:
     from cove.kernel.physmem import PhysMem

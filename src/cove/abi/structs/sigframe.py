@@ -46,12 +46,12 @@ tests/abi/test_abi_sigframe.py):
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from cove.abi.flags import FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2, FP_XSTATE_MAGIC2_SIZE
 from cove.abi.layout import Layout
 from cove.abi.structs.siginfo import SIGINFO_SIZE
+from cove.dataclass import dataclass
 
 # asm-generic/ucontext.h with x86-64's struct sigcontext as uc_mcontext.
 UCONTEXT = Layout("""

@@ -18,11 +18,11 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass
 from cove.fs.file import O_NONBLOCK, O_RDWR, File
 from cove.fs.node import S_IFSOCK, Stat, StatFs, makedev
 from cove.kernel.pipe import next_ino

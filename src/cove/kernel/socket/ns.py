@@ -16,10 +16,10 @@ from __future__ import annotations
 import itertools
 import time
 import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass
 from cove.kernel.socket.addr import ANY4, ANY6, is_v4
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ in flight hold a reference of their own (``OpenFiles.get``), as Linux's
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cove.dataclass import dataclass
 from cove.kernel.fdtable import OpenFiles
 
 if TYPE_CHECKING:

@@ -21,11 +21,11 @@ sandboxes sharing a read-only filesystem never see each other's locks.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass, field
 from cove.fs.file import File
 from cove.kernel import fdtable
 from cove.kernel.task import State

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs.clock import TIMESPEC
 from cove.abi.structs.events import EPOLL_EVENT
+from cove.dataclass import dataclass
 from cove.kernel import signals
 from cove.kernel.epoll import (
     EPOLLEXCLUSIVE_OK_BITS,

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs.clock import TIMESPEC, TIMEVAL
 from cove.abi.structs.events import POLLFD
+from cove.dataclass import dataclass
 from cove.fs.file import O_PATH
 from cove.kernel import signals
 from cove.kernel.pollable import POLLEX_SET, POLLIN_SET, POLLOUT_SET, events_of, host_of, queues_of

@@ -15,12 +15,12 @@ Wait statuses are Linux's: ``code << 8`` for an exit, the signal number
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import RUSAGE
+from cove.dataclass import dataclass
 from cove.kernel import exec as exec_
 from cove.kernel import process
 from cove.kernel.kernel import NORETURN

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs.process import CLONE_ARGS
+from cove.dataclass import dataclass
 from cove.kernel import altstack
 from cove.kernel.mm import USER_TOP
 from cove.kernel.syscall import PTR, ULONG, syscall
