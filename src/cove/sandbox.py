@@ -28,10 +28,10 @@ import os
 import signal
 import threading
 import weakref
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass
 from cove.fs.perm import Cred
 from cove.fs.vfs import VFS, PathContext
 from cove.guestproc import DEVNULL, PIPE, GuestProcess, Live, Runner, Stdio, run_kernel

@@ -40,8 +40,9 @@ import threading
 import types
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from cove.dataclass import dataclass, field
 
 if TYPE_CHECKING:
     from cove.fs.vfs import VFS

@@ -35,13 +35,13 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.flags import AUXV
+from cove.dataclass import dataclass, field
 from cove.fs import perm
 from cove.fs.file import O_RDONLY, InodeFile
 from cove.fs.mount import MS_NOEXEC, Location

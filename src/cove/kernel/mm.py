@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
+from cove.dataclass import dataclass, field
 from cove.kernel.pagecache import cache_for, file_key
 from cove.kernel.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PhysMem
 
