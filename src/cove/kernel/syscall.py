@@ -13,13 +13,15 @@ prints an honest support table.
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cove.abi.errno import E, Errno
 from cove.abi.sysnums import NR
+from cove.dataclass import dataclass
 
 if TYPE_CHECKING:
     from cove.kernel.task import Task
@@ -74,8 +76,21 @@ class Syscall:
     # with EINTR (nanosleep writes rem); may raise Errno to replace EINTR.
     on_interrupt: Callable[..., None] | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (a blocked call in a snapshot) as its number: the entry of the
+        # restoring process, its family imported, placeholder or not.
+        return (entry, (self.nr,))
+
 
 TABLE: dict[int, Syscall] = {}
+PACKAGE = "cove.kernel.syscalls"
+
+# Entries that stand for a family module not imported yet (see _install_index),
+# and that module.
+_PLACEHOLDERS: dict[int, Syscall] = {}
+_FAMILY: dict[int, str] = {}
+# nr -> the module that registered it (tools/gen_syscall_index.py reads it).
+ORIGIN: dict[int, str] = {}
 
 
 def syscall(name: str, *decoders: Decoder, support: str = "full", note: str = "",
@@ -85,9 +100,12 @@ def syscall(name: str, *decoders: Decoder, support: str = "full", note: str = ""
     nr = int(NR[name])
 
     def register(fn: Callable[..., int]) -> Callable[..., int]:
-        if nr in TABLE and TABLE[nr].handler is not None:
+        old = TABLE.get(nr)
+        if old is not None and old.handler is not None and old is not _PLACEHOLDERS.get(nr):
             raise RuntimeError(f"syscall {name} registered twice")
         TABLE[nr] = Syscall(nr, name, fn, decoders, support, note, restartable, on_interrupt)
+        _PLACEHOLDERS.pop(nr, None)
+        ORIGIN[nr] = fn.__module__
         return fn
 
     return register
@@ -95,18 +113,100 @@ def syscall(name: str, *decoders: Decoder, support: str = "full", note: str = ""
 
 def enosys(*names: str, note: str = "") -> None:
     """Declare calls cove deliberately does not implement."""
+    module = sys._getframe(1).f_globals.get("__name__", "")
     for name in names:
         nr = int(NR[name])
-        TABLE.setdefault(nr, Syscall(nr, name, None, (), "enosys", note))
+        old = TABLE.get(nr)
+        if old is None or old is _PLACEHOLDERS.get(nr):
+            TABLE[nr] = Syscall(nr, name, None, (), "enosys", note)
+            _PLACEHOLDERS.pop(nr, None)
+            ORIGIN[nr] = module
+
+
+def entry(nr: int) -> Syscall | None:
+    """The table entry of ``nr`` with its family imported (None: not a syscall cove knows)."""
+    sc = TABLE.get(nr)
+    if sc is not None and sc.handler is not None and sc is _PLACEHOLDERS.get(nr):
+        return _loaded(nr)
+    return sc
 
 
 def load_all() -> dict[int, Syscall]:
-    """Import every syscall family module so the table is complete."""
-    import importlib
-    import pkgutil
+    """The complete table, ready for a kernel.
 
-    import cove.kernel.syscalls as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    Every syscall cove knows has its entry from the start: a family module not
+    imported yet is represented by placeholder entries (name, decoders, support,
+    restartability exactly as the module declares them, from the index in
+    ``cove.kernel.syscalls``) whose handler imports the module on the first call
+    of one of its syscalls and then runs the real handler. The families whose
+    import does more than register their own calls (hooks into exec, fork or
+    close, ``EAGER`` in the index) are imported here.
+    """
+    for family in _EAGER:
+        importlib.import_module(f"{PACKAGE}.{family}")
     return TABLE
+
+
+def import_all() -> dict[int, Syscall]:
+    """Import every family module (the index generator and its test)."""
+    for family in family_modules():
+        importlib.import_module(f"{PACKAGE}.{family}")
+    return TABLE
+
+
+def family_modules() -> list[str]:
+    """The family modules in ``cove/kernel/syscalls`` (one per file)."""
+    here = os.path.join(os.path.dirname(__file__), "syscalls")
+    return sorted(f[:-3] for f in os.listdir(here) if f.endswith(".py") and not f.startswith("_"))
+
+
+# --- the index: placeholders for families not imported yet ---------------------------------
+DECODERS: dict[str, Decoder] = {"s32": _s32, "u32": _u32, "s64": _s64, "u64": _u64,
+                                "path": _path}
+_EAGER: tuple[str, ...] = ()
+
+
+def _loaded(nr: int) -> Syscall:
+    """The real entry of ``nr``, importing its family if a placeholder still stands
+    in (a placeholder kept by a blocked call outlives its place in the table)."""
+    sc = TABLE[nr]
+    if sc is _PLACEHOLDERS.get(nr):
+        importlib.import_module(_FAMILY[nr])
+        sc = TABLE[nr]
+        if sc is _PLACEHOLDERS.get(nr):
+            raise RuntimeError(f"{_FAMILY[nr]} does not define {sc.name} as the syscall "
+                               "index says: run tools/gen_syscall_index.py")
+    return sc
+
+
+def _placeholder(nr: int, name: str, module: str, decoders: str, support: str, note: str,
+                 restartable: bool, interrupt: bool) -> Syscall:
+    def handler(t: Task, *args: Any) -> int:
+        return _loaded(nr).handler(t, *args)  # type: ignore[misc]
+
+    def on_interrupt(t: Task, *args: Any) -> None:
+        real = _loaded(nr).on_interrupt
+        if real is not None:
+            real(t, *args)
+
+    # Named after what it stands for (tests and tools group handlers by module).
+    handler.__module__ = on_interrupt.__module__ = module
+    decs = tuple(DECODERS[d] for d in decoders.split())
+    return Syscall(nr, name, handler if support != "enosys" else None, decs, support, note,
+                   restartable, on_interrupt if interrupt else None)
+
+
+def _install_index() -> None:
+    global _EAGER
+    from cove.kernel.syscalls import EAGER, INDEX, NOTES
+
+    _EAGER = EAGER
+    for nr, (name, family, decoders, support, flags) in INDEX.items():
+        if nr not in TABLE:
+            module = _FAMILY[nr] = f"{PACKAGE}.{family}"
+            sc = _placeholder(nr, name, module, decoders, support, NOTES.get(nr, ""),
+                              bool(flags & 1), bool(flags & 2))
+            TABLE[nr] = _PLACEHOLDERS[nr] = sc
+
+
+_install_index()
