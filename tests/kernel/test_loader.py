@@ -33,6 +33,7 @@ from cove.kernel import initstack
 from cove.kernel.elf import ExecError, parse_phdrs
 from cove.kernel.loader import (
     LOADER_TOP,
+    STACK_EAGER,
     ExecFile,
     Layout,
     LoadedImage,
@@ -679,3 +680,12 @@ def test_load_elf_with_script_execfn(bins, vfs, mm):
     d = dict(parse_stack(mm, img.stack_pointer).auxv)
     assert mm.read_cstring(d[AUXV.AT_EXECFN], 100) == b"/tmp/script"
     assert img.exe_path == bins.pargs and img.comm == "script"
+
+
+def test_the_stack_below_the_strings_is_populated_at_exec(bins, vfs, mm):
+    img = load_program(mm, vfs, ctx_of(vfs), bins.pargs, ["x"], [])
+    top, sp = img.stack_end >> 12, img.stack_pointer >> 12
+    eager = STACK_EAGER // PAGE_SIZE
+    assert all(v in mm.frames for v in range(sp - eager, top))
+    resident = sum(1 for v in mm.frames if img.stack_start >> 12 <= v < top)
+    assert resident <= top - sp + eager  # the rest of the stack stays lazy

@@ -11,7 +11,7 @@ import pytest
 
 from cove.abi import flags as F
 from cove.abi.errno import Errno
-from cove.kernel.mm import MemoryMap
+from cove.kernel.mm import HINT_FAULTS, MemoryMap
 from cove.kernel.pagecache import cache_for
 from cove.kernel.physmem import PAGE_SIZE, PhysMem
 
@@ -271,3 +271,69 @@ def test_replacing_guest_memory_forgets_the_cache(phys):
     assert len(cache_for(phys)) == 2
     phys.replace(None)
     assert len(cache_for(phys)) == 0 and phys.frames_in_use == 0
+
+
+def numbered(n: int) -> bytes:
+    """``n`` pages, page i filled with one byte that names it."""
+    return b"".join(bytes([32 + i % 200]) * PAGE_SIZE for i in range(n))
+
+
+def test_a_fault_maps_the_cached_pages_around_it_read_only(phys):
+    f = VFile(numbered(300))
+    a = MemoryMap(phys, FakeSpace())
+    pa = a.mmap(0, 300 * PAGE_SIZE, RX, PRIV | F.MAP_POPULATE, f, 0)
+    reads = f.reads
+    b = MemoryMap(phys, FakeSpace())
+    pb = b.mmap(0, 300 * PAGE_SIZE, RX, PRIV, f, 0)
+    assert b.resident_pages() == 0
+    assert b.handle_fault(pb + 150 * PAGE_SIZE, write=False, execute=True) is None
+    assert b.resident_pages() == 300 and f.reads == reads  # all from the cache
+    assert all((pb >> 12) + i in b.cow for i in range(300))
+    assert {p for _, p in b.space.pages.values()} == {RX}
+    b.mprotect(pb, 300 * PAGE_SIZE, RW)
+    b.write(pb + 10 * PAGE_SIZE, b"mine")
+    assert a.read(pa + 10 * PAGE_SIZE, 4) == bytes([42]) * 4
+    # A mapping cut short in the file never gets the cached pages past its data.
+    c = MemoryMap(phys, FakeSpace())
+    pc = c.mmap(0x40000000, 300 * PAGE_SIZE, R, PRIV | F.MAP_FIXED, f, 0,
+                file_size=100 * PAGE_SIZE + 10)
+    assert c.handle_fault(pc + 50 * PAGE_SIZE, write=False, execute=False) is None
+    assert max(c.frames) == (pc >> 12) + 100
+    assert c.read(pc + 100 * PAGE_SIZE + 8, 4) == bytes([132, 132, 0, 0])
+
+
+def test_a_forked_childs_faults_are_premapped_for_the_next_child(phys):
+    f = VFile(numbered(300))
+    p = MemoryMap(phys, FakeSpace())
+    base = p.mmap(0x40000000, 300 * PAGE_SIZE, RX, PRIV | F.MAP_POPULATE | F.MAP_FIXED, f, 0)
+    data = p.mmap(0x50000000, PAGE_SIZE, RW, PRIV | F.MAP_ANONYMOUS | F.MAP_FIXED)
+    p.write(data, b"parent")
+    vpn = (base >> 12) + 100
+    c1 = p.fork(FakeSpace())
+    assert vpn not in c1.frames  # clean file pages are left to faults...
+    assert c1.handle_fault(vpn << 12, write=False, execute=True) is None
+    assert c1.handle_fault(data, write=True, execute=False) is None
+    assert vpn in p.fork_hints and data >> 12 in p.fork_hints
+    c2 = p.fork(FakeSpace())
+    block = [v for v in range(base >> 12, (base >> 12) + 300) if v >> 5 == vpn >> 5]
+    assert all(v in c2.frames and v in c2.cow for v in block)  # ...but near a hint
+    assert (base >> 12) not in c2.frames
+    assert all(c2.space.pages[v << 12] == (c2.frames[v], RX) for v in block)
+    # The written page is copied for the child: its own, writable, same bytes.
+    assert c2.frames[data >> 12] != p.frames[data >> 12]
+    assert c2.space.pages[data][1] == RW and c2.read(data, 6) == b"parent"
+    c2.write(data, b"child!")
+    assert p.read(data, 6) == b"parent"
+    for m in (c1, c2, p):
+        m.release()
+    cache_for(phys).clear(phys)
+    assert phys.frames_in_use == 0
+
+
+def test_a_child_teaches_its_parent_only_its_first_faults(phys):
+    p = MemoryMap(phys, FakeSpace())
+    start = p.mmap(0x40000000, 64 * PAGE_SIZE, RW, PRIV | F.MAP_ANONYMOUS | F.MAP_FIXED)
+    c = p.fork(FakeSpace())
+    for i in range(40):
+        c.handle_fault(start + i * PAGE_SIZE, write=True, execute=False)
+    assert len(p.fork_hints) == HINT_FAULTS

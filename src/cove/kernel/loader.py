@@ -77,7 +77,8 @@ PAGE_MASK = PAGE - 1
 ELF_ET_DYN_BASE = USER_TOP // 3 * 2  # 0x555555554aaa, as Linux's x86-64 ELF_ET_DYN_BASE
 MIN_GAP = 128 << 20  # mmap_base's minimum distance below the stack top
 LOADER_TOP = USER_TOP - MIN_GAP  # 0x7ffff7fff000: Linux's mmap_base without ASLR
-STACK_SIZE = 8 << 20  # the stack VMA: RLIMIT_STACK's default, populated lazily
+STACK_SIZE = 8 << 20  # the stack VMA: RLIMIT_STACK's default, populated lazily...
+STACK_EAGER = 16 * PAGE  # ...but for this much below the initial strings
 PLATFORM = "x86_64"
 
 
@@ -455,18 +456,19 @@ def load_elf(mm: MemoryMap, vfs: VFS, ctx: PathContext, exe: ExecFile,
     # Linux's maximum_alignment: the largest power-of-two p_align, at least a page.
     max_align = max(PAGE, page_align(max(
         (p.align for p in elf.loads if p.align and p.align & (p.align - 1) == 0), default=0)))
-    if elf.hdr.type == ET_DYN and (interp is not None or max_align > PAGE):
-        # Linux: load_bias = ELF_PAGESTART(aligned base - vaddr of the first PT_LOAD).
-        bias = _pagestart((lay.dyn_base & ~(max_align - 1)) - elf.loads[0].vaddr)
-        main = _map_elf(mm, elf, at=bias + elf.lo, hint=0)
-    else:
-        main = _map_elf(mm, elf, at=None, hint=lay.loader_top - elf.span)
-    entry = program_entry = elf.hdr.entry + main.bias
-    interp_base = 0
-    if interp is not None:
-        im = _map_elf(mm, interp, at=None, hint=lay.loader_top - interp.span)
-        interp_base = im.bias
-        entry = interp.hdr.entry + im.bias
+    with mm.same_files():  # nothing writes a file meanwhile: one stat per file
+        if elf.hdr.type == ET_DYN and (interp is not None or max_align > PAGE):
+            # Linux: load_bias = ELF_PAGESTART(aligned base - vaddr of the first PT_LOAD).
+            bias = _pagestart((lay.dyn_base & ~(max_align - 1)) - elf.loads[0].vaddr)
+            main = _map_elf(mm, elf, at=bias + elf.lo, hint=0)
+        else:
+            main = _map_elf(mm, elf, at=None, hint=lay.loader_top - elf.span)
+        entry = program_entry = elf.hdr.entry + main.bias
+        interp_base = 0
+        if interp is not None:
+            im = _map_elf(mm, interp, at=None, hint=lay.loader_top - interp.span)
+            interp_base = im.bias
+            entry = interp.hdr.entry + im.bias
 
     if elf.hdr.type == ET_DYN and interp is None:
         brk = page_align(lay.dyn_base)  # Linux moves a loader's brk out of the mmap area
@@ -503,6 +505,9 @@ def load_elf(mm: MemoryMap, vfs: VFS, ctx: PathContext, exe: ExecFile,
     stack_start = mm.mmap(lay.stack_top - size, size, stack_prot,
                           F.MAP_PRIVATE | F.MAP_ANONYMOUS | F.MAP_FIXED_NOREPLACE,
                           name="[stack]")
+    # The stack pages the program is about to use, with the ones written here:
+    # one run instead of a fault (a VM exit) on its first push below them.
+    mm.populate(max(stack_start, _pagestart(base) - STACK_EAGER), lay.stack_top)
     mm.write(base, image)
 
     return LoadedImage(

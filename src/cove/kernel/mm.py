@@ -25,7 +25,7 @@ from typing import Protocol
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.dataclass import dataclass, field
-from cove.kernel.pagecache import cache_for, file_key
+from cove.kernel.pagecache import FileKey, cache_for, file_key, stat_key
 from cove.kernel.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PhysMem
 
 USER_TOP = 0x7FFF_FFFF_F000  # exclusive end of the user half (47-bit, one guard page)
@@ -36,11 +36,23 @@ FAULT_AROUND = 16  # pages populated together on a fault in a large anonymous ma
 # ... and in a private file mapping (program text and data: scattered first
 # touches, each a VM exit of ~40 µs against ~3 µs a page to fill and map).
 FILE_FAULT_AROUND = 128
+# ... and of pages the page cache already holds (no file read: a reference and a
+# page table entry each), around a fault in a read-only private file mapping.
+CACHED_FAULT_AROUND = 512
 # Pages a process wrote after a fork made them copy-on-write are likely to be
 # written again after the next fork too (its stack, heap, data): fork copies
 # up to this many of them for the child at once instead of write-protecting
 # them, which saves the parent a write fault and a shoot-down for each.
 HOT_PAGES = 64
+# A forked child mostly runs the same few pages of its program before it execs
+# (the shell's fork-to-exec path). Its faults are remembered in the parent
+# (at most FORK_HINTS pages, from the first HINT_FAULTS faults of each child),
+# and the next fork maps the parent's clean file pages in the HINT_BLOCK-page
+# blocks around them into the child at once, and copies hinted written pages:
+# each fault saved is a VM exit.
+FORK_HINTS = 32
+HINT_FAULTS = 16
+HINT_BLOCK_SHIFT = 5  # 32 pages
 
 SIGSEGV, SIGBUS = 11, 7
 SEGV_MAPERR, SEGV_ACCERR = 1, 2
@@ -175,6 +187,26 @@ class Fault:
     addr: int
 
 
+class _SameFiles:
+    """``MemoryMap.same_files``: remembers file versions while it is entered
+    (the outermost one only)."""
+
+    __slots__ = ("mm", "outer")
+
+    def __init__(self, mm: MemoryMap) -> None:
+        self.mm = mm
+        self.outer = False
+
+    def __enter__(self) -> None:
+        if self.mm._versions is None:
+            self.mm._versions = {}
+            self.outer = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.outer:
+            self.mm._versions = None
+
+
 @dataclass
 class MemoryMap:
     phys: PhysMem
@@ -186,6 +218,13 @@ class MemoryMap:
     brk_start: int = 0
     brk_end: int = 0
     _starts_cache: list[int] | None = field(default=None, repr=False, compare=False)
+    # vpns this map's forked children faulted soon after the fork, oldest first.
+    fork_hints: dict[int, None] = field(default_factory=dict)
+    _hints_to: dict[int, None] | None = field(default=None, repr=False, compare=False)
+    _hint_budget: int = field(default=0, repr=False, compare=False)
+    # id(file) -> (file, version): set only inside ``same_files`` (one operation).
+    _versions: dict[int, tuple[object, tuple[FileKey, int] | None]] | None = field(
+        default=None, repr=False, compare=False)
 
     # --- lookup ---------------------------------------------------------------
     def find(self, addr: int) -> VMA | None:
@@ -236,6 +275,23 @@ class MemoryMap:
             raise Errno(E.ENOMEM)
         return top - length
 
+    # --- file versions ----------------------------------------------------------
+    def same_files(self) -> _SameFiles:
+        """``with mm.same_files():`` no file changes within the block (one mmap,
+        one exec's mappings: the North runs nothing else meanwhile), so each
+        mapped file is looked at (stat) once, not once per run of pages."""
+        return _SameFiles(self)
+
+    def _version(self, file: PageSource) -> tuple[FileKey, int] | None:
+        """The page-cache version of ``file`` now (``pagecache.file_key``)."""
+        memo = self._versions
+        if memo is None:
+            return file_key(file)
+        got = memo.get(id(file))
+        if got is None:
+            got = memo[id(file)] = (file, file_key(file))  # the file kept: its id stays its own
+        return got[1]
+
     # --- pages ----------------------------------------------------------------
     @staticmethod
     def _hw_prot(prot: int, cow: bool) -> int:
@@ -278,7 +334,7 @@ class MemoryMap:
         phys = self.phys
         off = (first << PAGE_SHIFT) - vma.start  # bytes into the mapping
         share = 0  # the first ``share`` pages of the run are shared
-        info = None if vma.prot & F.PROT_WRITE else file_key(vma.file)
+        info = None if vma.prot & F.PROT_WRITE else self._version(vma.file)
         if info is not None:
             key, fsize = info
             if vma.offset + vma.file_size >= fsize:
@@ -340,6 +396,17 @@ class MemoryMap:
         """Drop one reference to a frame of this map (a page the page cache
         keeps has the cache's own reference, so it never comes free here)."""
         self.phys.unref(frame)
+
+    def populate(self, start: int, end: int) -> None:
+        """Give every absent page of ``[start, end)`` (page-aligned, inside one
+        accessible VMA, within its file's pages) a frame now: what
+        MAP_POPULATE does, for ranges the North knows will be touched."""
+        vma = self.find(start)
+        if vma is None or end > vma.end or not vma.prot:
+            raise ValueError(f"populate {start:#x}-{end:#x}: not inside one accessible VMA")
+        if vma.file is not None and vma.shared is None:
+            end = min(end, vma.start + page_align(vma.file_size))
+        self._populate_range(vma, start >> PAGE_SHIFT, end >> PAGE_SHIFT)
 
     def _populate_range(self, vma: VMA, first: int, end: int) -> None:
         """Populate the absent pages of ``[first, end)`` (vpns inside ``vma``)."""
@@ -422,6 +489,8 @@ class MemoryMap:
         if not vma.prot & need or not vma.prot:
             return Fault(SIGSEGV, SEGV_ACCERR, addr)
         vpn = addr >> PAGE_SHIFT
+        if self._hints_to is not None:
+            self._hint(vpn)
         if vpn in self.frames:
             if write and vpn in self.cow:
                 self._break_cow(vma, vpn)
@@ -434,15 +503,63 @@ class MemoryMap:
             if off >= page_align(vma.file_size):
                 return Fault(SIGBUS, BUS_ADRERR, addr)
         # Fault-around: neighbours in the same VMA, since every fault is a VM exit.
-        around = FAULT_AROUND
-        if vma.file is not None and vma.shared is None:
-            around = FILE_FAULT_AROUND
-        first = max(vma.start >> PAGE_SHIFT, vpn - around // 2)
-        end = min(vma.end >> PAGE_SHIFT, first + around)
-        if vma.file is not None and vma.shared is None:
-            end = min(end, (vma.start + page_align(vma.file_size)) >> PAGE_SHIFT)
-        self._populate_range(vma, first, end)
+        lo = vma.start >> PAGE_SHIFT
+        if vma.file is None or vma.shared is not None:
+            first = max(lo, vpn - FAULT_AROUND // 2)
+            self._populate_range(vma, first, min(vma.end >> PAGE_SHIFT, first + FAULT_AROUND))
+            return None
+        hi = min(vma.end, vma.start + page_align(vma.file_size)) >> PAGE_SHIFT
+        first = max(lo, vpn - FILE_FAULT_AROUND // 2)
+        with self.same_files():
+            self._populate_range(vma, first, min(hi, first + FILE_FAULT_AROUND))
+            # Pages the cache already holds cost no read: a wider window of them.
+            first = max(lo, vpn - CACHED_FAULT_AROUND // 2)
+            self._map_cached(vma, first, min(hi, first + CACHED_FAULT_AROUND))
         return None
+
+    def _map_cached(self, vma: VMA, first: int, end: int) -> None:
+        """Map the absent pages of ``[first, end)`` (vpns inside the private
+        file mapping ``vma``) that the page cache holds, copy-on-write."""
+        if vma.prot & F.PROT_WRITE:
+            return
+        info = self._version(vma.file)
+        if info is None:
+            return
+        key, fsize = info
+        pages = cache_for(self.phys).pages(key)
+        if not pages:
+            return
+        if vma.offset + vma.file_size < fsize:  # cut short: only whole pages of file data
+            end = min(end, (vma.start + vma.file_size) >> PAGE_SHIFT)
+        delta = (vma.offset - vma.start) >> PAGE_SHIFT  # page offset - vpn
+        table = self.frames
+        run: list[int] = []
+        start = first
+        for vpn in range(first, end + 1):
+            f = pages.get(vpn + delta) if vpn < end and vpn not in table else None
+            if f is not None:
+                if not run:
+                    start = vpn
+                run.append(f)
+            elif run:
+                self.phys.ref_many(run)
+                for n, g in enumerate(run):
+                    table[start + n] = g
+                self.cow.update(range(start, start + len(run)))
+                _map_run(self.space, start << PAGE_SHIFT, run, vma.prot)
+                run = []
+
+    def _hint(self, vpn: int) -> None:
+        """Tell the parent this child faulted at ``vpn`` (see FORK_HINTS)."""
+        hints = self._hints_to
+        assert hints is not None
+        self._hint_budget -= 1
+        if self._hint_budget <= 0:
+            self._hints_to = None
+        hints.pop(vpn, None)
+        hints[vpn] = None
+        if len(hints) > FORK_HINTS:
+            del hints[next(iter(hints))]
 
     # --- guest memory access (EFAULT is decided here) --------------------------
     def _frame_for(self, vpn: int, write: bool) -> int:
@@ -532,6 +649,16 @@ class MemoryMap:
     def mmap(self, addr: int, length: int, prot: int, flags: int,
              file: PageSource | None = None, offset: int = 0, name: str = "",
              file_size: int | None = None) -> int:
+        if file is None or self._versions is not None:
+            return self._mmap(addr, length, prot, flags, file, offset, name, file_size)
+        self._versions = {}  # as same_files(): one stat of the file for size and version
+        try:
+            return self._mmap(addr, length, prot, flags, file, offset, name, file_size)
+        finally:
+            self._versions = None
+
+    def _mmap(self, addr: int, length: int, prot: int, flags: int, file: PageSource | None,
+              offset: int, name: str, file_size: int | None) -> int:
         if length <= 0 or offset & PAGE_MASK or offset < 0:
             raise Errno(E.EINVAL)
         kind = flags & F.MAP_TYPE
@@ -561,8 +688,13 @@ class MemoryMap:
         elif file is not None:
             vma.file = file
             vma.offset = offset
-            size = file.stat().size if file_size is None else file_size  # type: ignore[attr-defined]
-            vma.file_size = max(0, size - offset) if file_size is None else file_size
+            if file_size is None:
+                st = file.stat()
+                if self._versions is not None and id(file) not in self._versions:
+                    self._versions[id(file)] = (file, stat_key(st))  # one stat for both
+                vma.file_size = max(0, st.size - offset)  # type: ignore[attr-defined]
+            else:
+                vma.file_size = file_size
         self._insert(vma)
         if length >> PAGE_SHIFT <= EAGER_PAGES or flags & F.MAP_POPULATE:
             end_fill = vma.end
@@ -764,6 +896,7 @@ class MemoryMap:
         except Errno:
             child.release()  # ENOMEM copying a hot page: drop what the child holds
             raise
+        child._hints_to, child._hint_budget = self.fork_hints, HINT_FAULTS
         return child
 
     def _fork_into(self, child: MemoryMap) -> None:
@@ -774,6 +907,8 @@ class MemoryMap:
         vpns = sorted(frames)
         i, nv = 0, len(vpns)
         cached = cache_for(phys).owns
+        hints = self.fork_hints
+        hint_blocks = {h >> HINT_BLOCK_SHIFT for h in hints}
         for v in self.vmas:
             c = VMA(v.start, v.end, v.prot, v.shared, v.file, v.offset, v.name, v.file_size)
             if v.shared is not None:
@@ -786,7 +921,8 @@ class MemoryMap:
             writable = private and bool(v.prot & F.PROT_WRITE)
             # Clean file pages stay in the page cache while the parent maps them:
             # the child faults in the few it touches (a fork is mostly followed
-            # by an exec), as Linux leaves file-backed ptes to faults at fork.
+            # by an exec), as Linux leaves file-backed ptes to faults at fork;
+            # except near pages earlier children faulted (``fork_hints``).
             lazy = private and not writable and v.file is not None
             crun: list[int] = []  # the child's current run of frames, from cstart
             cstart, cprot = 0, 0
@@ -797,10 +933,10 @@ class MemoryMap:
                     vpn = vpns[i]
                     i += 1
                     f = frames[vpn]
-                    if lazy and cached(f):
+                    if lazy and cached(f) and vpn >> HINT_BLOCK_SHIFT not in hint_blocks:
                         continue
                     prot = cow_prot
-                    if writable and vpn in hot:
+                    if writable and (vpn in hot or vpn in hints):
                         f = phys.alloc(zero=False)  # overwritten whole by the copy
                         phys.copy_frame(frames[vpn], f)
                         prot = v.prot

@@ -42,12 +42,20 @@ def file_key(source: object) -> tuple[FileKey, int] | None:
     (no full stat, or not a regular file)."""
     try:
         st = source.stat()  # type: ignore[attr-defined]
-        key = (st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns)
-        if st.mode & S_IFMT != S_IFREG:
-            return None
     except (AttributeError, Errno):
         return None
-    return key, st.size
+    return stat_key(st)
+
+
+def stat_key(st: object) -> tuple[FileKey, int] | None:
+    """``file_key`` from a stat result already at hand."""
+    try:
+        key = (st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns)  # type: ignore[attr-defined]
+        if st.mode & S_IFMT != S_IFREG:  # type: ignore[attr-defined]
+            return None
+    except AttributeError:
+        return None
+    return key, key[2]
 
 
 class PageCache:
