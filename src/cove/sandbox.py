@@ -250,6 +250,37 @@ class Sandbox:
         if runner is not None and runner.status is None:
             runner.status = 9  # thrown away: to its process, as SIGKILL
 
+    def _take_vm(self, memory: int) -> tuple[Any, Any] | None:
+        """For an in-place restore: discard the live guest as ``_drop_live``
+        does but keep its guest memory and VM (kvm, ``memory`` bytes), which
+        are returned; None (nothing changed) if there is no such guest."""
+        live = self._live
+        if live is None or live.phys.size != memory or \
+                getattr(live.kernel.platform, "physmem", None) is not live.phys:
+            return None
+        from cove.guestproc import _run_hooks
+        from cove.kernel import process
+        from cove.snapstate import memory_maps
+
+        self._live = None
+        runner = live.runner
+        if runner is not None and not runner.done:
+            runner.stop()
+        if runner is not None and runner.status is None:
+            runner.status = 9  # thrown away: to its process, as SIGKILL
+        if live.stdio is not None:
+            live.stdio.close()
+            live.stdio = None
+        if live.trace is not None:
+            live.trace.close()
+            live.trace = None
+        k = live.kernel
+        _run_hooks(k)
+        for mm in memory_maps(k):  # id()-keyed: a later map could reuse the id
+            process._mm_users.pop(id(mm), None)
+        k.sched.close()
+        return live.phys, k.platform
+
     # --- program lookup ------------------------------------------------------
     def find_program(self, name: str, env_path: str = DEFAULT_PATH) -> str:
         """PATH search inside the sandbox, as a shell does."""

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from cove.hostfuncs import HostFunctions
     from cove.sandbox import Sandbox
 
-FORMAT = 1
+FORMAT = 2  # 2: the VM's frames and page tables are in the image (meta "kvm")
 MAGIC = b"COVESNAP"
 _HEADER = struct.Struct("<8sIIQQQQQ32s")
 PAGE = 4096
@@ -101,6 +101,8 @@ class Snapshot:
         self.state = state
         self.image_fd = image_fd  # owned; closed when the snapshot is collected
         self.image_offset = image_offset
+        self._accounting: Any = None
+        self.ints: dict[int, Any] = {}  # decoded state arrays, shared by restores
         self._finalizer = weakref.finalize(self, _close_fd, image_fd) if image_fd is not None \
             else None
 
@@ -125,6 +127,15 @@ class Snapshot:
     def host_functions(self) -> dict[str, tuple[tuple[str, ...], str]]:
         """name -> (parameter types, result type) the guest may call."""
         return {n: (tuple(p), r) for n, (p, r) in self.meta["host_functions"].items()}
+
+    def accounting(self) -> Any:
+        """The guest frame allocator's state for a restore (computed once)."""
+        acc = self._accounting
+        if acc is None:
+            from cove.kernel.physmem import PhysMem
+
+            acc = self._accounting = PhysMem.accounting(self.refs)
+        return acc
 
     def close(self) -> None:
         """Release the memory image now (restored sandboxes keep their own mapping)."""
@@ -320,9 +331,17 @@ def capture(sb: Sandbox, live: Live | None) -> Snapshot:
             if held != n:
                 raise SnapshotError(f"guest memory accounting mismatch at frame {f:#x}: the "
                                     f"North holds {n} references, the allocator {held}")
+        # The VM's own frames (kernel half, cpu areas, table pool, page tables)
+        # travel in the image too, so a restore writes no page table.
+        kvm = k.platform.export_image([mm.space for mm in snapstate.memory_maps(k)])
+        for f in k.platform.image_frames(kvm):
+            if f in refs or live.phys.refcount(f) != 1:
+                raise SnapshotError(f"guest memory accounting mismatch at frame {f:#x}: the "
+                                    "VM's own frame is shared")
+            refs[f] = 1
         caps = k.platform.capabilities
         meta.update(name=live.name, platform=k.platform.name, xsave_size=caps.xsave_size,
-                    xcr0=caps.xcr0, image_length=(max(refs, default=-1) + 1) * PAGE)
+                    xcr0=caps.xcr0, image_length=(max(refs, default=-1) + 1) * PAGE, kvm=kvm)
         if sb.host_functions is not None:
             meta["host_functions"] = {n: [list(p), r] for n, (p, r)
                                       in sb.host_functions.signatures().items()}
@@ -372,39 +391,50 @@ def check_host_functions(snap: Snapshot, hf: HostFunctions | None) -> None:
                       f"{format_signature(name, sig)} in the snapshot")
 
 
-def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live | None]:
-    """Build the snapshot's VFS and (if it has one) its live guest."""
+def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio,
+                 vm: tuple[Any, Any] | None = None) -> tuple[Any, Live | None]:
+    """Build the snapshot's VFS and (if it has one) its live guest: in ``vm``
+    (the (PhysMem, KvmPlatform) of a guest being replaced, reused in place),
+    else in a VM from the pool. On failure ``vm`` is closed."""
     from cove import snapstate
     from cove.guestproc import Live
     from cove.kernel.hostio import HostStdio
-    from cove.kernel.physmem import PhysMem
-    from cove.platform.base import select_platform
 
     if not snap.has_guest:
+        assert vm is None
         try:
-            root = snapstate.load(snap.state, None)
+            root = snapstate.load(snap.state, None, snap.ints)
         except snapstate.StateError as e:
             raise SnapshotError(str(e)) from None
         return root["vfs"], None
-    assert snap.image_fd is not None or not snap.image_length
     _load_syscalls()
-    platform_name = _resolve_platform(sb.config.platform)
-    if platform_name not in SNAPSHOT_PLATFORMS:
-        raise SnapshotNotSupported(f"restoring a guest needs the kvm platform, not "
-                                   f"{platform_name}")
-    private = platform_name == "kvm"  # kvm maps the image copy-on-write; others get a copy
-    if snap.image_fd is not None:
+    if vm is None:
+        platform_name = _resolve_platform(sb.config.platform)
+        if platform_name not in SNAPSHOT_PLATFORMS:
+            raise SnapshotNotSupported(f"restoring a guest needs the kvm platform, not "
+                                       f"{platform_name}")
+        from cove.kernel.physmem import PhysMem
+        from cove.platform.kvm import vmpool
+
+        # The image is mapped copy-on-write (MAP_PRIVATE), so every sandbox
+        # restored from one snapshot shares its unchanged pages.
         phys = PhysMem.from_image(snap.image_fd, snap.memory, snap.image_offset,
-                                  snap.image_length, private=private)
+                                  snap.image_length)
+        try:
+            platform = vmpool.take(phys)
+        except BaseException:
+            phys.close()
+            raise
     else:
-        phys = PhysMem(snap.memory)
+        phys, platform = vm
     live: Live | None = None
     try:
-        phys.adopt(snap.refs)
-        platform = select_platform(platform_name, physmem=phys)
+        if vm is not None:  # the same memory, in place: the old guest's pages go
+            phys.replace(snap.image_fd, snap.image_offset, snap.image_length)
+        phys.adopt_accounting(snap.accounting())
+        spaces = platform.adopt_image(snap.meta["kvm"], zap=vm is not None)
         caps = platform.capabilities
         if (caps.xsave_size, caps.xcr0) != (snap.meta["xsave_size"], snap.meta["xcr0"]):
-            platform.close()
             raise SnapshotError(
                 f"the snapshot was taken on a CPU with XSAVE features {snap.meta['xcr0']:#x} "
                 f"({snap.meta['xsave_size']} bytes); this one has {caps.xcr0:#x} "
@@ -420,11 +450,11 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
             pending.append((obj, slot, flags))
             return obj
 
-        env = snapstate.RestoreEnv(platform, phys, make_hostfile, hs)
+        env = snapstate.RestoreEnv(platform, phys, make_hostfile, hs,
+                                   aspaces=dict(enumerate(spaces)), ints=snap.ints)
         try:
             root = snapstate.load(snap.state, env)
         except snapstate.StateError as e:
-            platform.close()
             raise SnapshotError(str(e)) from None
         k = root["kernel"]
         k.platform, k.phys = platform, phys
@@ -434,8 +464,6 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
         live = Live(k, phys, str(snap.meta.get("name", "guest")))
         if sb.config.trace:
             live.trace = k.trace = open(sb.config.trace, "w")
-        for mm in snapstate.memory_maps(k):
-            _remap(mm)
         snapstate.kernel_tables(root["side"], k)
         snapstate.rebase_monotonic(k, root["side"], time.monotonic() - snap.meta["monotonic"])
         k.boot_time = time.time() - (time.monotonic() - k.boot_monotonic)
@@ -455,7 +483,10 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio) -> tuple[Any, Live |
             live.stdio = None
             live.close()
         else:
-            phys.close()
+            try:
+                platform.close()
+            finally:
+                phys.close()
         raise
 
 
@@ -480,38 +511,6 @@ def _resolve_platform(name: str) -> str:
     from cove.platform.kvm import kvm_unavailable_reason
 
     return "kvm" if kvm_unavailable_reason() is None else "userland"
-
-
-def _remap(mm: Any) -> None:
-    """Fill a new address space from the North's map: every frame it holds,
-    with its VMA's protection (read-only while copy-on-write), in runs."""
-    from bisect import bisect_left
-
-    from cove.abi import flags as F
-
-    frames, cow, space = mm.frames, mm.cow, mm.space
-    vpns = sorted(frames)
-    rwx, w = F.PROT_READ | F.PROT_WRITE | F.PROT_EXEC, F.PROT_WRITE
-    for v in mm.vmas:
-        prot = v.prot & rwx
-        lo = bisect_left(vpns, v.start >> 12)
-        hi = bisect_left(vpns, v.end >> 12, lo)
-        if not prot or lo == hi:
-            continue
-        first = vpns[lo]
-        run_vpn, prev = first, first
-        run_prot = prot & ~w if prot & w and first in cow else prot
-        run = [frames[first]]
-        for vpn in vpns[lo + 1:hi]:
-            p = prot & ~w if prot & w and vpn in cow else prot
-            if vpn == prev + 1 and p == run_prot:
-                run.append(frames[vpn])
-            else:
-                space.map_range(run_vpn << 12, run, run_prot)
-                run_vpn, run_prot, run = vpn, p, [frames[vpn]]
-            prev = vpn
-        space.map_range(run_vpn << 12, run, run_prot)
-    space.flush()
 
 
 def _bind_stdio(hs: Any, pending: list[tuple[Any, int, int]], stdio: Stdio) -> dict[int, int]:
@@ -552,9 +551,13 @@ def restore_into(sb: Sandbox, snap: Snapshot, stdio: Stdio) -> None:
     except BaseException:
         stdio.close()
         raise
-    sb._drop_live()
+    # A guest on kvm with the snapshot's memory size is replaced in place: the
+    # same VM and memory (the image mapped over it), no new VM.
+    vm = sb._take_vm(snap.memory) if snap.has_guest else None
+    if vm is None:
+        sb._drop_live()
     try:
-        vfs, live = _materialize(snap, sb, stdio)
+        vfs, live = _materialize(snap, sb, stdio, vm)
     except BaseException as e:
         stdio.close()
         sb._state = SandboxState.UNRECOVERABLE

@@ -42,6 +42,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cove import snappack
 from cove.dataclass import dataclass, field
 
 if TYPE_CHECKING:
@@ -450,6 +451,8 @@ class _Pickler(pickle.Pickler):
         self._HostFile, self._HostStdio, self._Kernel, self._PhysMem = (
             HostFile, HostStdio, Kernel, PhysMem)
         self._tokens: dict[int, Any] = {}
+        self._packed: dict[int, int] = {}  # id of a packed dict/set -> its number
+        self._keep: list[Any] = []
         if k is not None:
             self._tokens[id(k.platform)] = ("platform",)
             self._tokens[id(k.cpu)] = ("cpu",)
@@ -464,11 +467,26 @@ class _Pickler(pickle.Pickler):
             return _reduce_function(obj)
         return NotImplemented
 
+    def _pack(self, obj: dict[Any, Any] | set[Any]) -> Any:
+        """Big int-keyed containers travel packed (``cove.snappack``); one seen
+        again is named by number, so it stays one object."""
+        n = self._packed.get(id(obj))
+        if n is not None:
+            return ("same", n)
+        packed = snappack.pack(obj)
+        if packed is None:
+            return None
+        n = self._packed[id(obj)] = len(self._packed)
+        self._keep.append(obj)  # its id must not be reused during the dump
+        return ("pack", n, *packed)
+
     def persistent_id(self, obj: Any) -> Any:
+        t = type(obj)
+        if (t is dict or t is set) and len(obj) >= snappack.MIN:
+            return self._pack(obj)
         token = self._tokens.get(id(obj))
         if token is not None:
             return token
-        t = type(obj)
         if t is self._ctx_type:
             obj.sync()
             return ("ctx", bytes(memoryview(obj.regs).cast("B")), obj.fs_base, obj.gs_base,
@@ -611,13 +629,18 @@ class RestoreEnv:
     make_hostfile: Callable[[int, int], Any]  # (slot, flags) -> File
     hoststdio: Any
     aspaces: dict[int, Any] = field(default_factory=dict)
+    # Decoded packed containers by number, kept by the snapshot across its restores.
+    ints: dict[int, Any] = field(default_factory=dict)
     _files: dict[int, Any] = field(default_factory=dict)
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, env: RestoreEnv | None) -> None:
+    def __init__(self, data: bytes, env: RestoreEnv | None,
+                 ints: dict[int, Any] | None = None) -> None:
         super().__init__(io.BytesIO(data))
         self.env = env
+        self.ints = env.ints if env is not None else ints if ints is not None else {}
+        self._packed: dict[int, Any] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "cove" or module.startswith("cove."):
@@ -629,6 +652,18 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         kind = pid[0]
+        if kind == "pack":
+            _, n, what, keys, values = pid
+            tpl = self.ints.get(n)
+            if tpl is None:  # decoded once per snapshot; its items are shared
+                tpl = self.ints[n] = snappack.template(what, keys, values)
+            obj = self._packed[n] = tpl.copy()
+            return obj
+        if kind == "same":
+            try:
+                return self._packed[pid[1]]
+            except (KeyError, TypeError):
+                raise pickle.UnpicklingError("damaged packed container reference") from None
         env = self.env
         if kind in ("dead-kernel", "dead-platform"):
             return None
@@ -650,8 +685,8 @@ class _Unpickler(pickle.Unpickler):
             return env.phys
         if kind == "aspace":
             sp = env.aspaces.get(pid[1])
-            if sp is None:
-                sp = env.aspaces[pid[1]] = env.platform.create_address_space()
+            if sp is None:  # the platform image lists every space the kernel uses
+                raise pickle.UnpicklingError(f"address space {pid[1]} is not in the snapshot")
             return sp
         if kind == "ctx":
             _, regs, fs_base, gs_base, fpu = pid
@@ -669,14 +704,15 @@ class _Unpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
 
 
-def load(data: bytes, env: RestoreEnv | None) -> dict[str, Any]:
+def load(data: bytes, env: RestoreEnv | None,
+         ints: dict[int, Any] | None = None) -> dict[str, Any]:
     """Unpickle ``dump``'s root; side tables and counters are applied."""
     import gc
 
     enabled = gc.isenabled()
     gc.disable()  # a load makes many objects and no garbage: no collections midway
     try:
-        root = _Unpickler(data, env).load()
+        root = _Unpickler(data, env, ints).load()
     except StateError:
         raise
     except Exception as e:

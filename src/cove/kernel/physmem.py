@@ -164,6 +164,27 @@ class PhysMem:
             self._next = top
             self._free = [f for f in range(top - 1, -1, -1) if not self._refs[f]]
 
+    @staticmethod
+    def accounting(refs: dict[int, int]) -> tuple[array, list[int]]:
+        """``adopt``'s allocator state for ``refs`` (reference count per frame
+        below the highest in use, free frames), computed once for many
+        memories restored from one snapshot (``adopt_accounting``)."""
+        top = max(refs, default=-1) + 1
+        counts = array("I", bytes(4 * top))
+        for f, c in refs.items():
+            counts[f] = c
+        return counts, [f for f in range(top - 1, -1, -1) if not counts[f]]
+
+    def adopt_accounting(self, acc: tuple[array, list[int]]) -> None:
+        """``adopt`` from an ``accounting`` result (copied, not shared)."""
+        counts, free = acc
+        if len(counts) > self.nframes:
+            raise ValueError(f"frame {len(counts) - 1:#x} outside guest memory")
+        with self._lock:
+            self._refs = array("I", counts)
+            self._next = len(counts)
+            self._free = list(free)
+
     def zap(self, paddr: int, length: int) -> None:
         """Make every hypervisor mapping of these bytes drop its translation
         (KVM's MMU notifier) while keeping the data. A shared memfd does it

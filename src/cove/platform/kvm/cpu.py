@@ -34,6 +34,7 @@ from cove.platform.kvm._sys import ThreadTimer, errno, ioctl, raw_ioctl
 from cove.platform.kvm.platform import KICK_SIGNAL
 
 if TYPE_CHECKING:
+    from cove.kernel.physmem import PhysMem
     from cove.platform.kvm.pagetable import KvmAddressSpace
     from cove.platform.kvm.platform import KvmContext, KvmPlatform
 
@@ -89,10 +90,8 @@ class KvmCpu:
         pm = platform.physmem
         self._mem = pm.mem
         _gdt_frame, stack_frame = platform.alloc_cpu_area(index, allow_user_syscall_port=True)
-        self._stack_top_pa = (stack_frame + 1) << 12
         self._rsp0 = layout.cpu_stack_top_va(index)
-        self._frame_pa = self._stack_top_pa - layout.F_RIP
-        self._resume_pa = self._stack_top_pa - layout.F_ERR
+        self._set_stack(stack_frame)
         self._xsave = (ctypes.c_char * platform.xsave_buf_size)()
         self._xsave_get = uapi.KVM_GET_XSAVE2 if platform.xsave_buf_size > 4096 else \
             uapi.KVM_GET_XSAVE  # fmt: skip
@@ -101,6 +100,10 @@ class KvmCpu:
         self._run.kvm_valid_regs = uapi.KVM_SYNC_X86_REGS
         self._setup(platform)
         self.syscall_cpl3 = self._probe()
+        # The probe's address space is done with (CR3 is reloaded before the
+        # next run); its tables go back to the pool, reused after a zap.
+        self._probe_aspace.destroy()
+        del self._probe_aspace
         if not self.syscall_cpl3:
             # Hardware KVM: syscall enters at CPL 0, so the LSTAR page goes
             # supervisor-only and CPL 3 gets no I/O port at all.
@@ -111,6 +114,46 @@ class KvmCpu:
             platform.fpu_template = bytes(self._xsave)
         # After the probe the vCPU sits at the syscall exit: CPL 3 on kvm_pvm.
         self._cpl0 = not self.syscall_cpl3
+
+    def _set_stack(self, stack_frame: int) -> None:
+        self._stack_top_pa = (stack_frame + 1) << 12
+        self._frame_pa = self._stack_top_pa - layout.F_RIP
+        self._resume_pa = self._stack_top_pa - layout.F_ERR
+
+    def reset(self, stack_frame: int | None) -> None:
+        """Guest memory was replaced under this vCPU (a restore, or the VM
+        pool): forget the context and address space it ran (the next run loads
+        all of a context: registers, XSAVE, FS/GS bases, CR3) and use the
+        kernel stack in ``stack_frame`` (None: no memory yet, as in the pool).
+        Segment registers go back to their first values."""
+        old = self._ctx
+        if old is not None and old._live_on is self:
+            old._live_on = None  # its state belongs to a discarded guest
+        self._ctx = None
+        self._aspace = None
+        self._fs = self._gs = -1  # unknown: the next run writes both MSRs
+        if stack_frame is not None:
+            self._set_stack(stack_frame)
+        s = uapi.kvm_sregs()
+        ioctl(self.fd, uapi.KVM_GET_SREGS, s)
+        if s.ds.selector != layout.USER_DS or s.es.selector != layout.USER_DS or \
+                s.fs.selector != layout.USER_DS or s.gs.selector != layout.USER_DS:
+            # user code may load data selectors; the next guest must not see them
+            for seg in (s.ds, s.es, s.fs, s.gs):
+                _segment(seg, layout.USER_DS, code=False, dpl=3)
+            ioctl(self.fd, uapi.KVM_SET_SREGS, s)
+
+    def detach(self) -> None:
+        """Guest memory goes away (the VM pool): no view of it, no timer."""
+        self._mem = None  # type: ignore[assignment]
+        if self._timer is not None:
+            self._timer.delete()
+            self._timer = None
+        self._thread_id = self._thread_ident = 0
+        self._timeslice = None
+
+    def attach(self, physmem: PhysMem) -> None:
+        self._mem = physmem.mem
 
     # --- setup --------------------------------------------------------------
 

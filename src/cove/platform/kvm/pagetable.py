@@ -134,6 +134,32 @@ class KvmAddressSpace:
         self._last_pt = (-1, -1)  # (vaddr >> 21, q index of that page table): walk cache
         self.destroyed = False
 
+    @classmethod
+    def adopt(cls, pm: PhysMem, q: memoryview, kernel_pml4e: int, pool: TablePool, root: int,
+              tables: list[int]) -> KvmAddressSpace:
+        """The address space whose tables (``root`` first) a restored guest
+        memory image already holds: nothing is allocated or written but the
+        kernel half's entry."""
+        if not tables or tables[0] != root or not all(0 <= f < pm.nframes for f in tables):
+            raise ValueError("snapshot page tables are malformed")
+        self = cls.__new__(cls)
+        self._pm, self._q, self._pool = pm, q, pool
+        pt = self._pt = PageTables.__new__(PageTables)
+        pt._pool, pt._q, pt.tables, pt.root = pool, q, [int(f) for f in tables], int(root)
+        i = (pt.root << 9) | 511
+        if q[i] != kernel_pml4e:
+            q[i] = kernel_pml4e
+        self.cr3 = pt.root << 12
+        self.flush_gen = 0
+        self._last_pt = (-1, -1)
+        self.destroyed = False
+        return self
+
+    @property
+    def tables(self) -> list[int]:
+        """The frames of this space's page tables, root first."""
+        return self._pt.tables
+
     # --- helpers --------------------------------------------------------------
 
     _check = staticmethod(check_user_range)

@@ -13,7 +13,7 @@ import mmap
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cove.platform.base import Capabilities, PlatformError, PlatformUnavailable, UserRegs
 from cove.platform.kvm import _stub_bin, layout, uapi
@@ -139,10 +139,7 @@ class KvmPlatform:
         self.kvm_fd = os.open(kvm_path, os.O_RDWR | os.O_CLOEXEC)
         self.vm_fd = ioctl(self.kvm_fd, uapi.KVM_CREATE_VM, 0)
         self.run_size = ioctl(self.kvm_fd, uapi.KVM_GET_VCPU_MMAP_SIZE)
-        slot = uapi.kvm_userspace_memory_region(
-            slot=0, guest_phys_addr=0, memory_size=physmem.size, userspace_addr=physmem.address
-        )
-        ioctl(self.vm_fd, uapi.KVM_SET_USER_MEMORY_REGION, slot)
+        self._set_memslot(physmem.size, physmem.address)
         self._dummy = mmap.mmap(-1, 4096)
         self._dummy_anchor = ctypes.c_char.from_buffer(self._dummy)
         self.tables = TablePool(physmem, self.zap_all)
@@ -191,35 +188,46 @@ class KvmPlatform:
         return 576
 
     def _build_kernel_half(self) -> None:
-        pm, q = self.physmem, self._q
-        self._kernel_frames: list[int] = []
-
-        def frame() -> int:
-            f = pm.alloc()
-            self._kernel_frames.append(f)
-            return f
-
-        pdpt, pd, pt = frame(), frame(), frame()
-        kva = layout.KBASE
-        q[(pdpt << 9) | ((kva >> 30) & 511)] = (pd << 12) | TABLE
-        q[(pd << 9) | ((kva >> 21) & 511)] = (pt << 12) | TABLE
-        self.kernel_pml4e = (pdpt << 12) | TABLE
-        self._kpt = pt
-
-        code = _stub_bin.code()
-        self.stub_frames = [frame(), frame()]
-        for n, f in enumerate(self.stub_frames):
-            pm.write(f << 12, code[n * 4096 : (n + 1) * 4096])
-        idt = frame()
-        pm.write(idt << 12, layout.build_idt())
+        pm = self.physmem
+        # pdpt, pd, pt (the kernel half's tables), the two stub pages, the IDT.
+        self._khalf = [pm.alloc() for _ in range(6)]
+        self._kernel_frames: list[int] = list(self._khalf)
+        self._cpu_areas: dict[int, tuple[int, int]] = {}  # cpu index -> (GDT/TSS, stack)
         # The LSTAR page starts user-executable so the probe can run from it;
         # cpus turn the U bit off again if syscall turns out to enter at CPL 0.
-        self._kmap(layout.STUB_VA, self.stub_frames[0], P | U)
-        self._kmap(layout.STUB_VA + 0x1000, self.stub_frames[1], P)
+        self._write_kernel_half(lstar_user=True)
+
+    def _write_kernel_half(self, lstar_user: bool) -> None:
+        """Table entries and contents of the kernel half, from this cove's stub:
+        where a snapshot's image already holds the same bytes nothing is
+        written (its pages stay shared with the image)."""
+        pdpt, pd, pt, stub0, stub1, idt = self._khalf
+        kva = layout.KBASE
+        self._setq((pdpt << 9) | ((kva >> 30) & 511), (pd << 12) | TABLE)
+        self._setq((pd << 9) | ((kva >> 21) & 511), (pt << 12) | TABLE)
+        self.kernel_pml4e = (pdpt << 12) | TABLE
+        self._kpt = pt
+        self.stub_frames = [stub0, stub1]
+        code = _stub_bin.code()
+        for n, f in enumerate(self.stub_frames):
+            self._put(f, code[n * 4096 : (n + 1) * 4096])
+        self._put(idt, layout.build_idt())
+        self._kmap(layout.STUB_VA, stub0, P | (U if lstar_user else 0))
+        self._kmap(layout.STUB_VA + 0x1000, stub1, P)
         self._kmap(layout.IDT_VA, idt, P | NX)
 
+    def _put(self, frame: int, data: bytes) -> None:
+        view = self.physmem.mem[frame << 12 : (frame << 12) + len(data)]
+        if view != data:  # compared first: a read keeps an image page shared
+            view[:] = data
+        view.release()
+
+    def _setq(self, index: int, value: int) -> None:
+        if self._q[index] != value:
+            self._q[index] = value
+
     def _kmap(self, va: int, frame: int, bits: int) -> None:
-        self._q[(self._kpt << 9) | ((va >> 12) & 511)] = (frame << 12) | bits
+        self._setq((self._kpt << 9) | ((va >> 12) & 511), (frame << 12) | bits)
 
     def set_lstar_user(self, user: bool) -> None:
         self._kmap(layout.STUB_VA, self.stub_frames[0], P | (U if user else 0))
@@ -227,15 +235,105 @@ class KvmPlatform:
         self.physmem.zap(self.stub_frames[0] << 12, 4096)
 
     def alloc_cpu_area(self, n: int, allow_user_syscall_port: bool) -> tuple[int, int]:
-        """(GDT/TSS frame, stack frame) for cpu ``n``, mapped into the kernel half."""
+        """(GDT/TSS frame, stack frame) for cpu ``n``, mapped into the kernel half
+        (a restored image's own, if it has one for ``n``)."""
         if n >= layout.MAX_CPUS:
             raise PlatformError(f"at most {layout.MAX_CPUS} cpus per kvm platform")
-        g, s = self.physmem.alloc(), self.physmem.alloc()
-        self._kernel_frames += [g, s]
-        self.physmem.write(g << 12, layout.build_cpu_page(n, allow_user_syscall_port))
+        area = self._cpu_areas.get(n)
+        if area is None:
+            area = self._cpu_areas[n] = (self.physmem.alloc(), self.physmem.alloc())
+            self._kernel_frames += area
+        self._write_cpu_area(n, area, allow_user_syscall_port)
+        return area
+
+    def _write_cpu_area(self, n: int, area: tuple[int, int], allow_user_syscall_port: bool
+                        ) -> None:
+        g, s = area
+        self._put(g, layout.build_cpu_page(n, allow_user_syscall_port))
         self._kmap(layout.cpu_gdt_va(n), g, P | NX)
         self._kmap(layout.cpu_gdt_va(n) + 0x1000, s, P | 2 | NX)  # RW, supervisor
-        return g, s
+
+    # --- snapshots ----------------------------------------------------------------
+
+    def export_image(self, spaces: list[KvmAddressSpace]) -> dict[str, Any]:
+        """Where this VM's own structures sit in guest memory, for a snapshot:
+        the kernel half, each cpu's area, the table pool and the page tables of
+        ``spaces``. With the guest memory image, ``adopt_image`` rebuilds the
+        platform from it without writing a page table."""
+        return {"kernel": list(self._khalf),
+                "cpus": [list(self._cpu_areas[n]) for n in sorted(self._cpu_areas)],
+                "pool": self.tables.frames(),
+                "spaces": [[sp.cr3 >> 12, list(sp.tables)] for sp in spaces]}
+
+    @staticmethod
+    def image_frames(img: dict[str, Any]) -> list[int]:
+        """Every frame an ``export_image`` result holds."""
+        out = list(img["kernel"])
+        for area in img["cpus"]:
+            out += area
+        out += img["pool"]
+        for _root, tables in img["spaces"]:
+            out += tables
+        return out
+
+    def adopt_image(self, img: dict[str, Any], *, zap: bool) -> list[KvmAddressSpace]:
+        """Guest memory was just replaced by a snapshot's (``PhysMem.replace``
+        and ``adopt``): take over the kernel half, cpu areas, table pool and
+        page tables it holds (``export_image``); returns the address spaces in
+        order. The kernel half is rewritten from this cove's stub and this
+        host's syscall path. ``zap``: KVM may hold shadow pages from earlier
+        contents (false only for a VM that has not run since its last zap)."""
+        if len(img["cpus"]) > layout.MAX_CPUS or len(img["kernel"]) != 6:
+            raise PlatformError("snapshot platform image is malformed")
+        self._khalf = [int(f) for f in img["kernel"]]
+        self._cpu_areas = {n: (int(g), int(s)) for n, (g, s) in enumerate(img["cpus"])}
+        self._kernel_frames = [*self._khalf, *(f for a in self._cpu_areas.values() for f in a)]
+        self._write_kernel_half(lstar_user=self.syscall_cpl3)
+        for cpu in self._cpus:
+            _g, s = self.alloc_cpu_area(cpu.index, self.syscall_cpl3)
+            cpu.reset(s)
+        self.tables.adopt(img["pool"])
+        spaces = [KvmAddressSpace.adopt(self.physmem, self._q, self.kernel_pml4e, self.tables,
+                                        root, tables) for root, tables in img["spaces"]]
+        self._tls = threading.local()  # any thread may take any cpu now
+        self._spare = list(self._cpus)
+        if zap:
+            self.zap_all()
+        return spaces
+
+    # --- reuse (the VM pool, cove.platform.kvm.vmpool) ---------------------------
+
+    def _set_memslot(self, size: int, address: int) -> None:
+        slot = uapi.kvm_userspace_memory_region(
+            slot=0, guest_phys_addr=0, memory_size=size, userspace_addr=address)
+        ioctl(self.vm_fd, uapi.KVM_SET_USER_MEMORY_REGION, slot)
+
+    def detach(self) -> None:
+        """Leave this VM without guest memory, for the pool: the memslot goes
+        (deleting it makes KVM drop every shadow page and translation), cpus
+        forget their contexts. ``attach`` gives it memory again. The frames
+        the platform held must have been given back (``close`` does)."""
+        self._set_memslot(0, 0)
+        for cpu in self._cpus:
+            cpu.reset(None)
+            cpu.detach()
+        self._q.release()
+        self.physmem = None  # type: ignore[assignment]
+        self.tables = None  # type: ignore[assignment]
+        self._kernel_frames = []
+        self._cpu_areas = {}
+        self._tls = threading.local()
+        self._spare = list(self._cpus)
+
+    def attach(self, physmem: PhysMem) -> None:
+        """A detached VM gets ``physmem`` as its guest memory, whose contents a
+        snapshot's image holds: ``adopt_image`` follows."""
+        self._set_memslot(physmem.size, physmem.address)
+        self.physmem = physmem
+        self._q = physmem.mem.cast("Q")
+        self.tables = TablePool(physmem, self.zap_all)
+        for cpu in self._cpus:
+            cpu.attach(physmem)
 
     def zap_all(self) -> None:
         """Make KVM drop every shadow page and translation (add+delete a dummy
@@ -280,6 +378,25 @@ class KvmPlatform:
         return self.cpu().run(ctx, aspace)
 
     def close(self) -> None:
+        """Give the platform's frames back to guest memory and end the VM; a
+        VM the pool takes (``vmpool.give``) lives on, detached, for a restore."""
+        if self.physmem is not None:
+            for f in self._kernel_frames:
+                self.physmem.unref(f)
+            self._kernel_frames = []
+            self._cpu_areas = {}
+            self.tables.close()
+            if self.vm_fd >= 0:
+                from cove.platform.kvm import vmpool
+
+                if vmpool.give(self):
+                    return
+            self._q.release()
+            self.physmem = None  # type: ignore[assignment]
+        self.destroy()
+
+    def destroy(self) -> None:
+        """End the VM itself (a detached one too)."""
         for c in self._cpus:
             c.close()
         self._cpus.clear()
@@ -288,10 +405,5 @@ class KvmPlatform:
             os.close(self.vm_fd)
             os.close(self.kvm_fd)
             self.vm_fd = self.kvm_fd = -1
-        for f in self._kernel_frames:
-            self.physmem.unref(f)
-        self._kernel_frames.clear()
-        self.tables.close()
-        self._q.release()
-        del self._dummy_anchor
-        self._dummy.close()
+            del self._dummy_anchor
+            self._dummy.close()

@@ -78,6 +78,16 @@ class TablePool:
         while len(self._clean) > self.limit:
             self._pm.unref(self._clean.pop())
 
+    def frames(self) -> list[int]:
+        """Every frame the pool holds (for a snapshot's platform image)."""
+        return self._clean + self._dirty
+
+    def adopt(self, frames: Iterable[int]) -> None:
+        """Hold ``frames`` (a restored image's pool) instead, all reusable: the
+        caller zaps KVM, or the VM never ran over this memory."""
+        self._clean = [int(f) for f in frames]
+        self._dirty = []
+
     @property
     def held(self) -> int:
         """Frames the pool holds that no address space uses."""
