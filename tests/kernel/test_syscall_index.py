@@ -143,3 +143,30 @@ def test_first_call_interrupted_runs_the_real_eintr_hook() -> None:
               "signals.send_task(t, F.SIGUSR1)\n"
               "print(held, finish(k, t) == -E.EINTR, 9 * 10**9 < ts(t, 0x10000300) < 10**10)\n")
     assert out == "True True True"
+
+
+def test_stale_index_is_noticed(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from cove.kernel import syscall as S
+
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "fs_new.py").write_text("")
+    now = time.time()
+    os.utime(tmp_path / "__init__.py", (now, now))
+    os.utime(tmp_path / "fs_new.py", (now + 1, now + 1))  # a checkout: moments apart
+    assert S._stale_family(str(tmp_path)) == ""
+    os.utime(tmp_path / "fs_new.py", (now + 60, now + 60))  # edited after the index
+    assert S._stale_family(str(tmp_path)) == "fs_new.py"
+
+
+@pytest.mark.timeout(60)
+def test_stale_index_imports_every_family() -> None:
+    out = _py("import sys\n"
+              "from cove.kernel import syscall as S\n"
+              "S._stale_family = lambda: 'fs_new.py'\n"
+              "S.load_all()\n"
+              "mods = [f'cove.kernel.syscalls.{f}' for f in S.family_modules()]\n"
+              "print(all(m in sys.modules for m in mods))\n")
+    assert out == "True"

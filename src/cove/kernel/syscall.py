@@ -141,7 +141,22 @@ def load_all() -> dict[int, Syscall]:
     of one of its syscalls and then runs the real handler. The families whose
     import does more than register their own calls (hooks into exec, fork or
     close, ``EAGER`` in the index) are imported here.
+
+    A family module edited after the index was generated may define calls the
+    index does not know: then every family is imported, as before the index
+    (slower, never wrong) until tools/gen_syscall_index.py is rerun.
     """
+    global _checked
+    if not _checked:
+        _checked = True
+        stale = _stale_family()
+        if stale:
+            import logging
+
+            logging.getLogger("cove.kernel").debug(
+                "syscall index older than %s: importing every family "
+                "(run tools/gen_syscall_index.py)", stale)
+            return import_all()
     for family in _EAGER:
         importlib.import_module(f"{PACKAGE}.{family}")
     return TABLE
@@ -158,6 +173,26 @@ def family_modules() -> list[str]:
     """The family modules in ``cove/kernel/syscalls`` (one per file)."""
     here = os.path.join(os.path.dirname(__file__), "syscalls")
     return sorted(f[:-3] for f in os.listdir(here) if f.endswith(".py") and not f.startswith("_"))
+
+
+_checked = False
+# A checkout or install writes the index and the families within moments of each
+# other in any order; an edit made later than this after the index is one to notice.
+STALE_AFTER = 2.0
+
+
+def _stale_family(here: str = "") -> str:
+    """A family file modified after the index (its name), or ""."""
+    here = here or os.path.join(os.path.dirname(__file__), "syscalls")
+    try:
+        limit = os.stat(os.path.join(here, "__init__.py")).st_mtime + STALE_AFTER
+        with os.scandir(here) as it:
+            for e in it:
+                if e.name.endswith(".py") and e.stat().st_mtime > limit:
+                    return e.name
+    except OSError:  # no sources to compare (a zipped install): trust the index
+        return ""
+    return ""
 
 
 # --- the index: placeholders for families not imported yet ---------------------------------
