@@ -974,3 +974,60 @@ class TestMisc:
         assert vfs.stat(ctx, None, "/d").mode & S_ISVTX
         assert vfs.stat(ctx, None, "/f").mode & S_ISUID
         assert not vfs.stat(ctx, None, "/f").mode & S_ISGID
+
+
+class TestResolveReal:
+    """``resolve_real``: the location and realpath(3)'s answer from one walk."""
+
+    @pytest.fixture
+    def tree(self, tmp_path):
+        """The same tree on the host (for os.path.realpath) and as a VFS over it."""
+        from cove.fs.hostfs import HostFS
+
+        (tmp_path / "usr/lib/x86").mkdir(parents=True)
+        (tmp_path / "usr/lib/x86/libc.so.6").write_bytes(b"libc")
+        (tmp_path / "usr/bin").mkdir()
+        (tmp_path / "usr/bin/true").write_bytes(b"true")
+        (tmp_path / "etc").mkdir()
+        os.symlink("usr/bin", tmp_path / "bin")
+        os.symlink("usr/lib", tmp_path / "lib")
+        os.symlink("lib", tmp_path / "lib64")
+        os.symlink("../lib/x86/libc.so.6", tmp_path / "usr/bin/libc")
+        os.symlink("./x86/../x86/libc.so.6", tmp_path / "usr/lib/dotted")
+        os.symlink("../../etc", tmp_path / "usr/lib/up")
+        return tmp_path, VFS(HostFS(str(tmp_path)))
+
+    @pytest.mark.parametrize("path", [
+        "/bin/true", "/lib64/x86/libc.so.6", "/bin/libc", "/usr/lib/dotted", "/lib/up",
+        "/bin/../lib/x86/libc.so.6", "/usr/./bin//true", "/lib/up/..",
+        "/", "/bin/", "/lib64/up/../bin/libc",
+    ])
+    def test_matches_the_host_realpath(self, tree, path):
+        host, vfs = tree
+        ctx = vfs.context()
+        loc, real = vfs.resolve_real(ctx, None, path)
+        want = os.path.relpath(os.path.realpath(str(host) + path), host)
+        assert real == ("/" if want == "." else "/" + want)
+        assert loc.inode.key == vfs.resolve(ctx, None, real).inode.key
+
+    def test_relative_to_a_directory_and_absolute_links_restart_at_the_root(self, tree):
+        _host, vfs = tree
+        ctx = vfs.context()
+        at = vfs.resolve(ctx, None, "/usr/lib")
+        assert vfs.resolve_real(ctx, at, "x86/libc.so.6")[1] == "/usr/lib/x86/libc.so.6"
+        assert vfs.resolve_real(ctx, at, "../../bin/libc")[1] == "/usr/lib/x86/libc.so.6"
+        assert vfs.resolve_real(ctx, None, "/../../usr/bin/true")[1] == "/usr/bin/true"
+        mem = VFS(MemFS())
+        c = mem.context()
+        mkdir(mem, c, "/d", 0o755)
+        put(mem, c, "/d/f", b"x")
+        mem.symlink(c, "/d/f", None, "/d/abs")
+        mem.symlink(c, "/", None, "/root")
+        assert mem.resolve_real(c, mem.resolve(c, None, "/d"), "abs")[1] == "/d/f"
+        assert mem.resolve_real(c, None, "/root")[1] == "/"
+
+    def test_errors_are_resolves(self, tree):
+        _host, vfs = tree
+        ctx = vfs.context()
+        err(E.ENOENT, vfs.resolve_real, ctx, None, "/bin/nothing")
+        err(E.ENOTDIR, vfs.resolve_real, ctx, None, "/bin/true/x")

@@ -196,12 +196,16 @@ class VFS:
 
     def _walk(self, ctx: PathContext, start: Location | None, path: str, *,
               follow_last: bool, stop_before_last: bool = False,
-              links: int = 0) -> tuple[Location, Parent]:
+              links: int = 0, trail: list[str] | None = None) -> tuple[Location, Parent]:
         """Resolve ``path``; returns the final location (or, with
-        ``stop_before_last``, the parent directory) and the final component."""
+        ``stop_before_last``, the parent directory) and the final component.
+        ``trail`` (an empty list) receives the names of the canonical path of
+        where the walk ends, symlinks resolved (realpath's answer)."""
         _check_path(path)
         trailing = path.endswith("/")
         cur = ctx.root if path.startswith("/") else (start or ctx.cwd)
+        if trail is not None and cur is not ctx.root:
+            trail += _split(self.path_of(ctx, cur))
         comps = deque(_split(path))
         if not comps:
             return cur, Parent(cur, "/", Last.ROOT, trailing)
@@ -227,6 +231,8 @@ class VFS:
                 nxt = cur
             elif last is Last.DOTDOT:
                 nxt = self._dotdot(ctx, cur)
+                if trail:
+                    trail.pop()
             else:
                 nxt = self._mounted_on(Location(cur.mount, cur.inode.lookup(name)))
                 if (nxt.inode.ftype == S_IFLNK
@@ -244,9 +250,13 @@ class VFS:
                     comps.extendleft(reversed(_split(target)))
                     if target.startswith("/"):
                         cur = ctx.root
+                        if trail:
+                            trail.clear()
                     if not comps:  # a link to "/"
                         return cur, Parent(cur, "/", Last.ROOT, trailing)
                     continue
+            if trail is not None and last is Last.NORM:
+                trail.append(name)
             if is_last:
                 if trailing and nxt.inode.ftype != S_IFDIR:
                     raise Errno(E.ENOTDIR)
@@ -257,6 +267,14 @@ class VFS:
                 follow: bool = True) -> Location:
         """The location ``path`` names, relative to ``at`` (default: cwd)."""
         return self._walk(ctx, at, path, follow_last=follow)[0]
+
+    def resolve_real(self, ctx: PathContext, at: Location | None,
+                     path: str) -> tuple[Location, str]:
+        """``resolve`` (following a final symlink) and the canonical path of the
+        result, as realpath(3) gives it, from the same walk."""
+        trail: list[str] = []
+        loc = self._walk(ctx, at, path, follow_last=True, trail=trail)[0]
+        return loc, "/" + "/".join(trail)
 
     def resolve_parent(self, ctx: PathContext, at: Location | None, path: str, *,
                        links: int = 0) -> Parent:

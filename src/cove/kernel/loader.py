@@ -45,9 +45,9 @@ from cove.dataclass import dataclass, field
 from cove.fs import perm
 from cove.fs.file import O_RDONLY, InodeFile
 from cove.fs.mount import MS_NOEXEC, Location
-from cove.fs.node import S_IFLNK, S_IFMT, S_IFREG
+from cove.fs.node import S_IFMT, S_IFREG
 from cove.fs.perm import MAY_EXEC
-from cove.fs.vfs import MAXSYMLINKS, VFS, PathContext
+from cove.fs.vfs import VFS, PathContext
 from cove.kernel import initstack
 from cove.kernel.elf import (
     ET_DYN,
@@ -195,49 +195,14 @@ def open_exec(vfs: VFS, ctx: PathContext, path: str, *, at: Location | None = No
     file, on a noexec mount, or without execute permission for ``ctx.cred``.
     Read permission is not needed: exec reads with the kernel's rights.
     """
-    loc = vfs.resolve(ctx, at, path)
+    loc, real = vfs.resolve_real(ctx, at, path)  # one walk gives both
     st = loc.inode.stat()
     if st.mode & S_IFMT != S_IFREG or loc.mount.flags & MS_NOEXEC:
         raise Errno(E.EACCES)
     perm.check(st, ctx.cred, MAY_EXEC)
     f = InodeFile(loc, O_RDONLY)
     head = f.pread(BINPRM_BUF_SIZE, 0)
-    return ExecFile(f, loc, path, _realpath(vfs, ctx, path, at) or path, head)
-
-
-def _realpath(vfs: VFS, ctx: PathContext, path: str, at: Location | None) -> str | None:
-    """The canonical sandbox path of ``path`` (a name for maps and exe, not a check)."""
-    try:
-        if path.startswith("/"):
-            parts: list[str] = []
-            cur = ctx.root
-        else:
-            cur = at or ctx.cwd
-            parts = [p for p in vfs.path_of(ctx, cur).split("/") if p]
-        todo = [c for c in path.split("/") if c and c != "."]
-        links = 0
-        while todo:
-            name = todo.pop(0)
-            if name == "..":
-                cur = vfs.resolve(ctx, cur, "..")
-                if parts:
-                    parts.pop()
-                continue
-            nxt = vfs.resolve(ctx, cur, name, follow=False)
-            if nxt.inode.ftype == S_IFLNK:
-                links += 1
-                if links > MAXSYMLINKS:
-                    return None
-                target = nxt.inode.readlink()
-                todo = [c for c in target.split("/") if c and c != "."] + todo
-                if target.startswith("/"):
-                    parts, cur = [], ctx.root
-                continue
-            parts.append(name)
-            cur = nxt
-        return "/" + "/".join(parts)
-    except Errno:
-        return None
+    return ExecFile(f, loc, path, real, head)
 
 
 # --------------------------------------------------------------------- parse

@@ -928,6 +928,7 @@ class MemoryMap:
             cstart, cprot = 0, 0
             prun: list[int] = []  # parent pages to write-protect, from pstart
             pstart = 0
+            shared: list[int] = []  # frames the child now maps too (one ref_many)
             try:
                 while i < nv and vpns[i] < hi:
                     vpn = vpns[i]
@@ -941,7 +942,7 @@ class MemoryMap:
                         phys.copy_frame(frames[vpn], f)
                         prot = v.prot
                     else:
-                        phys.ref(f)
+                        shared.append(f)
                         if private:
                             if writable and vpn not in cow:
                                 if not prun or vpn != pstart + len(prun):
@@ -960,8 +961,10 @@ class MemoryMap:
                             crun, cstart, cprot = [], vpn, prot
                         crun.append(f)
             finally:
-                # Even when a copy fails: a page in the parent's ``cow`` must be
-                # read-only, or the next fork would share it writable.
+                # Even when a copy fails: the child's frames are referenced (its
+                # release gives them back), and a page in the parent's ``cow``
+                # must be read-only, or the next fork would share it writable.
+                phys.ref_many(shared)
                 if prun:
                     _protect_run(self.space, pstart << PAGE_SHIFT, prun, cow_prot)
             if crun:
