@@ -172,6 +172,7 @@ class Kernel:
         ctx, proc = t.ctx, t.proc
         syscall, runnable = self.syscall, State.RUNNABLE
         SYSCALL, FAULT, INTERRUPTED = ExitKind.SYSCALL, ExitKind.FAULT, ExitKind.INTERRUPTED
+        self.current = t  # also while it runs: the platform may ask about it (NativeIo)
         while True:
             if t.pending.mask or proc.shared_pending.mask or t.restart_nr is not None:
                 signals.deliver(t)

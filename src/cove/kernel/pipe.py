@@ -1,10 +1,15 @@
-"""cove's own pipes and FIFOs (never host pipes).
+"""cove's pipes and FIFOs.
 
 A ``Pipe`` is the shared buffer with its reader and writer counts; a
 ``PipeFile`` is one open end of it (an fd's open file description). Anonymous
 pipes come from pipe2(2); FIFOs are opened through the VFS, which calls the
 opener ``install_fifos`` registers, so every open of one FIFO inode shares one
 ``Pipe`` while anyone holds it open.
+
+On a platform that runs guest pipe I/O natively (``Capabilities.native_pipes``:
+userland) an anonymous pipe's buffer is a host pipe instead
+(``cove.kernel.hostpipe.HostPipe``, a subclass with the same reader/writer
+accounting); ``new_pipe`` decides. FIFOs are always cove's own buffer.
 
 Semantics follow fs/pipe.c: 64 KiB default capacity (F_GETPIPE_SZ /
 F_SETPIPE_SZ through ``pipe_fcntl``), writes of at most PIPE_BUF bytes are
@@ -38,6 +43,7 @@ from cove.kernel.wait import Blocked, WaitQueue
 if TYPE_CHECKING:
     from cove.fs.mount import Location
     from cove.fs.vfs import VFS
+    from cove.kernel.kernel import Kernel
     from cove.kernel.task import Task
 
 PAGE_SIZE = 4096
@@ -71,11 +77,7 @@ class Pipe:
     """The buffer shared by a pipe's ends, with their counts and wait queues."""
 
     def __init__(self, capacity: int = PIPE_DEF_SIZE) -> None:
-        self.capacity = capacity
-        # Unread data as [bytes, consumed, is_packet] chunks, oldest first.
-        self.chunks: deque[list] = deque()
-        self.nbytes = 0  # unread bytes
-        self.used = 0  # capacity in use: stream bytes, or a whole page per packet
+        self._init_buffer(capacity)
         self.readers = 0
         self.writers = 0
         self.r_counter = 1  # opens for reading/writing so far (fifo partner detection)
@@ -93,10 +95,30 @@ class Pipe:
         self.ino = next_ino()
         self.ctime_ns = time.time_ns()
 
+    def _init_buffer(self, capacity: int) -> None:
+        self.capacity = capacity
+        # Unread data as [bytes, consumed, is_packet] chunks, oldest first.
+        self.chunks: deque[list] = deque()
+        self.nbytes = 0  # unread bytes
+        self.used = 0  # capacity in use: stream bytes, or a whole page per packet
+
+    def _drop_buffer(self) -> None:
+        """The last opener left: Linux frees the buffer, data is lost."""
+        self.chunks.clear()
+        self.nbytes = self.used = 0
+
     # --- state -----------------------------------------------------------------
     @property
     def free(self) -> int:
         return self.capacity - self.used
+
+    def has_data(self) -> bool:
+        """POLLIN: something to read."""
+        return self.nbytes > 0
+
+    def has_room(self) -> bool:
+        """POLLOUT: a PIPE_BUF write would not wait."""
+        return self.free >= PIPE_BUF
 
     def has_readers(self) -> bool:
         return self.readers > 0 or bool(self.open_rd_q.waiters) or _live(self.read_grants) > 0
@@ -214,9 +236,7 @@ class Pipe:
             if not self.writers:
                 self.rd_q.notify()  # readers now get EOF / POLLHUP
         if not self.readers and not self.writers and self.idle():
-            # Linux frees the buffer with the last opener: data is lost.
-            self.chunks.clear()
-            self.nbytes = self.used = 0
+            self._drop_buffer()
             if self.on_idle is not None:
                 self.on_idle(self)
 
@@ -271,12 +291,12 @@ class PipeFile(Pollable, File):
         p = self.pipe
         mask = 0
         if self.readable:
-            if p.nbytes:
+            if p.has_data():
                 mask |= F.POLLIN | F.POLLRDNORM
             if not p.has_writers() and self.w_seen != p.w_counter:
                 mask |= F.POLLHUP
         if self.writable:
-            if p.free >= PIPE_BUF:
+            if p.has_room():
                 mask |= F.POLLOUT | F.POLLWRNORM
             if not p.has_readers():
                 mask |= F.POLLERR
@@ -296,11 +316,21 @@ def _pipefs_statfs() -> StatFs:
     return StatFs(fstype=PIPEFS_MAGIC)
 
 
-def new_pipe(flags: int, uid: int = 0, gid: int = 0) -> tuple[PipeFile, PipeFile]:
+def new_pipe(flags: int, uid: int = 0, gid: int = 0,
+             kernel: Kernel | None = None) -> tuple[PipeFile, PipeFile]:
     """An anonymous pipe's read and write ends; ``flags`` may hold O_NONBLOCK
-    and O_DIRECT (both ends get them)."""
-    pipe = Pipe()
+    and O_DIRECT (both ends get them). Given the ``kernel``, the buffer is a
+    host pipe where its platform runs pipe I/O natively (see module doc)."""
     extra = flags & (O_NONBLOCK | O_DIRECT)
+    caps = getattr(kernel.platform, "capabilities", None) if kernel is not None else None
+    if kernel is not None and getattr(caps, "native_pipes", False):
+        from cove.kernel.hostpipe import HostPipeFile, host_pipe
+
+        hp = host_pipe(kernel)
+        if hp is not None:
+            return (HostPipeFile(hp, O_RDONLY | extra, uid=uid, gid=gid),
+                    HostPipeFile(hp, O_WRONLY | extra, uid=uid, gid=gid))
+    pipe = Pipe()
     return (PipeFile(pipe, O_RDONLY | extra, uid=uid, gid=gid),
             PipeFile(pipe, O_WRONLY | extra, uid=uid, gid=gid))
 

@@ -136,6 +136,11 @@ def scatter(t: Task, segs: Segs, data: bytes) -> int:
 
 def read_into(t: Task, f: File, segs: Segs, offset: int | None = None) -> int:
     """read/readv/pread/preadv: fill ``segs`` from ``f`` (at ``offset`` if given)."""
+    direct = getattr(f, "read_guest", None)  # host pipes: straight into guest frames
+    if direct is not None and offset is None:
+        n = direct(t, segs)
+        if n is not None:
+            return n
     total = sum(n for _, n in segs)
     usable = writable_prefix(t, segs)
     if usable == 0 and total > 0:
@@ -186,6 +191,11 @@ def check_new_size(t: Task, size: int) -> None:
 def write_from(t: Task, f: File, segs: Segs, offset: int | None = None) -> int:
     """write/writev/pwrite/pwritev: write the bytes of ``segs`` to ``f``."""
     f.check_writable()
+    direct = getattr(f, "write_guest", None)  # host pipes: straight from guest frames
+    if direct is not None and offset is None:
+        n = direct(t, segs)
+        if n is not None:
+            return n
     total = sum(n for _, n in segs)
     data = gather(t, segs)
     if not data and total > 0:

@@ -20,7 +20,7 @@ def pipe2(t: Task, fds: int, flags: int) -> int:
     if flags & O_NOTIFICATION_PIPE:
         raise Errno(E.ENOPKG)  # what Linux built without CONFIG_WATCH_QUEUE says
     creds = t.proc.creds
-    rd, wr = new_pipe(flags, creds.fsuid, creds.fsgid)
+    rd, wr = new_pipe(flags, creds.fsuid, creds.fsgid, t.kernel)
     install_pair(t, rd, wr, cloexec=bool(flags & F.O_CLOEXEC), addr=fds)
     return 0
 

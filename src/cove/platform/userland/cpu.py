@@ -79,6 +79,7 @@ from cove.platform.userland.context import (
     USER,
     PartialRegs,
 )
+from cove.platform.userland.fastpath import NATIVE_NRS
 from cove.platform.userland.stub import State
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ class UserlandCpu:
         self._resp_addr = ctypes.addressof(self._resp)
         self._resp_mv = memoryview(self._resp).cast("B")
         self._run_lock = platform.run_lock
+        self._fast = platform.fastpath
         self._closed = False
 
     # --- running ----------------------------------------------------------------
@@ -181,9 +183,10 @@ class UserlandCpu:
             else:
                 events = poller.poll()
             if len(events) == 1 and events[0][0] == th.lfd:
-                ex = self._recv(ctx, th)
+                ex = self._recv(ctx, th, aspace)
                 if ex is not None:
                     return ex
+                events = ()  # consumed (run natively, or withdrawn): poll again
             return self._wait(ctx, th, aspace, events)
         finally:
             lock.release()
@@ -204,7 +207,7 @@ class UserlandCpu:
         while True:
             for fd, _ in events:
                 if fd == lfd:
-                    ex = self._recv(ctx, th)
+                    ex = self._recv(ctx, th, aspace)
                     if ex is not None:
                         return ex
                 elif fd == self._kickfd:
@@ -227,7 +230,10 @@ class UserlandCpu:
             else:
                 events = poller.poll()
 
-    def _recv(self, ctx: UserlandContext, th: StubThread) -> Exit | None:
+    def _recv(self, ctx: UserlandContext, th: StubThread,
+              aspace: UserlandAddressSpace) -> Exit | None:
+        """The thread's notification as a SYSCALL exit; None when there is
+        none after all, or the call ran natively (fastpath.py)."""
         self._notif_mv[:] = _ZERO_NOTIF  # RECV wants a zeroed buffer
         if _raw_ioctl(th.lfd, _RECV, self._notif_addr) < 0:
             e = S.errno()
@@ -240,6 +246,14 @@ class UserlandCpu:
             _RESP.pack_into(self._resp_mv, 0, nid, 0, -_errno.ENOSYS, 0)
             _raw_ioctl(th.lfd, _SEND, self._resp_addr)
             return None
+        if nr in NATIVE_NRS and self._fast.io is not None:
+            done = self._fast.try_native(ctx, th, aspace, nid, nr, a0, a1, a2)
+            if done:
+                if done > 0:
+                    th.state = _ST_RUNNING
+                    return None
+                th.state = _ST_DEAD
+                return self._halt(f"stub thread {th.tid} vanished in a syscall")
         regs = ctx.regs
         if type(regs) is not PartialRegs:
             regs.__class__ = PartialRegs

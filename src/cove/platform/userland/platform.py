@@ -41,13 +41,14 @@ from cove.platform.userland.aspace import UserlandAddressSpace
 from cove.platform.userland.context import (
     UserlandContext,
 )
+from cove.platform.userland.fastpath import FastPath
 from cove.platform.userland.stub import State, StubProcess, StubThread
 from cove.platform.userland.threadops import ThreadOps
 from cove.platform.userland.tracer import Tracer
 
 if TYPE_CHECKING:
     from cove.kernel.physmem import PhysMem
-    from cove.platform.base import Exit
+    from cove.platform.base import Exit, NativeIo
     from cove.platform.userland.cpu import UserlandCpu
 
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class UserlandPlatform(ThreadOps):
         self.physmem = physmem
         self.stub_path = str(build.stub_path())
         self.filter = bpf.guest_filter()
+        self.fastpath = FastPath(physmem.mem)  # native pipe I/O (fastpath.py)
         self._procs: set[StubProcess] = set()
         self._cpus: list[UserlandCpu] = []
         self._tls = threading.local()
@@ -129,6 +131,7 @@ class UserlandPlatform(ThreadOps):
             xsave_size=self.xsave_size,
             xcr0=self.xcr0,
             notes="stub defences: " + (", ".join(names) or "none"),
+            native_pipes=True,
         )
 
     def _probe_fpu(self) -> None:
@@ -269,6 +272,11 @@ class UserlandPlatform(ThreadOps):
             ctx._fpu_live = False
 
     # --- Platform contract ----------------------------------------------------------
+    def set_native_io(self, io: NativeIo | None) -> None:
+        """The North's answer to which guest pipe calls may run natively
+        (Capabilities.native_pipes; see fastpath.py)."""
+        self.fastpath.io = io
+
     def create_address_space(self) -> UserlandAddressSpace:
         return UserlandAddressSpace(self)
 

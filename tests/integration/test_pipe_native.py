@@ -1,0 +1,101 @@
+"""Pipes on every platform, and the userland platform's native pipe path
+(cove.kernel.hostpipe, cove.platform.userland.fastpath): the same guests and
+assertions on kvm (cove's own pipes) and userland (host-backed pipes whose
+read/write run in the host kernel when they can)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+
+from tests.conftest import needs_kvm
+
+pytestmark = [needs_kvm, pytest.mark.timeout(180)]
+
+
+@pytest.mark.parametrize("pie", [False, True], ids=["static", "static-pie"])
+def test_pipe_semantics_guest(build_guest, cove_run, pie):
+    exe = build_guest("pipe_native", pie=pie)
+    r = cove_run([f"/guests/{exe.name}"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ok\n"
+
+
+def test_pipe_escape_guest(build_guest, cove_run):
+    """EFAULT for buffers in the stub's pages or nowhere, nothing moved, no
+    byte of the pipe in the stub; the stub's fd number is the guest's."""
+    exe = build_guest("pipe_escape")
+    r = cove_run([f"/guests/{exe.name}"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ok\n"
+
+
+def test_64_mb_through_a_shell_pipeline(cove_run):
+    r = cove_run(["/bin/busybox", "sh", "-c",
+                  "busybox dd if=/dev/zero bs=65536 count=1024 2>/dev/null | busybox md5sum"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0].decode() == hashlib.md5(bytes(64 << 20)).hexdigest()
+
+
+def _boot_and_run(guest_dir, argv, trace=None):
+    from cove.rootfs import MountSpec
+    from cove.sandbox import Sandbox, SandboxConfig
+
+    sb = Sandbox(config=SandboxConfig(memory="256M"),
+                 mounts=(MountSpec(str(guest_dir), "/guests"),))
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        kernel = sb.boot(argv, stdio=(null, null, null), trace=trace)
+        try:
+            status = kernel.run()
+            return status, kernel
+        finally:
+            kernel.shutdown()
+    finally:
+        os.close(null)
+
+
+def test_the_native_path_is_taken_on_userland(build_guest, guest_dir, cove_platform):
+    """The semantics guest really ran its pipe I/O natively on userland (so
+    its assertions tested that path), and never on kvm."""
+    exe = build_guest("pipe_native")
+    status, kernel = _boot_and_run(guest_dir, [f"/guests/{exe.name}"])
+    assert status == 0
+    caps = kernel.platform.capabilities
+    if cove_platform == "userland":
+        assert caps.native_pipes
+        # big_transfer alone moves 8 MB in pieces of at most 70 KB.
+        assert kernel.platform.fastpath.native_calls > 200
+    else:
+        assert not caps.native_pipes
+
+
+def test_trace_sees_every_pipe_call(build_guest, guest_dir, cove_platform):
+    """--trace records every syscall: nothing runs natively then."""
+    exe = build_guest("pipe_native")
+    out = io.StringIO()
+    status, kernel = _boot_and_run(guest_dir, [f"/guests/{exe.name}"], trace=out)
+    assert status == 0
+    if cove_platform == "userland":
+        assert kernel.platform.fastpath.native_calls == 0
+    assert out.getvalue().count('"syscall": "read"') > 500
+
+
+def test_a_live_guest_with_host_pipes_is_refused_a_snapshot_cleanly(cove_platform):
+    """Snapshots of a live userland guest are refused by name, before any host
+    pipe is looked at; the sandbox carries on."""
+    if cove_platform != "userland":
+        pytest.skip("kvm snapshots of pipes are the snapshot tests' business")
+    from cove import Sandbox, SandboxConfig, SnapshotNotSupported
+
+    with Sandbox(config=SandboxConfig(memory="256M")) as sb:
+        # Two cats joined by a pipe, both waiting for stdin.
+        assert sb.warm_up(["/bin/busybox", "sh", "-c", "busybox cat | busybox cat"]) is None
+        with pytest.raises(SnapshotNotSupported, match="userland"):
+            sb.snapshot()
+    with Sandbox(config=SandboxConfig(memory="256M")) as sb:
+        r = sb.run(["/bin/busybox", "sh", "-c", "echo fine | busybox cat"], capture_output=True)
+        assert r.stdout == b"fine\n"
