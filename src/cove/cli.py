@@ -29,25 +29,9 @@ def _version() -> str:
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
     """The options that describe a sandbox and its program (run, snapshot)."""
-    run.add_argument("--platform", default="auto", choices=["auto", "kvm", "userland"],
-                     help="how guest instructions run (default: auto)")
-    run.add_argument("--rootfs", default="host",
-                     help="host (read-only host /, the default), a directory, a tar "
-                          "archive or an OCI image")
-    run.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro|rw]",
-                     help="mount a host directory (rw: writes stay in the sandbox)")
-    run.add_argument("--env", action="append", default=[], metavar="K=V",
-                     help="set an environment variable (the host's are not passed)")
-    run.add_argument("--cwd", default="/", help="working directory in the sandbox")
-    run.add_argument("--user", default="0:0", metavar="UID:GID",
-                     help="the sandbox user (default 0:0, root over the sandbox only)")
-    run.add_argument("--memory", default="1G", help="guest memory (default 1G)")
-    run.add_argument("--timeout", type=float, metavar="SECONDS",
-                     help="kill the guest after this long (exit status 124)")
-    run.add_argument("--trace", metavar="FILE.jsonl",
-                     help="write one JSON line per syscall")
-    run.add_argument("--verbose", "-v", action="store_true",
-                     help="say which platform runs the guest")
+    from cove.cli_args import RUN_OPTIONS, add_options
+
+    add_options(run, RUN_OPTIONS)
     run.add_argument("program", metavar="PROGRAM")
     run.add_argument("args", nargs="...", metavar="ARGS")  # argparse.REMAINDER
 
@@ -158,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cove {_version()}")
         sys.stdout.flush()
         raise SystemExit(0)
-    ns = _parser().parse_args(argv)
+    from cove.cli_args import fast_parse
+
+    args = sys.argv[1:] if argv is None else argv
+    # argparse only for what the fast reader leaves to it (help, errors, other commands).
+    ns: Any = fast_parse(args) or _parser().parse_args(args)
     # logging is imported only once a command is known (--version, --help skip it).
     import logging
 

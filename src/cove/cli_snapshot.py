@@ -13,10 +13,12 @@ stdin, stdout and stderr. Both sandboxes offer ``HostFunctions.default()``
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_USAGE = 2
 EXIT_CANNOT_EXECUTE = 126
@@ -36,11 +38,9 @@ def add_parsers(sub: Any, add_run_options: Callable[[argparse.ArgumentParser], N
         description="Continue the program saved in FILE with this process's stdin, stdout "
                     "and stderr; exit with its status.")
     rest.add_argument("file", metavar="FILE")
-    rest.add_argument("--platform", default="auto", choices=["auto", "kvm"],
-                      help="how guest instructions run (default: auto)")
-    rest.add_argument("--timeout", type=float, metavar="SECONDS",
-                      help="kill the guest after this long (exit status 124)")
-    rest.add_argument("--trace", metavar="FILE.jsonl", help="write one JSON line per syscall")
+    from cove.cli_args import RESTORE_OPTIONS, add_options
+
+    add_options(rest, RESTORE_OPTIONS)
 
 
 def run(ns: argparse.Namespace) -> int:
