@@ -569,12 +569,98 @@ def test_address_spaces_switch_and_destroy(platform, assemble) -> None:
     assert g2.run().kind == ExitKind.SYSCALL and g2.ctx.regs.rdi == 2
     pid = g1.stub_pid()
     g1.aspace.destroy()
-    assert not Path(f"/proc/{pid}").exists(), "the stub process is gone and reaped"
+    # The stub is either gone and reaped or kept as a scrubbed spare.
+    assert not Path(f"/proc/{pid}").exists() or _guest_maps(pid) == []
     g3 = Guest(platform, code)
     g3.map_data(DATA, struct.pack("<Q", 3), RO)
     assert g3.run().kind == ExitKind.SYSCALL and g3.ctx.regs.rdi == 3
     with pytest.raises(ValueError):
         platform.run(g1.ctx, g1.aspace)
+
+
+def _guest_maps(pid: int) -> list[str]:
+    """The stub's mappings in the guest's range (above the stub's own pages)."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return [ln for ln in lines if 0x10000 <= int(ln.split("-")[0], 16) < 1 << 47]
+
+
+_SECCOMP_IOCTL_NOTIF_ADDFD = 0x40182103
+
+
+def test_reused_stub_carries_nothing_of_its_guest(platform, assemble) -> None:
+    """A destroyed address space's stub may serve the next one (a fork's or an
+    exec's): the next guest must find none of the last one's memory, fds,
+    fault frames, batch entries or registers."""
+    import ctypes
+    import fcntl
+
+    # Guest A: secrets in registers (general, xmm, ymm) and memory, a fault
+    # frame on the altstack (a not-present read), and a host fd installed in
+    # its stub as the native-I/O fast path does (SECCOMP_IOCTL_NOTIF_ADDFD).
+    a = Guest(platform, assemble("""
+        mov $0x5ec2e7, %rbx
+        mov %rbx, %r12
+        mov %rbx, %r15
+        movq %rbx, %xmm0
+        vpbroadcastq %xmm0, %ymm7
+        mov $0x20000000, %rcx
+        mov (%rcx), %rax
+        mov $1, %eax
+        syscall
+        ud2
+    """))
+    a.map_data(DATA, b"secret" * 100, RW)
+    e = a.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == 0x20000000
+    a.map_data(0x20000000, b"more secret", RO)
+    assert a.run().kind == ExitKind.SYSCALL
+    th = a.ctx._thread  # type: ignore[attr-defined]
+    r, w = os.pipe()
+    try:
+        addfd = struct.pack("<QIIII", th.notif_id, 1, r, 7, 0)  # SETFD: at fd 7
+        buf = ctypes.create_string_buffer(addfd, len(addfd))
+        assert fcntl.ioctl(th.lfd, _SECCOMP_IOCTL_NOTIF_ADDFD, buf) == 7
+    finally:
+        os.close(r)
+        os.close(w)
+    pid = a.stub_pid()
+    proc = a.aspace.proc  # type: ignore[attr-defined]
+    assert sorted(os.listdir(f"/proc/{pid}/fd")) == sorted(["7", str(proc.memfd)])
+    altstack = list(proc.altstack)
+    assert any(platform.physmem.read(f << 12, 4096).strip(b"\0") for f in altstack)
+    a.aspace.destroy()
+    if not Path(f"/proc/{pid}").exists():
+        pytest.skip("the stub was not kept for reuse")
+    assert _guest_maps(pid) == [], "every guest mapping is gone"
+    assert os.listdir(f"/proc/{pid}/fd") == [str(proc.memfd)], "only the memfd is left"
+    assert all(platform.physmem.read(f << 12, 4096) == bytes(4096) for f in altstack)
+    mailbox = platform.physmem.read(proc.mailbox << 12, 4096)
+    assert mailbox[1024:] == bytes(3072), "no batch entries of the last guest"
+
+    # Guest B gets the same stub: it reads its registers and A's addresses.
+    b = Guest(platform, assemble(f"""
+        mov $1, %eax
+        syscall
+        movq %xmm0, %rdi
+        vextracti128 $1, %ymm7, %xmm1
+        movq %xmm1, %rsi
+        mov $2, %eax
+        syscall
+        mov ${DATA}, %rcx
+        mov (%rcx), %rax
+        ud2
+    """))
+    e = b.run()
+    assert e.kind == ExitKind.SYSCALL and b.stub_pid() == pid
+    assert (b.ctx.regs.rbx, b.ctx.regs.r12, b.ctx.regs.r15) == (0, 0, 0)
+    b.ctx.regs.rax = 0
+    e = b.run()
+    assert e.kind == ExitKind.SYSCALL and (b.ctx.regs.rdi, b.ctx.regs.rsi) == (0, 0)
+    e = b.run()
+    assert e.kind == ExitKind.FAULT and e.vector == PF and e.cr2 == DATA, "A's data is gone"
+    assert e.error_code & PF_PRESENT == 0
+    assert b"secret" not in b.ctx.get_fpu()
+    b.aspace.destroy()
 
 
 def test_context_moves_to_a_new_address_space(platform, assemble) -> None:

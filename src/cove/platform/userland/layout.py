@@ -60,6 +60,7 @@ FRAME_ERR, FRAME_TRAPNO, FRAME_CR2 = 8 + 40 + 152, 8 + 40 + 160, 8 + 40 + 176
 SA_SIGINFO, SA_ONSTACK, SA_RESTORER, SA_NODEFER = 0x4, 0x08000000, 0x04000000, 0x40000000
 
 # What the stub reports in rbx at its first stop (stub.c OK_*).
+OK_CLOSE_RANGE = 1 << 8
 DEFENCES = {
     1 << 0: "no_new_privs", 1 << 1: "user namespace", 1 << 2: "mount namespace",
     1 << 3: "network namespace", 1 << 4: "ipc namespace", 1 << 5: "uts namespace",

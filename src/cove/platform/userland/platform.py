@@ -58,6 +58,9 @@ _UNKNOWN_IDX = (1, 6, 7, 11, 12, 13, 14, 15, 17)  # context.UNKNOWN_AFTER_NOTIF 
 _SIGINFO = struct.Struct("<iii4xQ")  # si_signo, si_errno, si_code, si_addr
 SIGFPE, SIGSEGV, SIGTRAP, SEGV_MAPERR = 8, 11, 5, 1
 H_RSP, H_RIP = 19, 16
+# Spare stubs kept for reuse (retire), and the most threads one may have: a
+# shell's fork+exec loop needs one; each holds a few host resources.
+SPARES, SPARE_THREADS = 2, 16
 
 
 def userland_unavailable_reason() -> str | None:
@@ -104,6 +107,7 @@ class UserlandPlatform(ThreadOps):
         self.filter = bpf.guest_filter()
         self.fastpath = FastPath(physmem.mem)  # native pipe I/O (fastpath.py)
         self._procs: set[StubProcess] = set()
+        self._spares: list[StubProcess] = []  # scrubbed stubs of destroyed address spaces
         self._cpus: list[UserlandCpu] = []
         self._tls = threading.local()
         # One cpu runs at a time (the North uses one): the waiter's wakeups and
@@ -176,7 +180,7 @@ class UserlandPlatform(ThreadOps):
             except OSError:
                 pass
         tids = [me, self.tracer.server_tid, self.tracer.waiter_tid]
-        for proc in [*self._procs, *([self.anchor] if self.anchor else [])]:
+        for proc in [*self._procs, *self._spares, *([self.anchor] if self.anchor else [])]:
             tids.append(proc.pid)
             tids.extend(proc.threads)
         for tid in tids:
@@ -191,9 +195,20 @@ class UserlandPlatform(ThreadOps):
         anchor = self.anchor
         if anchor is None or not anchor.alive:
             raise PlatformError("the userland platform is closed (or its template stub died)")
-        proc = self.tracer.call(anchor.fork)
+        proc = self.tracer.call(self._new_process, anchor)
         self._procs.add(proc)
         return proc
+
+    def _new_process(self, anchor: StubProcess) -> StubProcess:
+        """A scrubbed spare if there is one (see ``retire``), else a fork of the anchor."""
+        while self._spares:
+            proc = self._spares.pop()
+            try:
+                self._detach_all(proc, strict=True)  # contexts it kept after retire
+                return proc
+            except PlatformError:
+                proc.kill()
+        return anchor.fork()
 
     def batch(self, proc: StubProcess, ops: list[tuple[int, ...]]) -> None:
         """Apply an address space's changes (``UserlandAddressSpace.prepare``)."""
@@ -207,20 +222,43 @@ class UserlandPlatform(ThreadOps):
             raise PlatformError(f"userland address space: {e}") from None
 
     def retire(self, proc: StubProcess) -> None:
-        """An address space is destroyed: contexts still bound to its threads
-        keep their state (registers, FPU), then the stub dies."""
+        """An address space is destroyed. Its stub is scrubbed and kept as a
+        spare for the next address space (a fork's or an exec's, moments
+        later: no new process, thread or filter), or killed when it cannot
+        be kept. Contexts still bound to its threads keep their state
+        (registers, FPU): a spare's threads hold it until the context is
+        bound elsewhere or the spare is reused."""
         self.tracer.call(self._retire, proc)
         self._procs.discard(proc)
 
     def _retire(self, proc: StubProcess) -> None:
+        if self._keepable(proc):
+            try:
+                proc.scrub()
+                self._spares.append(proc)
+                return
+            except PlatformError:
+                pass  # killed below
+        self._detach_all(proc, strict=False)
+        proc.kill()
+
+    def _keepable(self, proc: StubProcess) -> bool:
+        return (len(self._spares) < SPARES and proc.alive and proc is not self.anchor
+                and bool(proc.defences & L.OK_CLOSE_RANGE) and len(proc.threads) <= SPARE_THREADS
+                and all(th.state is State.STOPPED or th.state is State.NOTIF
+                        for th in proc.threads.values()))
+
+    def _detach_all(self, proc: StubProcess, strict: bool) -> None:
+        """Move the state of every context bound to ``proc``'s threads into the
+        context. ``strict``: a failure raises (else the context keeps what it had)."""
         for th in list(proc.threads.values()):
             ctx = th.ctx() if th.ctx is not None else None
             if ctx is not None:
                 try:
                     self._detach(ctx)
                 except PlatformError:
-                    pass  # a dead thread: the context keeps what it had
-        proc.kill()
+                    if strict:
+                        raise
 
     # --- binding contexts to threads ------------------------------------------------
     def bind(self, proc: StubProcess, ctx: UserlandContext) -> StubThread:
@@ -319,8 +357,9 @@ class UserlandPlatform(ThreadOps):
         for c in self._cpus:
             c.close()
         self._cpus.clear()
-        procs = [*self._procs, *([self.anchor] if self.anchor is not None else [])]
+        procs = [*self._procs, *self._spares, *([self.anchor] if self.anchor is not None else [])]
         self._procs.clear()
+        self._spares.clear()
         self.anchor = None
         if procs:
             self.tracer.call(lambda: [p.kill() for p in procs])

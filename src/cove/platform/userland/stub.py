@@ -37,9 +37,10 @@ SIGTRAP = signal.SIGTRAP
 # CLONE_VM FS FILES SIGHAND THREAD SYSVSEM: a thread sharing everything with the injector
 CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000
 NR_close, NR_mmap, NR_munmap, NR_rt_sigaction, NR_sigaltstack = 3, 9, 11, 13, 131
-NR_clone, NR_seccomp = 56, 317
+NR_clone, NR_seccomp, NR_close_range = 56, 317, 436
 _REGS_SIZE = ctypes.sizeof(S.user_regs_struct)
 _SIGNALS = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
+_ZERO_PAGE = bytes(4096)
 
 
 class State(enum.Enum):
@@ -98,6 +99,7 @@ class StubProcess:
         self.altstack: list[int] = []
         self.defences = 0
         self.memfd = -1  # the guest-memory memfd's fd number in the stub (layout.py)
+        self.generation = 0  # how many guests have used it before (scrub)
         self._new_tid = 0
         self._regs = S.user_regs_struct()
         self._regs_addr = ctypes.addressof(self._regs)
@@ -347,6 +349,24 @@ class StubProcess:
             return 0
         pa = (self.altstack[off >> 12] << 12) + (off & 0xFFF)
         return int.from_bytes(self.phys.mem[pa:pa + n], "little")
+
+    # --- reuse -------------------------------------------------------------------
+    def scrub(self) -> None:
+        """Wipe every trace of the guest that used this stub so that another
+        guest may (``UserlandPlatform.retire``): all its mappings, every fd but
+        the memfd (host pipes the fast path installed), the fault frames on
+        the altstack and the batch entries in the mailbox. Its threads stay,
+        stopped or waiting in a notification that is never answered; each
+        gets all of its registers and FPU state from the next context bound
+        to it. Raises PlatformError if a step failed (then kill it)."""
+        self.batch([(NR_munmap, L.RESERVED_END, L.TASK_SIZE - L.RESERVED_END, 0, 0, 0, 0),
+                    (NR_close_range, 0, self.memfd - 1, 0, 0, 0, 0)])
+        mem = self.phys.mem
+        for f in self.altstack:
+            mem[f << 12:(f + 1) << 12] = _ZERO_PAGE
+        base = self.mailbox << 12
+        mem[base + L.BATCH_OFF:base + 4096] = _ZERO_PAGE[L.BATCH_OFF:]
+        self.generation += 1
 
     # --- death ------------------------------------------------------------------
     def kill(self) -> None:
