@@ -302,6 +302,23 @@ class HostInode(Inode):
         # Part of the identity: a host object of another type is never this inode.
         return self._type
 
+    def revalidate(self) -> int | None:
+        """Whether the name still denotes this very host object (one stat): its
+        st_ctime_ns if so (a reused inode number shows as a new ctime), else None."""
+        fs = self.fs
+        with fs.lock:
+            try:
+                if self._parent is None:
+                    st = os.stat(fs._dirfd(self))
+                else:
+                    st = os.stat(self._name, dir_fd=fs._dirfd(self._parent),
+                                 follow_symlinks=False)
+            except (OSError, Errno):
+                return None
+        if (st.st_dev, st.st_ino) != self._ident or S_IFMT & st.st_mode != self._type:
+            return None
+        return st.st_ctime_ns
+
     def stat(self) -> Stat:
         fs = self.fs
         with fs.lock:

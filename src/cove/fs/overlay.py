@@ -41,6 +41,7 @@ import functools
 import itertools
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar, cast
@@ -71,6 +72,10 @@ from cove.fs.node import (
 OPAQUE_MARKER = ".wh..wh..opq"
 WHITEOUT_RDEV = 0
 MAX_LOWERS = 500  # Linux's OVL_MAX_STACK
+# Looked-up objects kept alive after their last user lets go (Linux's dentry
+# cache): a program started in a loop walks /usr/bin, /lib64, ld.so and libc
+# every time, and a fresh lookup of each name costs host calls.
+RECENT = 512
 XINO_SHIFT = 48  # real inos below 2**48 get the layer number above them
 _CHUNK = 1 << 20  # copy-up granularity
 
@@ -142,6 +147,7 @@ class OverlayFS(FileSystem):
         # link counts are cached against it (listing /usr/bin on every stat of
         # it would make each path lookup cost a directory read).
         self.generation = 0
+        self._recent: deque[OvlInode] = deque(maxlen=RECENT)
         root_upper = upper.root if upper is not None else None
         root_lowers: list[Layer] = []
         if root_upper is None or not is_opaque(root_upper):
@@ -163,6 +169,15 @@ class OverlayFS(FileSystem):
         base = (self.upper or self.lowers[0]).statfs()
         ro = self.readonly or self.upper is None or self.upper.readonly
         return replace(base, fstype=OVERLAYFS_MAGIC, flags=(base.flags & ~1) | int(ro))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_recent"] = None  # a cache: not part of a snapshot
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._recent = deque(maxlen=RECENT)
 
     def ino_of(self, layer: int, real_ino: int) -> int:
         """The overlay st_ino of real inode ``real_ino`` of layer ``layer``."""
@@ -211,6 +226,8 @@ class OvlInode(Inode):
         "_children",
         "_name",
         "_parent",
+        "_target",
+        "_target_ctime",
         "_type",
         "_nlink",
         "_nlink_gen",
@@ -244,6 +261,8 @@ class OvlInode(Inode):
             weakref.WeakValueDictionary()
         )
         self.detached = False  # unlinked, rmdir'ed or renamed over, maybe still open
+        self._target: str | None = None  # a lower symlink's target, once read...
+        self._target_ctime: int | None = None  # ...and its host ctime then (hostfs)
         self._nlink_gen = -1
         self._nlink = 0
 
@@ -289,7 +308,19 @@ class OvlInode(Inode):
         return self._top.read(offset, size)
 
     def readlink(self) -> str:
-        return self._top.readlink()
+        if self.upper is not None:
+            return self.upper.readlink()
+        # A symlink's target never changes (another target is another inode,
+        # and ``lookup`` checks the lower object is still the one it found,
+        # with the same ctime).
+        if self._target is None:
+            lower = self.lowers[0][1]
+            check = getattr(lower, "revalidate", None)
+            ctime = check() if check is not None else None
+            if check is not None and ctime is None:
+                raise Errno(E.ENOENT, "replaced on the host")
+            self._target, self._target_ctime = lower.readlink(), ctime
+        return self._target
 
     def render(self) -> bytes | None:
         return self._top.render()
@@ -317,11 +348,26 @@ class OvlInode(Inode):
             raise Errno(E.ENOENT)
         with self.fs.lock:
             child = self._children.get(name)
+            if child is not None and child.upper is None and not child._still_there():
+                del self._children[name]  # replaced on the host: look again
+                child = None
             if child is None:
                 upper, lowers = self._resolve(name)
                 child = OvlInode(self.fs, self, name, upper, lowers)
                 self._children[name] = child
+            self.fs._recent.append(child)
             return child
+
+    def _still_there(self) -> bool:
+        """Whether the lower object this one shows is still where it was found
+        (a layer that can change underneath, hostfs, checks; others cannot)."""
+        check = getattr(self.lowers[0][1], "revalidate", None)
+        if check is None:
+            return True
+        ctime = check()
+        if ctime != self._target_ctime:
+            self._target = None  # a symlink made anew where the old one was
+        return ctime is not None
 
     def _resolve(self, name: str) -> tuple[Inode | None, list[Layer]]:
         """The layers' objects for ``name``: the topmost decides the type; a

@@ -905,8 +905,8 @@ class MemoryMap:
         frames, cow, hot = self.frames, self.cow, self.hot
         cframes, ccow = child.frames, child.cow
         vpns = sorted(frames)
-        i, nv = 0, len(vpns)
-        cached = cache_for(phys).owns
+        i = 0
+        cached = cache_for(phys).frames
         hints = self.fork_hints
         hint_blocks = {h >> HINT_BLOCK_SHIFT for h in hints}
         for v in self.vmas:
@@ -916,6 +916,8 @@ class MemoryMap:
             child.vmas.append(c)
             lo, hi = v.start >> PAGE_SHIFT, v.end >> PAGE_SHIFT
             i = bisect.bisect_left(vpns, lo, i)
+            j = bisect.bisect_left(vpns, hi, i)
+            todo, i = vpns[i:j], j
             private = v.shared is None
             cow_prot = self._hw_prot(v.prot, private)
             writable = private and bool(v.prot & F.PROT_WRITE)
@@ -923,19 +925,17 @@ class MemoryMap:
             # the child faults in the few it touches (a fork is mostly followed
             # by an exec), as Linux leaves file-backed ptes to faults at fork;
             # except near pages earlier children faulted (``fork_hints``).
-            lazy = private and not writable and v.file is not None
+            if private and not writable and v.file is not None:
+                todo = [p for p in todo if frames[p] not in cached
+                        or p >> HINT_BLOCK_SHIFT in hint_blocks]
             crun: list[int] = []  # the child's current run of frames, from cstart
             cstart, cprot = 0, 0
             prun: list[int] = []  # parent pages to write-protect, from pstart
             pstart = 0
             shared: list[int] = []  # frames the child now maps too (one ref_many)
             try:
-                while i < nv and vpns[i] < hi:
-                    vpn = vpns[i]
-                    i += 1
+                for vpn in todo:
                     f = frames[vpn]
-                    if lazy and cached(f) and vpn >> HINT_BLOCK_SHIFT not in hint_blocks:
-                        continue
                     prot = cow_prot
                     if writable and (vpn in hot or vpn in hints):
                         f = phys.alloc(zero=False)  # overwritten whole by the copy

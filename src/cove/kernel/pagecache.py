@@ -25,6 +25,7 @@ Rules that keep it safe:
 from __future__ import annotations
 
 import weakref
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 from cove.abi.errno import Errno
@@ -110,6 +111,11 @@ class PageCache:
 
     def owns(self, frame: int) -> bool:
         return frame in self._by_frame
+
+    @property
+    def frames(self) -> Container[int]:
+        """The frames the cache keeps (``in`` tests; do not modify)."""
+        return self._by_frame.keys()
 
     def held(self) -> list[int]:
         """Every frame the cache holds a reference on."""
