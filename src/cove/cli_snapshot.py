@@ -93,8 +93,9 @@ def _restore(ns: argparse.Namespace) -> int:
     snap = Snapshot.load(ns.file)
     cfg = SandboxConfig(platform=ns.platform, timeout=ns.timeout, trace=ns.trace,
                         debug=ns.debug)
+    # One restore: the guest's memory is copied up front rather than shared.
     with Sandbox.from_snapshot(snap, host_functions=HostFunctions.default(), config=cfg,
-                               stdin=None, stdout=None, stderr=None) as sb:
+                               stdin=None, stdout=None, stderr=None, prefault=True) as sb:
         return sb.resume().returncode
 
 

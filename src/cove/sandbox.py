@@ -611,13 +611,22 @@ class Sandbox:
     @classmethod
     def from_snapshot(cls, snap: Snapshot, host_functions: HostFunctions | None = None,
                       config: SandboxConfig | None = None, *, stdin: int | None = PIPE,
-                      stdout: int | None = PIPE, stderr: int | None = PIPE) -> Sandbox:
+                      stdout: int | None = PIPE, stderr: int | None = PIPE,
+                      prefault: bool = False) -> Sandbox:
         """A ready sandbox from ``snap`` without loading any program: the
         snapshot decides layout (memory, hostname, the filesystem tree); the
-        config only non-layout fields (timeout, trace, platform, debug)."""
+        config only non-layout fields (timeout, trace, platform, debug).
+
+        Guest memory is the snapshot's, copy-on-write: sandboxes restored
+        from one snapshot share the pages none of them wrote. ``prefault``
+        copies every page the guest can write up front instead (on a helper
+        thread while the rest is built): the guest's first run is faster (no
+        copy-on-write fault through the VM per page it writes), but those
+        pages are not shared; meant for a single restore (``cove restore``)."""
         from cove.snapshot import sandbox_from
 
-        return sandbox_from(cls, snap, host_functions, config, Stdio(stdin, stdout, stderr))
+        return sandbox_from(cls, snap, host_functions, config, Stdio(stdin, stdout, stderr),
+                            prefault=prefault)
 
     # --- continuing a restored guest ------------------------------------------------
     @property

@@ -29,11 +29,14 @@ from __future__ import annotations
 import array
 import fcntl
 import hashlib
+import importlib
 import json
 import mmap
 import os
+import re
 import struct
 import sys
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -237,12 +240,15 @@ class Snapshot:
         if length:
             img = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=image_offset)
             try:
-                view = memoryview(img)
-                for a, b in _runs(refs):
-                    chunk = view[a * PAGE:b * PAGE]
-                    digest.update(chunk)
-                    chunk.release()
-                view.release()
+                # The image is hashed on a helper thread (hashlib lets go of the
+                # GIL for big chunks) while this one readies a restore.
+                hasher = threading.Thread(target=_hash_runs, args=(digest, img, refs),
+                                          name="cove-snapshot-hash")
+                hasher.start()
+                try:
+                    _prepare_restore(meta_raw, state)
+                finally:
+                    hasher.join()
             finally:
                 img.close()
         if digest.digest() != want:
@@ -256,6 +262,41 @@ class Snapshot:
         if not length:
             os.close(fd)  # files only: no memory image to keep open
         return cls(meta, refs, state, fd if length else None, image_offset)
+
+
+def _hash_runs(digest: Any, img: mmap.mmap, refs: dict[int, int]) -> None:
+    view = memoryview(img)
+    try:
+        for a, b in _runs(refs):
+            chunk = view[a * PAGE:b * PAGE]
+            digest.update(chunk)
+            chunk.release()
+    finally:
+        view.release()
+
+
+def _prepare_restore(meta_raw: bytes, state: bytes) -> None:
+    """Best effort, while a loaded image is checked: what a restore of a guest
+    will need, done now (the syscall families imported, a VM in the pool)."""
+    try:
+        meta = json.loads(meta_raw)
+        if not isinstance(meta, dict) or not meta.get("has_guest") or \
+                meta.get("platform") not in SNAPSHOT_PLATFORMS:
+            return
+        _load_syscalls()
+        from cove.platform.kvm import kvm_unavailable_reason, vmpool
+
+        if kvm_unavailable_reason() is None:
+            vmpool.prepare(1)
+        # The modules the state's objects come from: cove's own only, and no
+        # private or __main__ module (the bytes are not checked yet).
+        for name in set(re.findall(rb"cove(?:\.[a-z][a-z0-9_]*)+", state)):
+            try:
+                importlib.import_module(name.decode())
+            except Exception:  # a class or function name, not a module
+                pass
+    except Exception:  # the restore itself will say what is wrong
+        pass
 
 
 def _parse_refs(raw: bytes, length: int, name: str) -> dict[int, int]:
@@ -341,7 +382,8 @@ def capture(sb: Sandbox, live: Live | None) -> Snapshot:
             refs[f] = 1
         caps = k.platform.capabilities
         meta.update(name=live.name, platform=k.platform.name, xsave_size=caps.xsave_size,
-                    xcr0=caps.xcr0, image_length=(max(refs, default=-1) + 1) * PAGE, kvm=kvm)
+                    xcr0=caps.xcr0, image_length=(max(refs, default=-1) + 1) * PAGE, kvm=kvm,
+                    writable=[list(r) for r in _runs(dict.fromkeys(_writable_frames(k)))])
         if sb.host_functions is not None:
             meta["host_functions"] = {n: [list(p), r] for n, (p, r)
                                       in sb.host_functions.signatures().items()}
@@ -352,6 +394,26 @@ def capture(sb: Sandbox, live: Live | None) -> Snapshot:
         raise SnapshotError(str(e)) from None
     image_fd = _write_image(live.phys, refs, meta["image_length"]) if k is not None else None
     return Snapshot(meta, refs, state, image_fd, 0)
+
+
+def _writable_frames(k: Any) -> list[int]:
+    """Frames the guest can write without a fault into the North (mapped
+    writable, not copy-on-write): what ``prefault`` copies up front."""
+    from bisect import bisect_left
+
+    from cove import snapstate
+    from cove.abi import flags as F
+
+    out: list[int] = []
+    for mm in snapstate.memory_maps(k):
+        frames, cow = mm.frames, mm.cow
+        vpns = sorted(frames)
+        for v in mm.vmas:
+            if v.prot & F.PROT_WRITE:
+                lo = bisect_left(vpns, v.start >> 12)
+                hi = bisect_left(vpns, v.end >> 12, lo)
+                out += [frames[vpn] for vpn in vpns[lo:hi] if vpn not in cow]
+    return out
 
 
 def _write_image(phys: Any, refs: dict[int, int], length: int) -> int:
@@ -391,11 +453,12 @@ def check_host_functions(snap: Snapshot, hf: HostFunctions | None) -> None:
                       f"{format_signature(name, sig)} in the snapshot")
 
 
-def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio,
-                 vm: tuple[Any, Any] | None = None) -> tuple[Any, Live | None]:
+def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio, vm: tuple[Any, Any] | None = None,
+                 *, prefault: bool = False) -> tuple[Any, Live | None]:
     """Build the snapshot's VFS and (if it has one) its live guest: in ``vm``
     (the (PhysMem, KvmPlatform) of a guest being replaced, reused in place),
-    else in a VM from the pool. On failure ``vm`` is closed."""
+    else in a VM from the pool. On failure ``vm`` is closed. ``prefault``:
+    copy the image's pages now (``Sandbox.from_snapshot``)."""
     from cove import snapstate
     from cove.guestproc import Live
     from cove.kernel.hostio import HostStdio
@@ -428,9 +491,14 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio,
     else:
         phys, platform = vm
     live: Live | None = None
+    faulter: threading.Thread | None = None
     try:
         if vm is not None:  # the same memory, in place: the old guest's pages go
             phys.replace(snap.image_fd, snap.image_offset, snap.image_length)
+        if prefault:
+            faulter = threading.Thread(target=_prefault, args=(phys, snap.meta["writable"]),
+                                       name="cove-prefault")
+            faulter.start()
         phys.adopt_accounting(snap.accounting())
         spaces = platform.adopt_image(snap.meta["kvm"], zap=vm is not None)
         caps = platform.capabilities
@@ -477,8 +545,13 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio,
             procfs.kernel = k
         live.stdio = stdio
         stdio.attached()
+        if faulter is not None:
+            faulter.join()
+            faulter = None
         return root["vfs"], live
     except BaseException:
+        if faulter is not None:
+            faulter.join()
         if live is not None:
             live.stdio = None
             live.close()
@@ -490,6 +563,21 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio,
         raise
 
 
+def _prefault(phys: Any, runs: list[list[int]]) -> None:
+    """Write-fault the pages the guest may write without the North's help
+    (``runs`` of frames) into ``phys`` now: the host copies them in one pass
+    instead of a copy-on-write fault (two VM exits and a shadow-page zap)
+    for each one the guest writes later. Best effort (Linux 5.14+)."""
+    import ctypes  # ctypes lets go of the GIL (mmap.madvise does not)
+
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for a, b in runs:
+        if 0 <= a < b <= phys.nframes:  # an old kernel's EINVAL: no matter
+            madvise(phys.address + a * PAGE, (b - a) * PAGE, _MADV_POPULATE_WRITE)
+
+
+_MADV_POPULATE_WRITE = 23
 _syscalls_loaded = False
 
 
@@ -584,7 +672,8 @@ def _adopt(sb: Sandbox, snap: Snapshot, vfs: Any, live: Live | None) -> None:
 
 
 def sandbox_from(cls: type[Sandbox], snap: Snapshot, hf: HostFunctions | None,
-                 config: SandboxConfig | None, stdio: Stdio) -> Sandbox:
+                 config: SandboxConfig | None, stdio: Stdio, *, prefault: bool = False
+                 ) -> Sandbox:
     """``Sandbox.from_snapshot``."""
     config = config if config is not None else SandboxConfig()
     try:
@@ -604,7 +693,7 @@ def sandbox_from(cls: type[Sandbox], snap: Snapshot, hf: HostFunctions | None,
     sb.__init__(rootfs=snap.meta["rootfs"], config=config, host_functions=hf,  # type: ignore[misc]
                 vfs=_PLACEHOLDER_VFS)
     try:
-        vfs, live = _materialize(snap, sb, stdio)
+        vfs, live = _materialize(snap, sb, stdio, prefault=prefault)
     except BaseException as e:
         stdio.close()
         if isinstance(e, SnapshotError):

@@ -36,6 +36,7 @@ import io
 import itertools
 import pickle
 import selectors
+import sys
 import threading
 import types
 import weakref
@@ -106,7 +107,8 @@ _DEADLINE_TABLES = {("cove.kernel.syscalls.io_poll", "_waits"),
 
 
 def _table(mod: str, attr: str) -> Any:
-    return getattr(importlib.import_module(mod), attr)
+    m = sys.modules.get(mod)  # imported already, nearly always: skip the import machinery
+    return getattr(m if m is not None else importlib.import_module(mod), attr)
 
 
 def _counter_next(c: itertools.count) -> int:
@@ -565,6 +567,8 @@ def _belongs(obj: Any, k: Kernel) -> bool:
 def _side_tables_out(k: Kernel) -> dict[tuple[str, str], Any]:
     out: dict[tuple[str, str], Any] = {}
     for mod, attr, how in SIDE_TABLES:
+        if mod not in sys.modules:
+            continue  # a syscall family never imported (they load lazily) has no entries
         table = _table(mod, attr)
         if how in ("task", "process"):
             out[(mod, attr)] = [(key, v) for key, v in list(table.items()) if _belongs(key, k)]
@@ -734,14 +738,12 @@ def _side_tables_in(side: dict[tuple[str, str], Any]) -> None:
     kinds = {(m, a): how for m, a, how in SIDE_TABLES}
     for key, value in side.items():
         how = kinds.get(key)
-        if how is None:
-            continue
+        if how is None or not value or how in ("kernel", "phys"):
+            continue  # empty, or set by kernel_tables once the kernel is whole
         table = _table(*key)
         if how in ("task", "process"):
             for obj, v in value:
                 table[obj] = v
-        elif how in ("kernel", "phys"):
-            pass  # set by kernel_tables once the kernel is whole
         elif how == "set":
             for p in value:
                 table.add(p)
@@ -784,14 +786,18 @@ def rebase_monotonic(k: Kernel, side: dict[tuple[str, str], Any], delta: float) 
     s._timers = [(d + delta, n, timer) for d, n, timer in s._timers]
     heapq.heapify(s._timers)
     for key in _MONOTONIC_TABLES:
+        if not side.get(key):
+            continue
         table = _table(*key)
-        for task, _ in side.get(key, []):
+        for task, _ in side[key]:
             v = table.get(task)
             if v is not None:
                 table[task] = v + delta
     for key in _DEADLINE_TABLES:
+        if not side.get(key):
+            continue
         table = _table(*key)
-        for task, _ in side.get(key, []):
+        for task, _ in side[key]:
             w = table.get(task)
             if w is not None and w.deadline is not None and w.deadline > 0:
                 w.deadline += delta

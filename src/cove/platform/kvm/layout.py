@@ -21,6 +21,7 @@ mode, so the CPU always switches to RSP0 and the layout never varies):
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from cove.platform.kvm import _stub_bin
@@ -101,6 +102,7 @@ def tss_descriptor(base: int, limit: int) -> tuple[int, int]:
     return lo, base >> 32
 
 
+@functools.cache  # pure; every restore checks the pages against it
 def build_cpu_page(n: int, allow_user_syscall_port: bool) -> bytes:
     """GDT + TSS (+ I/O bitmap) page for cpu ``n``."""
     page = bytearray(4096)
@@ -119,6 +121,7 @@ def build_cpu_page(n: int, allow_user_syscall_port: bool) -> bytes:
 GDT_LIMIT = (len(GDT) + 2) * 8 - 1
 
 
+@functools.cache
 def build_idt() -> bytes:
     """Interrupt gates for vectors 0-31 into the stub; #BP and #OF callable from
     user mode (int3, into); vectors 32-255 absent (user `int n` gets #GP/#NP)."""
