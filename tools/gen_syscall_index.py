@@ -15,7 +15,9 @@ anything outside itself and the syscall table: a hook appended to another
 module's list (exec/fork/close), a function installed into another module.
 That is found here, not declared: each family is imported alone in a forked
 child and every other cove module's globals are compared with their state
-without it.
+without it. A change into another family module makes a NEEDS entry instead
+(that family imports this one with it); changes reviewed as safe to make late
+are listed in LATE_OK with the reason.
 """
 
 from __future__ import annotations
@@ -116,8 +118,26 @@ def _entries() -> tuple[dict[int, tuple[Any, ...]], list[str]]:
     return out, _cove_modules()
 
 
-def _eager(families: list[str], reachable: list[str]) -> dict[str, str]:
-    """family -> the first outside change its import makes (only families that make one)."""
+# Outside changes reviewed as safe to make late, when the family is first used:
+# hooks that act only on state which that family's own calls create.
+LATE_OK = {
+    ("fs_fcntl", "cove.kernel.fdtable.CLOSE_HOOKS"): "releases POSIX locks, which only "
+        "fcntl(F_SETLK*)/flock take (fs_fcntl imports fs_locks)",
+    ("fs_locks", "cove.kernel.fdtable.CLOSE_HOOKS"): "releases POSIX locks, which only its "
+        "own calls take",
+    ("io_epoll", "cove.kernel.fdtable.CLOSE_HOOKS"): "drops closed files from epoll sets, "
+        "which only epoll_create makes",
+    ("timer", "cove.kernel.process.EXEC_HOOKS"): "deletes POSIX timers at exec, which only "
+        "timer_create makes",
+}
+FAMILY = "cove.kernel.syscalls."
+
+
+def _classify(families: list[str], reachable: list[str]
+              ) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(eager, needs): a family whose import changes another module is eager (with
+    the first change named) unless the change is into a family module G, which
+    then needs it (importing G imports it), or is reviewed in LATE_OK."""
     import importlib
 
     for m in BASELINE:
@@ -131,9 +151,10 @@ def _eager(families: list[str], reachable: list[str]) -> dict[str, str]:
 
     alone_sig = {m: _in_child(lambda m=m: alone(m)) for m in reachable if m not in base}
 
-    def changes(family: str) -> str:
-        name = f"cove.kernel.syscalls.{family}"
+    def changes(family: str) -> list[tuple[str, str]]:
+        name = FAMILY + family
         importlib.import_module(name)
+        out = []
         for m in _cove_modules():
             if m == name:
                 continue
@@ -141,16 +162,21 @@ def _eager(families: list[str], reachable: list[str]) -> dict[str, str]:
             before = base_sig[m] if m in base else alone_sig.get(m)
             if before is None or now == before:
                 continue
-            diff = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
-            return f"{m}.{diff[0]}"
-        return ""
+            out += [(m, k) for k in sorted(now.keys() | before.keys())
+                    if now.get(k) != before.get(k)]
+        return out
 
-    out = {}
+    eager: dict[str, str] = {}
+    needs: dict[str, list[str]] = {}
     for family in families:
-        change = _in_child(lambda f=family: changes(f))
-        if change:
-            out[family] = change
-    return out
+        for m, attr in _in_child(lambda f=family: changes(f)):
+            if (family, f"{m}.{attr}") in LATE_OK:
+                continue
+            if m.startswith(FAMILY) and m not in base:
+                needs.setdefault(m[len(FAMILY):], []).append(family)
+            else:
+                eager.setdefault(family, f"{m}.{attr}")
+    return eager, {g: sorted(set(fs)) for g, fs in sorted(needs.items())}
 
 
 HEADER = '''"""The syscall families, one module each, and the index of what each defines.
@@ -161,6 +187,7 @@ by hand (tests/kernel/test_syscall_index.py fails while it is stale).
 imports its family on the first call, so a run imports only the families its
 guest uses. EAGER families are imported with every kernel: importing them
 changes something outside themselves (the first such change is named).
+NEEDS: importing a family imports these too (they install into it).
 """
 
 from __future__ import annotations
@@ -169,7 +196,8 @@ from __future__ import annotations
 '''
 
 
-def render(entries: dict[int, tuple[Any, ...]], eager: dict[str, str]) -> str:
+def render(entries: dict[int, tuple[Any, ...]], eager: dict[str, str],
+           needs: dict[str, list[str]]) -> str:
     lines = [HEADER + "INDEX: dict[int, tuple[str, str, str, str, int]] = {"]
     for nr, (name, family, decoders, support, _note, flags) in entries.items():
         lines.append(f"    {nr}: ({name!r}, {family!r}, {decoders!r}, {support!r}, {flags}),"
@@ -187,7 +215,11 @@ def render(entries: dict[int, tuple[Any, ...]], eager: dict[str, str]) -> str:
         lines.append("    ),")
     lines += ["}", "", "EAGER: tuple[str, ...] = ("]
     lines += [f'    "{f}",  # {why}' for f, why in sorted(eager.items())]
-    lines += [")", ""]
+    lines += [")", "", "# family: the families to import with it (they change it when imported)",
+              "NEEDS: dict[str, tuple[str, ...]] = {"]
+    lines += [f'    "{g}": ({", ".join(repr(f) for f in fs)},),'.replace("'", '"')
+              for g, fs in needs.items()]
+    lines += ["}", ""]
     return "\n".join(lines)
 
 
@@ -202,8 +234,8 @@ def generate() -> str:
     entries, reachable = _in_child(_entries)
     from cove.kernel.syscall import family_modules
 
-    eager = _eager(family_modules(), reachable)
-    return render(entries, eager)
+    eager, needs = _classify(family_modules(), reachable)
+    return render(entries, eager, needs)
 
 
 def main() -> None:

@@ -170,3 +170,16 @@ def test_stale_index_imports_every_family() -> None:
               "mods = [f'cove.kernel.syscalls.{f}' for f in S.family_modules()]\n"
               "print(all(m in sys.modules for m in mods))\n")
     assert out == "True"
+
+
+@pytest.mark.timeout(60)
+def test_clone_first_brings_the_process_family() -> None:
+    # fork through clone(2) as libc does it: thread's clone needs the process
+    # family's PROCESS_CLONE (NEEDS), or it would answer ENOSYS.
+    out = _py("import sys\n"
+              "from tests.kernel.harness import call, make_kernel\n"
+              "from cove.abi import flags as F\n"
+              "k, t = make_kernel()\n"
+              "print('cove.kernel.syscalls.process' in sys.modules)\n"
+              "print(call(t, 'clone', F.SIGCHLD, 0, 0, 0, 0) > 0)\n")
+    assert out.splitlines() == ["False", "True"]

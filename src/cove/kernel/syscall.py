@@ -138,9 +138,10 @@ def load_all() -> dict[int, Syscall]:
     imported yet is represented by placeholder entries (name, decoders, support,
     restartability exactly as the module declares them, from the index in
     ``cove.kernel.syscalls``) whose handler imports the module on the first call
-    of one of its syscalls and then runs the real handler. The families whose
-    import does more than register their own calls (hooks into exec, fork or
-    close, ``EAGER`` in the index) are imported here.
+    of one of its syscalls and then runs the real handler (with the families
+    that install into it, ``NEEDS``). The families whose import does more than
+    register their own calls (a hook another module runs, ``EAGER`` in the
+    index) are imported here.
 
     A family module edited after the index was generated may define calls the
     index does not know: then every family is imported, as before the index
@@ -199,6 +200,7 @@ def _stale_family(here: str = "") -> str:
 DECODERS: dict[str, Decoder] = {"s32": _s32, "u32": _u32, "s64": _s64, "u64": _u64,
                                 "path": _path}
 _EAGER: tuple[str, ...] = ()
+_NEEDS: dict[str, tuple[str, ...]] = {}
 
 
 def _loaded(nr: int) -> Syscall:
@@ -206,7 +208,10 @@ def _loaded(nr: int) -> Syscall:
     in (a placeholder kept by a blocked call outlives its place in the table)."""
     sc = TABLE[nr]
     if sc is _PLACEHOLDERS.get(nr):
-        importlib.import_module(_FAMILY[nr])
+        module = _FAMILY[nr]
+        importlib.import_module(module)
+        for other in _NEEDS.get(module.rpartition(".")[2], ()):
+            importlib.import_module(f"{PACKAGE}.{other}")
         sc = TABLE[nr]
         if sc is _PLACEHOLDERS.get(nr):
             raise RuntimeError(f"{_FAMILY[nr]} does not define {sc.name} as the syscall "
@@ -232,10 +237,10 @@ def _placeholder(nr: int, name: str, module: str, decoders: str, support: str, n
 
 
 def _install_index() -> None:
-    global _EAGER
-    from cove.kernel.syscalls import EAGER, INDEX, NOTES
+    global _EAGER, _NEEDS
+    from cove.kernel.syscalls import EAGER, INDEX, NEEDS, NOTES
 
-    _EAGER = EAGER
+    _EAGER, _NEEDS = EAGER, NEEDS
     for nr, (name, family, decoders, support, flags) in INDEX.items():
         if nr not in TABLE:
             module = _FAMILY[nr] = f"{PACKAGE}.{family}"

@@ -6,6 +6,7 @@ by hand (tests/kernel/test_syscall_index.py fails while it is stale).
 imports its family on the first call, so a run imports only the families its
 guest uses. EAGER families are imported with every kernel: importing them
 changes something outside themselves (the first such change is named).
+NEEDS: importing a family imports these too (they install into it).
 """
 
 from __future__ import annotations
@@ -283,10 +284,10 @@ NOTES: dict[int, str] = {
 }
 
 EAGER: tuple[str, ...] = (
-    "fs_fcntl",  # cove.kernel.fdtable.CLOSE_HOOKS
-    "fs_locks",  # cove.kernel.fdtable.CLOSE_HOOKS
-    "io_epoll",  # cove.kernel.fdtable.CLOSE_HOOKS
     "proc_info",  # cove.kernel.process.EXEC_HOOKS
-    "process",  # cove.kernel.syscalls.thread.PROCESS_CLONE
-    "timer",  # cove.kernel.process.EXEC_HOOKS
 )
+
+# family: the families to import with it (they change it when imported)
+NEEDS: dict[str, tuple[str, ...]] = {
+    "thread": ("process",),
+}
