@@ -186,6 +186,106 @@ def test_clones_are_independent_and_share_memory():
     assert len(rands) == 5  # /dev/urandom is fresh in every clone
 
 
+@needs_kvm_snapshots
+def test_restore_replaces_the_guest_in_place():
+    """restore() keeps the sandbox's VM and guest memory (the image is mapped
+    over it): what the guest wrote or allocated after the snapshot is gone,
+    again and again, and a snapshot from another sandbox of the same memory
+    size goes in place too."""
+    from cove import Sandbox
+
+    py = ["python3", "-u", "-c", "import sys\nx = 40\n"
+          "while line := sys.stdin.readline(): exec(line)"]
+    with Sandbox(config=_config()) as sb:
+        assert sb.warm_up(py) is None
+        snap = sb.snapshot()
+        platform, phys = sb._live.kernel.platform, sb._live.phys
+        in_use = phys.frames_in_use
+        for _ in range(3):
+            sb.restore(snap)
+            p = sb.attach()
+            p.stdin.write(b"x += 1; big = bytearray(64 << 20); big[::4096] = b'x' * (16 << 10)\n"
+                          b"print(x, len(big))\n")
+            assert p.stdout.readline() == b"41 67108864\n"  # x is 40 again each time
+            assert sb._live.kernel.platform is platform and sb._live.phys is phys
+            assert phys.frames_in_use > in_use + (60 << 20) // 4096
+        sb.restore(snap)
+        assert phys.frames_in_use == in_use  # the grown heap is gone with its frames
+        with Sandbox(config=_config()) as other:
+            assert other.warm_up([BUSYBOX, "cat"]) is None
+            cat = other.snapshot()
+        sb.restore(cat)
+        assert sb._live.kernel.platform is platform
+        assert sb.resume(input=b"meow", capture_output=True).stdout == b"meow"
+
+
+@needs_kvm_snapshots
+def test_restores_take_pooled_vms_and_work_without_the_pool(tmp_path):
+    from cove import Sandbox, Snapshot
+    from cove.platform.kvm import vmpool
+
+    old = vmpool.set_limit(2)
+    try:
+        vmpool.clear()
+        with Sandbox(config=_config()) as sb:
+            assert sb.warm_up([BUSYBOX, "cat"]) is None
+            snap = sb.snapshot()
+            platform = sb._live.kernel.platform
+        _released()
+        assert vmpool.idle() == 1  # the closed sandbox gave its VM back
+        with Sandbox.from_snapshot(snap) as c:
+            assert c._live.kernel.platform is platform and vmpool.idle() == 0
+            assert c.resume(input=b"one", capture_output=True).stdout == b"one"
+        snap.save(tmp_path / "s.snap")
+        vmpool.clear()
+        loaded = Snapshot.load(tmp_path / "s.snap")
+        assert vmpool.idle() == 1  # load readied one while it checked the file
+        vmpool.set_limit(0)
+        assert vmpool.idle() == 0
+        for s in (snap, loaded):
+            with Sandbox.from_snapshot(s) as c:  # a new VM each time
+                assert c.resume(input=b"two", capture_output=True).stdout == b"two"
+        _released()
+        assert vmpool.idle() == 0
+    finally:
+        vmpool.set_limit(old)
+
+
+def _released() -> None:
+    import threading
+
+    for th in threading.enumerate():
+        if th.name == "cove-release":
+            th.join()
+
+
+@needs_kvm_snapshots
+def test_prefault_copies_the_writable_pages_up_front(state_guest):
+    from cove import Sandbox
+
+    snap = state_guest.snapshot()
+    writable = sum(b - a for a, b in snap.meta["writable"])
+    assert 0 < writable < len(snap.refs)
+
+    def own_pages(c) -> int:
+        addr = c._live.phys.address
+        inside = False
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split(" ", 1)[0]
+                if "-" in head and ":" not in head:
+                    inside = int(head.split("-")[0], 16) == addr
+                elif inside and line.startswith("Private_Dirty:"):
+                    return int(line.split()[1]) // 4
+        raise AssertionError("guest memory not found in smaps")
+
+    with Sandbox.from_snapshot(snap) as shared, \
+            Sandbox.from_snapshot(snap, prefault=True) as copied:
+        assert own_pages(copied) >= writable > 4 * own_pages(shared)
+        _ok(copied.resume(input=b"go\n", capture_output=True))
+        _ok(shared.resume(input=b"go\n", capture_output=True))
+
+
 @needs_kvm
 def test_a_snapshot_before_any_guest_has_files_only_and_accepts_any_functions(tmp_path):
     from cove import HostFunctions, Sandbox, Snapshot

@@ -121,7 +121,6 @@ def give(platform: KvmPlatform) -> bool:
     return False
 
 
-@atexit.register
 def clear() -> None:
     """Destroy every idle VM."""
     with _lock:
@@ -129,3 +128,8 @@ def clear() -> None:
         _idle.clear()
     for p in drop:
         p.destroy()
+
+
+@atexit.register
+def _at_exit() -> None:
+    set_limit(0)  # platforms closed by later exit handlers are destroyed, not kept
