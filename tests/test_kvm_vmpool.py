@@ -121,3 +121,18 @@ def test_pool_limit(pool) -> None:
     assert pool.idle() == 0
     pool.prepare(1)
     assert pool.idle() == 0
+
+
+def test_closing_twice_keeps_the_pooled_vm(pool) -> None:
+    from cove.platform.kvm.platform import KvmPlatform
+
+    pm = PhysMem(32 << 20)
+    p = KvmPlatform(pm)
+    p.close()
+    p.close()  # e.g. an error path closing again: the pool's VM must survive
+    pm.close()
+    assert pool.idle() == 1 and p.vm_fd >= 0
+    pm2 = PhysMem(32 << 20)
+    assert pool.take(pm2) is p and not p.closed
+    p.destroy()
+    pm2.close()

@@ -255,8 +255,9 @@ class Sandbox:
         does but keep its guest memory and VM (kvm, ``memory`` bytes), which
         are returned; None (nothing changed) if there is no such guest."""
         live = self._live
-        if live is None or live.phys.size != memory or \
-                getattr(live.kernel.platform, "physmem", None) is not live.phys:
+        platform = live.kernel.platform if live is not None else None
+        if live is None or live.phys.size != memory or getattr(platform, "name", "") != "kvm" \
+                or getattr(platform, "physmem", None) is not live.phys:
             return None
         from cove.guestproc import _run_hooks
         from cove.kernel import process

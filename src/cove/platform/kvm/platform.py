@@ -131,6 +131,7 @@ class KvmPlatform:
         if reason:
             raise PlatformUnavailable(reason)
         _install_kick_handler()
+        self.closed = False
         self.physmem = physmem
         self._q = physmem.mem.cast("Q")  # guest memory as u64s, for page tables
         self._lock = threading.Lock()
@@ -329,6 +330,7 @@ class KvmPlatform:
         """A detached VM gets ``physmem`` as its guest memory, whose contents a
         snapshot's image holds: ``adopt_image`` follows."""
         self._set_memslot(physmem.size, physmem.address)
+        self.closed = False
         self.physmem = physmem
         self._q = physmem.mem.cast("Q")
         self.tables = TablePool(physmem, self.zap_all)
@@ -379,7 +381,12 @@ class KvmPlatform:
 
     def close(self) -> None:
         """Give the platform's frames back to guest memory and end the VM; a
-        VM the pool takes (``vmpool.give``) lives on, detached, for a restore."""
+        VM the pool takes (``vmpool.give``) lives on, detached, for a restore.
+        Closing twice is harmless (the second call must not end a VM the pool
+        holds by then)."""
+        if self.closed:
+            return
+        self.closed = True
         if self.physmem is not None:
             for f in self._kernel_frames:
                 self.physmem.unref(f)
@@ -391,12 +398,14 @@ class KvmPlatform:
 
                 if vmpool.give(self):
                     return
-            self._q.release()
-            self.physmem = None  # type: ignore[assignment]
         self.destroy()
 
     def destroy(self) -> None:
         """End the VM itself (a detached one too)."""
+        self.closed = True
+        if self.physmem is not None:
+            self._q.release()
+            self.physmem = None  # type: ignore[assignment]
         for c in self._cpus:
             c.close()
         self._cpus.clear()
