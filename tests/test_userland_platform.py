@@ -61,7 +61,7 @@ CODE = 0x400000
 STACK_TOP = 0x800000
 DATA = 0x600000
 RX, RW, RO = PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE, PROT_READ
-STUB_CODE, MAILBOX, ALTSTACK = 0x1000, 0x2000, 0x4000
+STUB_CODE, MAILBOX, REPLY, ALTSTACK = 0x1000, 0x2000, 0x3000, 0x4000
 
 
 @pytest.fixture(scope="session")
@@ -455,7 +455,7 @@ def test_user_cannot_write_stub_pages(platform, assemble, addr: int) -> None:
     assert e.error_code & (PF_WRITE | PF_USER) == PF_WRITE | PF_USER
 
 
-@pytest.mark.parametrize("offset", [0x0, 0x2, 0x10, 0x80, 0x81, 0xFFF])
+@pytest.mark.parametrize("offset", [0x0, 0x2, 0x10, 0x80, 0x81, 0x100, 0x10E, 0xFFF])
 def test_jumping_into_the_stub_page_is_a_fault_or_syscall(platform, assemble, offset: int) -> None:
     # Whatever the guest executes in the stub's page, it is under its own
     # filter: a syscall there is a guest syscall, an int3 a #BP.
@@ -474,7 +474,7 @@ def test_stub_maps_nothing_but_its_pages_and_the_guests(platform, assemble) -> N
     assert g.run().kind == ExitKind.SYSCALL
     maps = Path(f"/proc/{g.stub_pid()}/maps").read_text().splitlines()
     starts = sorted(int(line.split("-")[0], 16) for line in maps)
-    allowed = {STUB_CODE, MAILBOX, ALTSTACK, CODE, DATA, STACK_TOP - 4 * 4096,
+    allowed = {STUB_CODE, MAILBOX, REPLY, ALTSTACK, CODE, DATA, STACK_TOP - 4 * 4096,
                0xFFFFFFFFFF600000}  # fmt: skip
     assert set(starts) <= allowed, maps
     assert not any("stub" in line or "[stack]" in line or "vdso" in line for line in maps), maps
@@ -576,6 +576,39 @@ def test_address_spaces_switch_and_destroy(platform, assemble) -> None:
     assert g3.run().kind == ExitKind.SYSCALL and g3.ctx.regs.rdi == 3
     with pytest.raises(ValueError):
         platform.run(g1.ctx, g1.aspace)
+
+
+def test_batch_server_ignores_what_a_guest_writes_to_its_reply_page(platform, assemble) -> None:
+    # The reply page is writable by guest code (it shares the stub's address
+    # space): a guest faking "request n+1 done, 1 entry, result 0" (it can
+    # read n in the mailbox) before each call must not make a mapping change
+    # look applied before it is. Each round maps a new page the guest reads.
+    g = Guest(platform, assemble(f"""
+        mov $0x1000, %r12
+    1:  mov ${REPLY}, %rcx
+        mov {MAILBOX + 0x60}, %eax
+        inc %eax
+        movq $1, 8(%rcx)
+        movq $0, 16(%rcx)
+        movl %eax, 0(%rcx)
+        mov $1, %eax
+        syscall
+        mov %r12, %rcx
+        shl $12, %rcx
+        add $0x10000000, %rcx
+        mov (%rcx), %rdi
+        mov $2, %eax
+        syscall
+        inc %r12
+        jmp 1b
+    """))
+    for i in range(40):
+        assert g.run().kind == ExitKind.SYSCALL and g.ctx.regs.rax == 1
+        va = 0x10000000 + ((0x1000 + i) << 12)
+        g.map_data(va, struct.pack("<Q", 0xA000 + i), RO)
+        e = g.run()
+        assert e.kind == ExitKind.SYSCALL and g.ctx.regs.rdi == 0xA000 + i, e
+    assert g.aspace.proc.serving, "the batches ran on the server"  # type: ignore[attr-defined]
 
 
 def _guest_maps(pid: int) -> list[str]:

@@ -25,6 +25,7 @@ _ioctl.restype = ctypes.c_int
 raw_ioctl = _ioctl
 
 SYS_ptrace = 101
+SYS_futex = 202
 SYS_pidfd_open = 434
 SYS_pidfd_getfd = 438
 SYS_pidfd_send_signal = 424
@@ -111,6 +112,21 @@ def ptrace(req: int, pid: int, addr: int = 0, data: int = 0) -> int:
     if r < 0:
         raise _fail(f"ptrace({req:#x}, {pid})")
     return r
+
+
+FUTEX_WAIT, FUTEX_WAKE = 0, 1  # shared (not FUTEX_PRIVATE_FLAG): the word is in the memfd
+
+
+class timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def raw_futex(addr: int, op: int, val: int, timeout: int = 0) -> int:
+    """futex(2) on the word at host address ``addr``; ``timeout``: the
+    address of a timespec (relative, FUTEX_WAIT) or 0."""
+    return _syscall(ctypes.c_long(SYS_futex), ctypes.c_void_p(addr), ctypes.c_int(op),
+                    ctypes.c_uint(val), ctypes.c_void_p(timeout), ctypes.c_void_p(0),
+                    ctypes.c_uint(0))
 
 
 def pidfd_open(pid: int) -> int:

@@ -11,12 +11,16 @@ guest mapping; the host must allow mappings that low (vm.mmap_min_addr <=
             +0x10 batch:  r12 = entries, r13 = count
             +0x80 park:   int3; jmp park
             +0xc0 fault:  int3; ud2 (the SIGSEGV handler)
+            +0x100 serve: the batch server (r15 = last request number)
     0x2000  mailbox: one frame of guest physical memory owned by the
             platform, mapped read-only: sock_fprog at +0, the SIGSEGV
-            sigaction at +16, the altstack's stack_t at +48, the guest
-            seccomp filter at +FILTER_OFF and batch entries (7 u64: nr,
-            a0..a5) at +BATCH_OFF. The supervisor writes it through PhysMem;
-            stub code only reads it.
+            sigaction at +16, the altstack's stack_t at +48, the batch
+            server's request number (u32) at +GO_OFF and entry count (u64)
+            at +COUNT_OFF, the guest seccomp filter at +FILTER_OFF and batch
+            entries (7 u64: nr, a0..a5) at +BATCH_OFF. The supervisor writes
+            it through PhysMem; stub code only reads it.
+    0x3000  reply page (RW): the batch server's answer, the request number
+            done (u32) at +0, entries done at +8, the last result at +16.
     0x4000  altstack (2 frames, RW): where the host kernel writes the frame
             of a SIGSEGV the supervisor lets through, to learn the CPU's page
             fault error code (siginfo does not carry it). Its contents are
@@ -39,7 +43,9 @@ INJECT = RT_ADDR
 BATCH = RT_ADDR + 0x10
 PARK = RT_ADDR + 0x80
 FAULT_HANDLER = RT_ADDR + 0xC0
+SERVE = RT_ADDR + 0x100
 MAILBOX = 0x2000
+REPLY = 0x3000
 ALTSTACK = 0x4000
 ALTSTACK_SIZE = 0x2000
 RESERVED_END = 0x10000
@@ -49,6 +55,8 @@ TASK_SIZE = 0x7FFF_FFFF_F000  # Linux x86-64 TASK_SIZE_MAX (4-level paging)
 FPROG_OFF = 0
 SIGACT_OFF = 16
 STACK_T_OFF = 48
+GO_OFF, COUNT_OFF = 0x60, 0x68  # stub.c MB_GO, MB_COUNT
+REPLY_DONE, REPLY_NDONE, REPLY_RAX = 0, 8, 16  # stub.c RP_*
 FILTER_OFF = 128
 FILTER_MAX = (1024 - FILTER_OFF) // 8  # BPF instructions
 BATCH_OFF = 1024

@@ -33,6 +33,17 @@
 #include <linux/signal.h>
 
 #define RT_ADDR 0x1000UL
+/* The batch server's words (layout.py): the mailbox's request number and
+   entry count, its batch entries, and the reply page's done / entries done /
+   last result. */
+#define MB_GO 0x2060
+#define MB_COUNT 0x2068
+#define MB_BATCH 0x2400
+#define RP_DONE 0x3000
+#define RP_NDONE 0x3008
+#define RP_RAX 0x3010
+#define STR_(x) #x
+#define STR(x) STR_(x)
 /* One above the memfd's fd when the hard RLIMIT_NOFILE allows (layout.py). */
 #define STUB_FD_TOP 1025UL
 
@@ -69,7 +80,16 @@ static long sc6(long n, long a, long b, long c, long d, long e, long f) {
                    last result (an errno if rbx < count)
      +0x80 park:   int3; jmp park        where a fresh thread waits
      +0xc0 fault:  int3; ud2             SIGSEGV handler (on the altstack):
-                   the supervisor reads the CPU's error code from the frame */
+                   the supervisor reads the CPU's error code from the frame
+     +0x100 serve: the injector's batch server, without ptrace: it sleeps in
+                   FUTEX_WAIT on the mailbox's request number (r15 = the last
+                   one seen); on a new one it runs the mailbox's batch as
+                   above, writes entries done and the last result to the
+                   reply page, then the request number (done), and wakes the
+                   supervisor with FUTEX_WAKE on it. Nothing it reads can be
+                   written by a guest (the mailbox is read-only), and the
+                   supervisor only asks while no guest thread of this stub
+                   runs, so none can fake the reply. */
 __asm__(
     ".pushsection .text\n"
     ".globl rt_start\n"
@@ -108,6 +128,48 @@ __asm__(
     "rt_fault:\n"
     "  int3\n"
     "  ud2\n"
+    "  .balign 64, 0xcc\n"
+    "rt_serve:\n"
+    "  mov $202, %eax\n"          /* futex(GO, FUTEX_WAIT, r15, NULL) */
+    "  mov $" STR(MB_GO) ", %edi\n"
+    "  xor %esi, %esi\n"
+    "  mov %r15d, %edx\n"
+    "  xor %r10d, %r10d\n"
+    "  syscall\n"
+    "  mov " STR(MB_GO) ", %eax\n"
+    "  cmp %r15d, %eax\n"
+    "  je rt_serve\n"             /* nothing new: EAGAIN, EINTR or spurious */
+    "  mov %eax, %r15d\n"
+    "  mov " STR(MB_COUNT) ", %r13\n"
+    "  mov $" STR(MB_BATCH) ", %r12\n"
+    "  xor %ebx, %ebx\n"
+    "3:\n"
+    "  cmp %r13, %rbx\n"
+    "  jae 4f\n"
+    "  imul $56, %rbx, %r14\n"
+    "  add %r12, %r14\n"
+    "  mov 0(%r14), %rax\n"
+    "  mov 8(%r14), %rdi\n"
+    "  mov 16(%r14), %rsi\n"
+    "  mov 24(%r14), %rdx\n"
+    "  mov 32(%r14), %r10\n"
+    "  mov 40(%r14), %r8\n"
+    "  mov 48(%r14), %r9\n"
+    "  syscall\n"
+    "  cmp $-4095, %rax\n"
+    "  jae 4f\n"
+    "  inc %rbx\n"
+    "  jmp 3b\n"
+    "4:\n"
+    "  mov %rbx, " STR(RP_NDONE) "\n"
+    "  mov %rax, " STR(RP_RAX) "\n"
+    "  mov %r15d, " STR(RP_DONE) "\n"
+    "  mov $202, %eax\n"          /* futex(DONE, FUTEX_WAKE, 1) */
+    "  mov $" STR(RP_DONE) ", %edi\n"
+    "  mov $1, %esi\n"
+    "  mov $1, %edx\n"
+    "  syscall\n"
+    "  jmp rt_serve\n"
     "  .balign 16, 0xcc\n"
     "rt_end:\n"
     ".popsection\n");

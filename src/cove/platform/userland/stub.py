@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import errno as _errno
 import fcntl
 import os
 import signal
@@ -41,6 +42,9 @@ NR_clone, NR_seccomp, NR_close_range = 56, 317, 436
 _REGS_SIZE = ctypes.sizeof(S.user_regs_struct)
 _SIGNALS = sorted(set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP})
 _ZERO_PAGE = bytes(4096)
+_U32, _U64, _REPLY = struct.Struct("<I"), struct.Struct("<Q"), struct.Struct("<QQ")
+_FUTEX_TIMEOUT = S.timespec(0, 100_000_000)  # then check on the injector, and wait again
+_FUTEX_TIMEOUT_ADDR = ctypes.addressof(_FUTEX_TIMEOUT)
 
 
 class State(enum.Enum):
@@ -100,6 +104,10 @@ class StubProcess:
         self.defences = 0
         self.memfd = -1  # the guest-memory memfd's fd number in the stub (layout.py)
         self.generation = 0  # how many guests have used it before (scrub)
+        self.reply = -1  # the reply page's frame (layout.py)
+        self.can_serve = False  # its injector may run the batch server (forks of the anchor)
+        self.serving = False  # the injector runs the batch server (else it is ptrace-stopped)
+        self._seq = 0  # the server's last request number
         self._new_tid = 0
         self._regs = S.user_regs_struct()
         self._regs_addr = ctypes.addressof(self._regs)
@@ -140,6 +148,9 @@ class StubProcess:
             child.defences = self.defences
             child.memfd = self.memfd
             child._own_pages(self.mailbox)
+            # The batch server needs the supervisor's view of guest memory to
+            # be the stub's (a private snapshot view is not).
+            child.can_serve = not self.phys.private
         except BaseException:
             child.kill()
             raise
@@ -215,6 +226,8 @@ class StubProcess:
         for i, f in enumerate(self.altstack):
             va = L.ALTSTACK + (i << 12)
             self.inject(NR_mmap, va, 4096, 3, 0x11, mfd, f << 12, expect=va)  # RW, SHARED|FIXED
+        self.reply = self.phys.alloc()
+        self.inject(NR_mmap, L.REPLY, 4096, 3, 0x11, mfd, self.reply << 12, expect=L.REPLY)
         self.inject(NR_rt_sigaction, signal.SIGSEGV, L.MAILBOX + L.SIGACT_OFF, 0, 8, expect=0)
         # Forks of this template are reaped by the host as soon as we have
         # seen them exit: SIGCHLD ignored (SIG_IGN; written in the batch area,
@@ -226,16 +239,18 @@ class StubProcess:
 
     def _own_pages(self, template_mailbox: int) -> None:
         """Right after a fork: give this process its own mailbox (a copy of the
-        template's head: filter, sigaction, stack_t) and altstack frames. The
-        batch is read from the template's mailbox, still mapped here, and
-        replaces it last."""
+        template's head: filter, sigaction, stack_t), reply page and altstack
+        frames. The batch is read from the template's mailbox, still mapped
+        here, and replaces it last."""
         self.mailbox = template_mailbox
         new = self.phys.alloc()
         head = template_mailbox << 12
         self.phys.mem[new << 12:(new << 12) + L.BATCH_OFF] = self.phys.mem[head:head + L.BATCH_OFF]
         self.altstack = [self.phys.alloc() for _ in range(L.ALTSTACK_SIZE >> 12)]
+        self.reply = self.phys.alloc()
         ops = [(NR_mmap, L.ALTSTACK + (i << 12), 4096, 3, 0x11, self.memfd, f << 12)
                for i, f in enumerate(self.altstack)]
+        ops.append((NR_mmap, L.REPLY, 4096, 3, 0x11, self.memfd, self.reply << 12))
         ops.append((NR_mmap, L.MAILBOX, 4096, 1, 0x11, self.memfd, new << 12))
         try:
             self.batch(ops)
@@ -244,6 +259,8 @@ class StubProcess:
 
     # --- the injector -----------------------------------------------------------
     def _run_injector(self) -> S.user_regs_struct:
+        if self.serving:
+            self._park()
         r, pid = self._regs, self.pid
         r.orig_rax = MASK64
         S.ptrace(S.PTRACE_SETREGS, pid, 0, self._regs_addr)
@@ -282,22 +299,96 @@ class StubProcess:
         return res
 
     def batch(self, entries: list[tuple[int, ...]]) -> None:
-        """Run syscalls (nr, a0..a5) in order, BATCH_MAX per stop. Raises
-        PlatformError naming the first one that failed."""
+        """Run syscalls (nr, a0..a5) in order, BATCH_MAX at a time: by the
+        batch server if this stub has one, else in a ptrace stop. Raises
+        PlatformError naming the first one that failed. The server is used
+        only while no guest thread of this stub runs (see ``_served``)."""
         base = (self.mailbox << 12) + L.BATCH_OFF
         mem = self.phys.mem
         for start in range(0, len(entries), L.BATCH_MAX):
             chunk = entries[start:start + L.BATCH_MAX]
             for i, e in enumerate(chunk):
                 L.BATCH_ENTRY.pack_into(mem, base + i * L.BATCH_ENTRY.size, *e)
-            r = self._load_template()
-            r.rip, r.r12, r.r13 = L.BATCH, L.MAILBOX + L.BATCH_OFF, len(chunk)
-            r = self._run_injector()
-            if r.rbx != len(chunk):
-                bad = chunk[r.rbx]
-                err = -ctypes.c_int64(r.rax).value
+            if (self.serving or (self.can_serve and self._serve())) and not any(
+                    th.state is State.RUNNING for th in self.threads.values()):
+                done, rax = self._served(len(chunk))
+            else:
+                r = self._load_template()
+                r.rip, r.r12, r.r13 = L.BATCH, L.MAILBOX + L.BATCH_OFF, len(chunk)
+                r = self._run_injector()
+                done, rax = r.rbx, r.rax
+            if done != len(chunk):
+                bad = chunk[done] if done < len(chunk) else chunk[-1]
+                err = -ctypes.c_int64(rax).value
                 raise PlatformError(f"stub syscall {bad[0]}({', '.join(hex(a) for a in bad[1:])})"
                                     f" failed: {os.strerror(err)}")
+
+    # --- the batch server -------------------------------------------------------
+    # A batch by ptrace costs SETREGS, CONT, a stop and GETREGS, and wakes the
+    # waiter thread; the server (stub.c) takes a futex wake and a futex wait.
+    def _serve(self) -> bool:
+        """Start the injector's batch server (from a ptrace stop)."""
+        mem = self.phys.mem
+        go = (self.mailbox << 12) + L.GO_OFF
+        self._seq = _U32.unpack_from(mem, go)[0]
+        r = self._load_template()
+        r.rip, r.r15, r.orig_rax = L.SERVE, self._seq, MASK64
+        if (S.raw_ptrace(S.PTRACE_SETREGS, self.pid, 0, self._regs_addr) < 0
+                or S.raw_ptrace(S.PTRACE_CONT, self.pid, 0, 0) < 0):
+            self.can_serve = False
+            return False
+        self.serving = True
+        self._go_addr = self.phys.address + go
+        self._done_addr = self.phys.address + (self.reply << 12) + L.REPLY_DONE
+        return True
+
+    def _park(self) -> None:
+        """Stop the batch server: the injector waits in a ptrace stop again."""
+        self.serving = False
+        if S.raw_ptrace(S.PTRACE_INTERRUPT, self.pid) < 0:
+            self.alive = False
+            raise PlatformError(f"userland stub {self.pid}: PTRACE_INTERRUPT failed")
+        while True:
+            st = self.tracer.wait(self.pid)
+            if not os.WIFSTOPPED(st):
+                self.alive = False
+                raise PlatformError(f"userland stub {self.pid} died: {_status(st)}")
+            if st >> 16 == S.PTRACE_EVENT_STOP:
+                return
+            S.ptrace(S.PTRACE_CONT, self.pid, 0, 0)  # a stray signal first: suppressed
+
+    def _served(self, count: int) -> tuple[int, int]:
+        """Have the server run the ``count`` entries in the mailbox; (entries
+        done, last result). The reply page is guest-writable, so its done
+        word is reset here first; no guest thread of this stub runs until the
+        reply is read (one cpu, and the caller is it), so only the injector
+        can write it meanwhile."""
+        mem = self.phys.mem
+        mb, rp = self.mailbox << 12, self.reply << 12
+        seq = self._seq = self._seq % 0xFFFFFFFF + 1  # never 0, the reset value
+        _U64.pack_into(mem, mb + L.COUNT_OFF, count)
+        _U32.pack_into(mem, rp + L.REPLY_DONE, 0)
+        _U32.pack_into(mem, mb + L.GO_OFF, seq)
+        S.raw_futex(self._go_addr, S.FUTEX_WAKE, 1)
+        while True:
+            done = _U32.unpack_from(mem, rp + L.REPLY_DONE)[0]
+            if done == seq:
+                break
+            if S.raw_futex(self._done_addr, S.FUTEX_WAIT, done, _FUTEX_TIMEOUT_ADDR) < 0:
+                if S.errno() == _errno.ETIMEDOUT:
+                    self._check_server()
+        return _REPLY.unpack_from(mem, rp + L.REPLY_NDONE)
+
+    def _check_server(self) -> None:
+        """A batch takes long: the injector may be stopped (a stray signal:
+        let it go on) or dead."""
+        st = self.tracer.poll(self.pid)
+        if st is None:
+            return
+        if not os.WIFSTOPPED(st):
+            self.alive = self.serving = False
+            raise PlatformError(f"userland stub {self.pid} died: {_status(st)}")
+        S.raw_ptrace(S.PTRACE_CONT, self.pid, 0, 0)
 
     # --- guest threads ----------------------------------------------------------
     def new_thread(self) -> StubThread:
@@ -366,6 +457,7 @@ class StubProcess:
             mem[f << 12:(f + 1) << 12] = _ZERO_PAGE
         base = self.mailbox << 12
         mem[base + L.BATCH_OFF:base + 4096] = _ZERO_PAGE[L.BATCH_OFF:]
+        mem[self.reply << 12:(self.reply + 1) << 12] = _ZERO_PAGE
         self.generation += 1
 
     # --- death ------------------------------------------------------------------
@@ -392,7 +484,10 @@ class StubProcess:
             os.close(self.pidfd)
             self.pidfd = -1
         self.pid = -1
-        self.alive = False
+        self.alive = self.serving = False
+        if self.reply >= 0:
+            self.phys.unref(self.reply)
+            self.reply = -1
         if self.mailbox >= 0 and self.own_mailbox:
             self.phys.unref(self.mailbox)
         self.mailbox = -1
