@@ -11,7 +11,7 @@ import pytest
 
 from cove.abi import flags as F
 from cove.abi.errno import Errno
-from cove.kernel.mm import HINT_FAULTS, MemoryMap
+from cove.kernel.mm import CACHED_FAULT_AROUND, HINT_BLOCK_SHIFT, HINT_FAULTS, MemoryMap
 from cove.kernel.pagecache import cache_for
 from cove.kernel.physmem import PAGE_SIZE, PhysMem
 
@@ -295,8 +295,7 @@ def test_a_fault_maps_the_cached_pages_around_it_read_only(phys):
     assert a.read(pa + 10 * PAGE_SIZE, 4) == bytes([42]) * 4
     # A mapping cut short in the file never gets the cached pages past its data.
     c = MemoryMap(phys, FakeSpace())
-    pc = c.mmap(0x40000000, 300 * PAGE_SIZE, R, PRIV | F.MAP_FIXED, f, 0,
-                file_size=100 * PAGE_SIZE + 10)
+    pc = c.mmap(0, 300 * PAGE_SIZE, R, PRIV, f, 0, file_size=100 * PAGE_SIZE + 10)
     assert c.handle_fault(pc + 50 * PAGE_SIZE, write=False, execute=False) is None
     assert max(c.frames) == (pc >> 12) + 100
     assert c.read(pc + 100 * PAGE_SIZE + 8, 4) == bytes([132, 132, 0, 0])
@@ -315,7 +314,8 @@ def test_a_forked_childs_faults_are_premapped_for_the_next_child(phys):
     assert c1.handle_fault(data, write=True, execute=False) is None
     assert vpn in p.fork_hints and data >> 12 in p.fork_hints
     c2 = p.fork(FakeSpace())
-    block = [v for v in range(base >> 12, (base >> 12) + 300) if v >> 5 == vpn >> 5]
+    block = [v for v in range(base >> 12, (base >> 12) + 300)
+             if v >> HINT_BLOCK_SHIFT == vpn >> HINT_BLOCK_SHIFT]
     assert all(v in c2.frames and v in c2.cow for v in block)  # ...but near a hint
     assert (base >> 12) not in c2.frames
     assert all(c2.space.pages[v << 12] == (c2.frames[v], RX) for v in block)
@@ -337,3 +337,20 @@ def test_a_child_teaches_its_parent_only_its_first_faults(phys):
     for i in range(40):
         c.handle_fault(start + i * PAGE_SIZE, write=True, execute=False)
     assert len(p.fork_hints) == HINT_FAULTS
+
+
+def test_a_fixed_segment_mapping_gets_the_cached_pages_at_once(phys):
+    # ld.so maps a library's text MAP_FIXED into the span it reserved.
+    f = VFile(numbered(800))
+    a = MemoryMap(phys, FakeSpace())
+    a.mmap(0, 800 * PAGE_SIZE, R, PRIV | F.MAP_POPULATE, f, 0)
+    a.release()
+    b = MemoryMap(phys, FakeSpace())
+    span = b.mmap(0, 800 * PAGE_SIZE, R, PRIV, f, 0)
+    assert b.resident_pages() == 0  # not fixed: left to faults
+    seg = b.mmap(span + 100 * PAGE_SIZE, 700 * PAGE_SIZE, RX, PRIV | F.MAP_FIXED, f,
+                 100 * PAGE_SIZE)
+    got = sorted(b.frames)
+    assert got == list(range(seg >> 12, (seg >> 12) + CACHED_FAULT_AROUND))
+    assert all(v in b.cow for v in got) and {p for _, p in b.space.pages.values()} == {RX}
+    assert b.read(seg, 1) == bytes([132])

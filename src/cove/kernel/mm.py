@@ -52,7 +52,7 @@ HOT_PAGES = 64
 # each fault saved is a VM exit.
 FORK_HINTS = 32
 HINT_FAULTS = 16
-HINT_BLOCK_SHIFT = 5  # 32 pages
+HINT_BLOCK_SHIFT = 3  # 8 pages
 
 SIGSEGV, SIGBUS = 11, 7
 SEGV_MAPERR, SEGV_ACCERR = 1, 2
@@ -702,6 +702,13 @@ class MemoryMap:
                 end_fill = min(vma.end, vma.start + page_align(vma.file_size))
             if vma.prot and end_fill > start:
                 self._populate_run(vma, start >> PAGE_SHIFT, (end_fill - start) >> PAGE_SHIFT)
+        elif vma.file is not None and vma.prot and fixed:
+            # A loader placing a segment (ld.so mapping a library's text): the
+            # pages the cache holds are mapped now (no reads), not at a fault each.
+            first = start >> PAGE_SHIFT
+            self._map_cached(vma, first, min(first + CACHED_FAULT_AROUND,
+                                             (vma.start + page_align(vma.file_size)) >> PAGE_SHIFT,
+                                             vma.end >> PAGE_SHIFT))
         return start
 
     def munmap(self, addr: int, length: int) -> None:
