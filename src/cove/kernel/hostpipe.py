@@ -352,15 +352,12 @@ class NativePipes:
         return end
 
 
-_natives: weakref.WeakKeyDictionary[Kernel, NativePipes] = weakref.WeakKeyDictionary()
-
-
 def host_pipe(kernel: Kernel) -> HostPipe | None:
     """A new host-backed pipe for ``kernel`` (registering its ``NativePipes``
     with the platform on first use), or None when a cove pipe must do."""
-    np = _natives.get(kernel)
+    np = getattr(kernel, "native_io", None)  # a kernel restored from a snapshot may lack it
     if np is None:
-        np = _natives[kernel] = NativePipes(kernel)
+        np = kernel.native_io = NativePipes(kernel)
         kernel.platform.set_native_io(np)  # type: ignore[attr-defined]
     if np.live >= HOST_PIPES_MAX:
         return None

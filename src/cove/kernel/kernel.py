@@ -77,6 +77,7 @@ class Kernel:
         self.exit_status: int | None = None  # init's wait status when it is gone
         self.futexes: dict[Any, Any] = {}  # owned by syscalls.futex
         self.current: Task | None = None  # the task whose syscall is being handled
+        self.native_io: Any = None  # cove.kernel.hostpipe.NativePipes, once a host pipe exists
         self.deadline: float | None = None  # monotonic wall-clock limit (SandboxConfig.timeout)
         self.timed_out = False
         self.cpu = platform.cpu()
