@@ -79,7 +79,7 @@ if TYPE_CHECKING:
 HOST_PIPES_MAX = 128  # per sandbox; beyond that pipes are cove pipes
 IOV_MAX = 1024  # host readv/writev take at most this many pieces
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
-_POLLIN, _POLLOUT = select.POLLIN, select.POLLOUT
+_POLLOUT = select.POLLOUT
 
 Segs = list[tuple[int, int]]
 
@@ -88,7 +88,7 @@ class NativeEnd:
     """One host end of a host pipe, as the platform sees it (a
     ``cove.platform.base.NativeGrant``; the object is its own key)."""
 
-    __slots__ = ("__weakref__", "host_fd", "limit", "pipe", "write")
+    __slots__ = ("host_fd", "limit", "pipe", "write")
 
     def __init__(self, pipe: HostPipe, host_fd: int, write: bool) -> None:
         self.pipe = pipe
