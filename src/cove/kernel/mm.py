@@ -517,9 +517,10 @@ class MemoryMap:
             self._map_cached(vma, first, min(hi, first + CACHED_FAULT_AROUND))
         return None
 
-    def _map_cached(self, vma: VMA, first: int, end: int) -> None:
+    def _map_cached(self, vma: VMA, first: int, end: int, fresh: bool = False) -> None:
         """Map the absent pages of ``[first, end)`` (vpns inside the private
-        file mapping ``vma``) that the page cache holds, copy-on-write."""
+        file mapping ``vma``) that the page cache holds, copy-on-write.
+        ``fresh``: none of them is present (a mapping just made)."""
         if vma.prot & F.PROT_WRITE:
             return
         info = self._version(vma.file)
@@ -532,22 +533,26 @@ class MemoryMap:
         if vma.offset + vma.file_size < fsize:  # cut short: only whole pages of file data
             end = min(end, (vma.start + vma.file_size) >> PAGE_SHIFT)
         delta = (vma.offset - vma.start) >> PAGE_SHIFT  # page offset - vpn
+        got = [pages.get(p) for p in range(first + delta, end + delta)]
         table = self.frames
-        run: list[int] = []
-        start = first
-        for vpn in range(first, end + 1):
-            f = pages.get(vpn + delta) if vpn < end and vpn not in table else None
-            if f is not None:
-                if not run:
-                    start = vpn
-                run.append(f)
-            elif run:
-                self.phys.ref_many(run)
-                for n, g in enumerate(run):
-                    table[start + n] = g
-                self.cow.update(range(start, start + len(run)))
-                _map_run(self.space, start << PAGE_SHIFT, run, vma.prot)
-                run = []
+        if not fresh:
+            got = [None if first + n in table else f for n, f in enumerate(got)]
+        n, total = 0, len(got)
+        while n < total:
+            if got[n] is None:
+                n += 1
+                continue
+            m = n + 1
+            while m < total and got[m] is not None:
+                m += 1
+            run = got[n:m]
+            start = first + n
+            self.phys.ref_many(run)  # type: ignore[arg-type]
+            vpns = range(start, start + len(run))
+            table.update(zip(vpns, run, strict=True))  # type: ignore[arg-type]
+            self.cow.update(vpns)
+            _map_run(self.space, start << PAGE_SHIFT, run, vma.prot)  # type: ignore[arg-type]
+            n = m
 
     def _hint(self, vpn: int) -> None:
         """Tell the parent this child faulted at ``vpn`` (see FORK_HINTS)."""
@@ -708,7 +713,7 @@ class MemoryMap:
             first = start >> PAGE_SHIFT
             self._map_cached(vma, first, min(first + CACHED_FAULT_AROUND,
                                              (vma.start + page_align(vma.file_size)) >> PAGE_SHIFT,
-                                             vma.end >> PAGE_SHIFT))
+                                             vma.end >> PAGE_SHIFT), fresh=True)
         return start
 
     def munmap(self, addr: int, length: int) -> None:
