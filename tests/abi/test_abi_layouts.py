@@ -103,7 +103,16 @@ def test_cmsg_macros() -> None:
 
 
 def test_bad_spec_rejected() -> None:
+    # Specs are parsed on first use (test_pack_writes_every_byte uses every layout).
     with pytest.raises(ValueError):
-        Layout("struct x\n 3Q a\n")
+        Layout("struct x\n 3Q a\n").size  # noqa: B018
     with pytest.raises(ValueError):
-        Layout("struct x\n Q a\n Q a\n")
+        Layout("struct x\n Q a\n Q a\n").pack  # noqa: B018
+
+
+def test_parsed_on_first_use_only() -> None:
+    lay = Layout("struct t\n I a\n 4x\n q b\n")
+    assert set(vars(lay)) == {"_spec"}
+    assert lay.offsets == {"a": 0, "b": 8} and lay.size == 16
+    pack_into = lay.pack_into
+    assert lay.pack_into is pack_into  # a plain attribute from then on

@@ -49,9 +49,39 @@ class Member:
 
 
 class Layout:
-    """A little-endian C struct with named fields; see the module docstring."""
+    """A little-endian C struct with named fields; see the module docstring.
+
+    The spec is parsed on first use of the layout (cove declares ~50 and a run
+    uses a few; parsing them all cost ~2.5 ms of every start). After that every
+    attribute is a plain instance attribute: the hot path never comes back here.
+    """
+
+    # Set by _parse (the annotations say what each is).
+    ctype: str
+    name: str
+    members: tuple[Member, ...]
+    struct: struct.Struct
+    size: int
+    fields: tuple[str, ...]
+    offsets: dict[str, int]
+    _defaults: dict[str, Any]
+    pack_into: Callable[..., None]
+    unpack_from: Callable[..., tuple[Any, ...]]
+    pack: Callable[..., bytes]
 
     def __init__(self, spec: str) -> None:
+        self._spec = spec
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only for attributes not set yet: parse (idempotent, so two threads may
+        # both do it), then the instance has them all.
+        spec = self.__dict__.get("_spec")
+        if spec is None or attr.startswith("__") or attr in self.__dict__:
+            raise AttributeError(attr)
+        self._parse(spec)
+        return object.__getattribute__(self, attr)
+
+    def _parse(self, spec: str) -> None:
         lines = [ln.split("#", 1)[0].strip() for ln in spec.splitlines()]
         lines = [ln for ln in lines if ln]
         self.ctype = lines[0]  # the C type this mirrors, e.g. "struct stat"
@@ -77,20 +107,21 @@ class Layout:
             members.append(Member(pyname, cpath, offset, size, code))
             codes.append(code)
             offset += size
-        self.members: tuple[Member, ...] = tuple(members)
-        self.struct = struct.Struct("<" + "".join(codes))
-        self.size: int = self.struct.size
-        self.fields: tuple[str, ...] = tuple(m.name for m in members if m.name is not None)
-        if len(set(self.fields)) != len(self.fields):
+        fields = tuple(m.name for m in members if m.name is not None)
+        if len(set(fields)) != len(fields):
             raise ValueError(f"{name}: duplicate field names")
-        self.offsets: dict[str, int] = {m.name: m.offset for m in members if m.name}
+        self.members = tuple(members)
+        st = self.struct = struct.Struct("<" + "".join(codes))
+        self.size = st.size
+        self.fields = fields
+        self.offsets = {m.name: m.offset for m in members if m.name}
         self._defaults = {
             m.name: (b"" if m.code.endswith("s") else 0) for m in members if m.name is not None
         }
         # Bound methods of the precompiled Struct: calling them costs no lookup.
-        self.pack_into: Callable[..., None] = self.struct.pack_into
-        self.unpack_from: Callable[..., tuple[Any, ...]] = self.struct.unpack_from
-        self.pack: Callable[..., bytes] = self.struct.pack
+        self.pack_into = st.pack_into
+        self.unpack_from = st.unpack_from
+        self.pack = st.pack
 
     @cached_property
     def Tuple(self) -> Any:

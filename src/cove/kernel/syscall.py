@@ -231,9 +231,14 @@ def _placeholder(nr: int, name: str, module: str, decoders: str, support: str, n
 
     # Named after what it stands for (tests and tools group handlers by module).
     handler.__module__ = on_interrupt.__module__ = module
-    decs = tuple(DECODERS[d] for d in decoders.split())
+    decs = _decoder_tuples.get(decoders)
+    if decs is None:  # a few dozen distinct signatures: built once each
+        decs = _decoder_tuples[decoders] = tuple(DECODERS[d] for d in decoders.split())
     return Syscall(nr, name, handler if support != "enosys" else None, decs, support, note,
                    restartable, on_interrupt if interrupt else None)
+
+
+_decoder_tuples: dict[str, tuple[Decoder, ...]] = {}
 
 
 def _install_index() -> None:
