@@ -259,3 +259,42 @@ def test_cove_run_path_never_imports_dataclasses() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def _fresh_shape(dc: Any) -> type:
+    @dc(slots=True)
+    class CacheProbe:
+        alpha: int
+        beta: str = "b"
+
+    return CacheProbe
+
+
+def test_compiled_inits_are_kept_across_runs(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(cd, "CACHE_PATH", str(tmp_path / "inits.marshal"))
+    monkeypatch.setattr(cd, "_codes", None)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    assert _fresh_shape(cd.dataclass)(1).beta == "b"  # compiled and saved
+    assert (tmp_path / "inits.marshal").exists()
+    monkeypatch.setattr(cd, "_codes", None)  # a new process: nothing in memory
+
+    def no_compile(*a: Any, **k: Any) -> Any:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(cd, "compile", no_compile, raising=False)
+    r = _fresh_shape(cd.dataclass)(2, "c")
+    assert (r.alpha, r.beta) == (2, "c")
+
+
+def test_damaged_or_foreign_cache_is_ignored(tmp_path: Any, monkeypatch: Any) -> None:
+    import marshal
+
+    path = tmp_path / "inits.marshal"
+    monkeypatch.setattr(cd, "CACHE_PATH", str(path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # and not written then
+    for content in (b"garbage", marshal.dumps(("another python", {})),
+                    marshal.dumps((sys.version, {"def __init__(self): pass\n": 42}))):
+        path.write_bytes(content)
+        monkeypatch.setattr(cd, "_codes", None)
+        assert _fresh_shape(cd.dataclass)(3).alpha == 3
+        assert path.read_bytes() == content
