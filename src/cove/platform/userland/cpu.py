@@ -177,6 +177,8 @@ class UserlandCpu:
             poller = th.poller
             if poller is None:
                 poller = self._poller(th)
+            if not self.tracer.armed:
+                self.tracer.rearm()
             if self._slice:
                 left = self._next_tick - _monotonic()
                 events = poller.poll(left * 1000 + 1) if left > 0 else ()
@@ -217,9 +219,9 @@ class UserlandCpu:
                 else:
                     self.tracer.drain_wakeup()
                     st = self.tracer.poll(th.tid)
-                    self.tracer.rearm()
-                    if st is not None:
+                    if st is not None:  # the waiter stays disarmed until the next poll
                         return self._stopped(ctx, th, self.platform.describe(th, st), aspace)
+                    self.tracer.rearm()
             if self._slice:
                 left = self._next_tick - _monotonic()
                 if left <= 0:

@@ -46,6 +46,7 @@ class Tracer:
         self.pgid = 0  # set by the first stub spawned (the anchor)
         self.wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # waiter -> cpu
         self._rearm = os.eventfd(1, os.EFD_CLOEXEC)  # cpu -> waiter; starts armed
+        self.armed = True
         self._stash: dict[int, int] = {}  # statuses reaped while looking for another tid
         self._closed = False
         self._waiter: threading.Thread | None = None
@@ -162,13 +163,21 @@ class Tracer:
             os.eventfd_write(self.wakeup, 1)
 
     def rearm(self) -> None:
-        os.eventfd_write(self._rearm, 1)
+        """Let the waiter watch again (it posts one wakeup per arming)."""
+        if not self.armed:
+            self.armed = True
+            os.eventfd_write(self._rearm, 1)
 
     def drain_wakeup(self) -> None:
+        """Consume the waiter's wakeup, if posted; it is then disarmed. The
+        cpu re-arms it only right before it polls for a guest event again, so
+        the stops the tracer waits for itself in between (fault frames,
+        interrupts, the injector) wake no one for nothing."""
         try:
             os.eventfd_read(self.wakeup)
         except BlockingIOError:
-            pass
+            return
+        self.armed = False
 
     # --- reaping (any thread) ----------------------------------------------------------
     def wait(self, tid: int) -> int:
@@ -218,7 +227,7 @@ class Tracer:
     def close(self) -> None:
         """After every stub is dead: stop both threads, free the eventfds."""
         self._closed = True
-        self.rearm()
+        os.eventfd_write(self._rearm, 1)
         if self.owner:
             # Closed from a request (inside run_owned): the thread ends after
             # it; its eventfds stay open (the caller still waits on one).
