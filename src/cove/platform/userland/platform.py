@@ -6,20 +6,24 @@ tracer.py):
 - one stub process per guest address space. The first, the "anchor", is
   exec'd from the small static program stub.c (built with gcc on first use),
   sets up its defences and leads the process group; every guest address
-  space is a fork of it (it never runs a guest itself);
+  space gets a fork of it (it never runs a guest itself), or a spare: the
+  stub of a destroyed address space, scrubbed of everything its guest left
+  (``retire``), which saves a fork, a thread and a filter per exec and exit;
 - a guest thread is a context bound to a host thread of its address space's
   stub (one host thread per guest thread, created on demand, reused after
   its context is dropped), so switching guest threads costs nothing;
-- guest memory is the PhysMem memfd mapped into the stub at guest addresses;
+- guest memory is the PhysMem memfd mapped into the stub at guest addresses,
+  by the stub's injector thread serving batches of mmap/munmap (stub.c);
 - a guest syscall arrives either as a seccomp user notification (answered
   with the result, no ptrace) or as a ptrace seccomp stop (calls that need
   every register); faults are the stub's fault signals, read with ptrace;
 - every ptrace request is made by the platform's tracer thread
-  (``Tracer.call``), so the North may run the platform from any host thread;
-  cpus on several host threads work but run one at a time (``run_lock``).
-
-The methods that touch a stub are entry points from the cpu thread: each
-makes one trip to the tracer thread (``_x`` runs there).
+  (``Tracer.call``), so the North may use the platform from any host thread.
+  The North's run loop itself runs there (``run_owned``, used by
+  ``cove.guestproc.run_kernel``), so on the hot path each request is a
+  direct call; from other threads each costs a trip to the tracer thread
+  (``_x`` runs there). Cpus on several host threads work but run one at a
+  time (``run_lock``).
 """
 
 from __future__ import annotations
