@@ -225,6 +225,7 @@ class Inode:
 
     # --- metadata -------------------------------------------------------
     def stat(self) -> Stat:
+        """The inode's metadata now, as a new object the caller may change."""
         raise NotImplementedError
 
     @property

@@ -284,7 +284,8 @@ class OvlInode(Inode):
 
     def stat(self) -> Stat:
         with self.fs.lock:
-            st = self._top.stat().copy(ino=self.ino, dev=self.fs.dev)
+            st = self._top.stat()  # a fresh object (the Inode contract): ours to change
+            st.ino, st.dev = self.ino, self.fs.dev
             if self._is_dir():
                 if self.detached:
                     st.nlink = 0
