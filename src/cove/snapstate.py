@@ -624,6 +624,9 @@ _ALLOWED: dict[str, frozenset[str]] = {
 }
 
 
+_FOUND: dict[tuple[str, str], Any] = {}  # find_class results (every restore names the same)
+
+
 @dataclass
 class RestoreEnv:
     """What the restoring side supplies for the persistent ids."""
@@ -647,12 +650,16 @@ class _Unpickler(pickle.Unpickler):
         self._packed: dict[int, Any] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        if module == "cove" or module.startswith("cove."):
-            return super().find_class(module, name)
-        allowed = _ALLOWED.get(module)
-        if allowed is None or name not in allowed:
-            raise pickle.UnpicklingError(f"snapshot names {module}.{name}, which is not allowed")
-        return super().find_class(module, name)
+        found = _FOUND.get((module, name))
+        if found is not None:  # allowed and looked up before
+            return found
+        if not (module == "cove" or module.startswith("cove.")):
+            allowed = _ALLOWED.get(module)
+            if allowed is None or name not in allowed:
+                raise pickle.UnpicklingError(f"snapshot names {module}.{name}, which is not "
+                                             "allowed")
+        found = _FOUND[(module, name)] = super().find_class(module, name)
+        return found
 
     def persistent_load(self, pid: Any) -> Any:
         kind = pid[0]
