@@ -3,13 +3,22 @@ quiescent point, restored into the same or new sandboxes, saved to a file.
 
 A ``Snapshot`` holds
 - ``meta``: layout (memory size, hostname), the CPU's XSAVE facts, the host
-  functions the guest may call (name and signature), who made it;
-- ``refs``: every guest frame the North holds and its reference count;
+  functions the guest may call (name and signature), who made it; for a
+  guest, where the VM's own frames are (``kvm``: kernel half, cpu areas,
+  table pool, each address space's page tables) and which frames the guest
+  can write without a fault (``writable``, for ``prefault``);
+- ``refs``: every guest frame in use (the North's and the VM's) and its
+  reference count;
 - ``state``: the pickled North and VFS (``cove.snapstate``);
 - the memory image: the frames in use, at their physical offsets, in a
   sealed memfd (``snapshot()``) or the saved file (``load``). Restoring maps
   the image copy-on-write (MAP_PRIVATE), so many sandboxes restored from one
-  snapshot share its pages until they write them.
+  snapshot share its pages until they write them; the page tables come with
+  it, so a restore writes none.
+
+Where a restore runs: ``Sandbox.restore`` of a kvm guest reuses the guest's
+VM and memory (the image is mapped over it, KVM's shadow state zapped);
+``from_snapshot`` takes a ready VM from ``cove.platform.kvm.vmpool``.
 
 File format (``save``/``load``), all little-endian::
 

@@ -4,6 +4,12 @@ Construction: open /dev/kvm, create the VM, register the whole PhysMem memfd
 mapping as memslot 0 (guest physical == memfd offset), and build the kernel
 half (stub, IDT, per-cpu GDT/TSS/stack) in frames taken from PhysMem. Cpus
 (vCPUs) are created on demand, one per host thread that runs guest code.
+
+Snapshots: ``export_image`` says where the kernel half, cpu areas, table pool
+and page tables sit in guest memory; ``adopt_image`` takes them over from a
+restored memory image instead of building anything. A closed platform offers
+its VM to ``vmpool`` (``detach``: no memory, no KVM translations), and a
+restore ``attach``es one to its memory.
 """
 
 from __future__ import annotations
