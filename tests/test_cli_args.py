@@ -85,3 +85,23 @@ def test_cove_run_skips_argparse() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-2:] == ["0", "False"]
+
+
+@pytest.mark.timeout(60)
+def test_collector_is_on_while_the_guest_runs_and_after() -> None:
+    # main() keeps the cyclic collector off only for start-up.
+    code = ("import gc, sys\n"
+            "import cove.sandbox\n"
+            "seen = []\n"
+            "real = cove.sandbox.Sandbox.run\n"
+            "def run(self, *a, **k):\n"
+            "    seen.append(gc.isenabled())\n"
+            "    return real(self, *a, **k)\n"
+            "cove.sandbox.Sandbox.run = run\n"
+            "from cove.cli import main\n"
+            "print(gc.isenabled(), main(['run', '--', '/bin/busybox', 'true']), seen,\n"
+            "      gc.isenabled())\n"
+            "print(main(['run', '--mount', 'nocolon', '--', '/bin/true']), gc.isenabled())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["True 0 [True] True", "126 True"]

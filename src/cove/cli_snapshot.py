@@ -65,7 +65,7 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def _snapshot(ns: argparse.Namespace) -> int:
-    from cove.cli import _build_sandbox, _Usage
+    from cove.cli import _build_sandbox, _Usage, guest_starts
     from cove.hostfuncs import HostFunctions
 
     try:
@@ -73,6 +73,7 @@ def _snapshot(ns: argparse.Namespace) -> int:
     except _Usage as e:
         return _fail(str(e), EXIT_USAGE)
     argv = [ns.program, *ns.args]
+    guest_starts()
     with sb:
         ended = sb.warm_up(argv)
         if ended is not None:
@@ -86,6 +87,7 @@ def _snapshot(ns: argparse.Namespace) -> int:
 
 
 def _restore(ns: argparse.Namespace) -> int:
+    from cove.cli import guest_starts
     from cove.hostfuncs import HostFunctions
     from cove.sandbox import Sandbox, SandboxConfig
     from cove.snapshot import Snapshot
@@ -96,6 +98,7 @@ def _restore(ns: argparse.Namespace) -> int:
     # One restore: the guest's memory is copied up front rather than shared.
     with Sandbox.from_snapshot(snap, host_functions=HostFunctions.default(), config=cfg,
                                stdin=None, stdout=None, stderr=None, prefault=True) as sb:
+        guest_starts()
         return sb.resume().returncode
 
 
