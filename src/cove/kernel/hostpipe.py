@@ -255,7 +255,11 @@ class HostPipe(Pipe):
         None when the generic path must decide."""
         if packet or not self.has_readers():
             return None
-        views = guest_views(t, segs, self.capacity, False)
+        # No more than the host can take, but the same length modulo a page:
+        # Linux merges that remainder into the last page first.
+        total = sum(n for _, n in segs)
+        views = guest_views(t, segs, min(total, self.capacity + (total & (PAGE_SIZE - 1))),
+                            False)
         if views is None:
             return None
         return self._writev(views, nonblock, False)
