@@ -8,6 +8,11 @@ What the host decides (it is Linux's own pipe code): capacity in page slots
 pipe quota), PIPE_BUF atomicity and partial writes, packet mode (O_DIRECT),
 FIONREAD, POLLIN and POLLOUT.
 
+Where that differs from a cove pipe (pipe.py, which counts capacity in bytes
+where Linux counts page slots) the host pipe has Linux's numbers: after a
+64 KiB write and a 100-byte read, no slot is free, so even a 50-byte write
+waits; a 100000-byte write after 100 bytes moves 1696 + 15 pages.
+
 What the North keeps (``Pipe``, unchanged): reader and writer counts, so EOF
 once no writer is left, EPIPE + SIGPIPE once no reader is left, POLLHUP and
 POLLERR; O_NONBLOCK and sleeping; F_SETPIPE_SZ's pipe-max-size rule. The
