@@ -197,7 +197,7 @@ from __future__ import annotations
 
 
 def render(entries: dict[int, tuple[Any, ...]], eager: dict[str, str],
-           needs: dict[str, list[str]]) -> str:
+           needs: dict[str, list[str]], sizes: dict[str, int]) -> str:
     lines = [HEADER + "INDEX: dict[int, tuple[str, str, str, str, int]] = {"]
     for nr, (name, family, decoders, support, _note, flags) in entries.items():
         lines.append(f"    {nr}: ({name!r}, {family!r}, {decoders!r}, {support!r}, {flags}),"
@@ -219,6 +219,10 @@ def render(entries: dict[int, tuple[Any, ...]], eager: dict[str, str],
               "NEEDS: dict[str, tuple[str, ...]] = {"]
     lines += [f'    "{g}": ({", ".join(repr(f) for f in fs)},),'.replace("'", '"')
               for g, fs in needs.items()]
+    lines += ["}", "", "# The size of each family file the index was made from:",
+              "# cove.kernel.syscall imports every family when one differs (edited since).",
+              "SIZES: dict[str, int] = {"]
+    lines += [f'    "{f}": {n},' for f, n in sizes.items()]
     lines += ["}", ""]
     return "\n".join(lines)
 
@@ -234,8 +238,11 @@ def generate() -> str:
     entries, reachable = _in_child(_entries)
     from cove.kernel.syscall import family_modules
 
-    eager, needs = _classify(family_modules(), reachable)
-    return render(entries, eager, needs)
+    families = family_modules()
+    eager, needs = _classify(families, reachable)
+    here = OUTPUT.parent
+    sizes = {f: (here / f"{f}.py").stat().st_size for f in families}
+    return render(entries, eager, needs, sizes)
 
 
 def main() -> None:

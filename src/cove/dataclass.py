@@ -303,6 +303,7 @@ CACHE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache
                           f"dataclass-inits.{sys.implementation.cache_tag}.marshal")
 _codes: dict[str, Any] | None = None
 _used: set[str] = set()  # sources this process asked for
+_codes_lock = _thread.allocate_lock()
 CACHE_MAX = 400  # entries; past it the file keeps only this process's (old sources go)
 
 
@@ -320,16 +321,17 @@ def _load_codes() -> dict[str, Any]:
 
 def _compiled(src: str) -> Any:
     global _codes
-    if _codes is None:
-        _codes = _load_codes()
-    _used.add(src)
-    code = _codes.get(src)
-    if code is None:
-        code = _codes[src] = compile(src, "<string>", "exec")
-        if len(_codes) > CACHE_MAX:
-            _codes = {k: v for k, v in _codes.items() if k in _used}
-        _save_codes(_codes)
-    return code
+    with _codes_lock:
+        if _codes is None:
+            _codes = _load_codes()
+        _used.add(src)
+        code = _codes.get(src)
+        if code is None:
+            code = _codes[src] = compile(src, "<string>", "exec")
+            if len(_codes) > CACHE_MAX:
+                _codes = {k: v for k, v in _codes.items() if k in _used}
+            _save_codes(_codes)
+        return code
 
 
 def _save_codes(codes: dict[str, Any]) -> None:

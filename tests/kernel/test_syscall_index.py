@@ -146,19 +146,20 @@ def test_first_call_interrupted_runs_the_real_eintr_hook() -> None:
 
 
 def test_stale_index_is_noticed(tmp_path: Path) -> None:
-    import os
-    import time
-
     from cove.kernel import syscall as S
 
-    (tmp_path / "__init__.py").write_text("")
-    (tmp_path / "fs_new.py").write_text("")
-    now = time.time()
-    os.utime(tmp_path / "__init__.py", (now, now))
-    os.utime(tmp_path / "fs_new.py", (now + 1, now + 1))  # a checkout: moments apart
-    assert S._stale_family(str(tmp_path)) == ""
-    os.utime(tmp_path / "fs_new.py", (now + 60, now + 60))  # edited after the index
-    assert S._stale_family(str(tmp_path)) == "fs_new.py"
+    (tmp_path / "__init__.py").write_text("INDEX = {}\n")
+    (tmp_path / "fs_new.py").write_text("x = 1\n")
+    (tmp_path / "_private.py").write_text("")
+    sizes = {"fs_new": 6}
+    assert S._stale_family(str(tmp_path), sizes) == ""
+    (tmp_path / "fs_new.py").write_text("x = 12\n")  # edited since the index
+    assert S._stale_family(str(tmp_path), sizes) == "fs_new.py"
+    (tmp_path / "fs_new.py").write_text("x = 1\n")
+    (tmp_path / "fs_other.py").write_text("")  # a new family
+    assert S._stale_family(str(tmp_path), sizes) == "fs_other.py"
+    (tmp_path / "fs_other.py").unlink()
+    assert S._stale_family(str(tmp_path), {**sizes, "fs_gone": 1}) != ""  # one removed
 
 
 @pytest.mark.timeout(60)

@@ -155,7 +155,7 @@ def load_all() -> dict[int, Syscall]:
             import logging
 
             logging.getLogger("cove.kernel").debug(
-                "syscall index older than %s: importing every family "
+                "syscall index made before %s changed: importing every family "
                 "(run tools/gen_syscall_index.py)", stale)
             return import_all()
     for family in _EAGER:
@@ -177,22 +177,28 @@ def family_modules() -> list[str]:
 
 
 _checked = False
-# A checkout or install writes the index and the families within moments of each
-# other in any order; an edit made later than this after the index is one to notice.
-STALE_AFTER = 2.0
+_SIZES: dict[str, int] = {}
 
 
-def _stale_family(here: str = "") -> str:
-    """A family file modified after the index (its name), or ""."""
+def _stale_family(here: str = "", sizes: dict[str, int] | None = None) -> str:
+    """A family file that is not the one the index was made from (its name), or "".
+
+    The index records each family file's size: an edit almost always changes it,
+    and unlike a modification time it survives checkouts, copies and installs.
+    """
     here = here or os.path.join(os.path.dirname(__file__), "syscalls")
+    sizes = _SIZES if sizes is None else sizes
+    seen = 0
     try:
-        limit = os.stat(os.path.join(here, "__init__.py")).st_mtime + STALE_AFTER
         with os.scandir(here) as it:
             for e in it:
-                if e.name.endswith(".py") and e.stat().st_mtime > limit:
-                    return e.name
+                if e.name.endswith(".py") and not e.name.startswith("_"):
+                    seen += 1
+                    if e.stat().st_size != sizes.get(e.name[:-3]):
+                        return e.name
     except OSError:  # no sources to compare (a zipped install): trust the index
         return ""
+    return "" if seen == len(sizes) else "(a family file is gone)"
     return ""
 
 
@@ -242,10 +248,10 @@ _decoder_tuples: dict[str, tuple[Decoder, ...]] = {}
 
 
 def _install_index() -> None:
-    global _EAGER, _NEEDS
-    from cove.kernel.syscalls import EAGER, INDEX, NEEDS, NOTES
+    global _EAGER, _NEEDS, _SIZES
+    from cove.kernel.syscalls import EAGER, INDEX, NEEDS, NOTES, SIZES
 
-    _EAGER, _NEEDS = EAGER, NEEDS
+    _EAGER, _NEEDS, _SIZES = EAGER, NEEDS, SIZES
     for nr, (name, family, decoders, support, flags) in INDEX.items():
         if nr not in TABLE:
             module = _FAMILY[nr] = f"{PACKAGE}.{family}"
