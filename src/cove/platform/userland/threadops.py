@@ -238,6 +238,12 @@ class ThreadOps:
         if S.raw_ptrace(S.PTRACE_CONT, tid, 0, SIGSEGV) < 0:
             return
         st = th.proc.tracer.wait(tid)
+        while os.WIFSTOPPED(st) and st >> 16 == S.PTRACE_EVENT_STOP:
+            # A PTRACE_INTERRUPT (a preemption that met the fault) stops it at
+            # the handler's entry first: go on to the handler's int3.
+            if S.raw_ptrace(S.PTRACE_CONT, tid, 0, 0) < 0:
+                break
+            st = th.proc.tracer.wait(tid)
         d.fpu = fpu  # from here on the thread's own FPU state is the handler's
         if not os.WIFSTOPPED(st):
             d.status = st  # it died on the way
