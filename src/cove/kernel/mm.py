@@ -707,11 +707,13 @@ class MemoryMap:
                 end_fill = min(vma.end, vma.start + page_align(vma.file_size))
             if vma.prot and end_fill > start:
                 self._populate_run(vma, start >> PAGE_SHIFT, (end_fill - start) >> PAGE_SHIFT)
-        elif vma.file is not None and vma.prot and fixed:
-            # A loader placing a segment (ld.so mapping a library's text): the
-            # pages the cache holds are mapped now (no reads), not at a fault each.
+        elif vma.file is not None and vma.prot:
+            # Pages the cache holds are mapped now (no reads), not at a fault
+            # each: the first EAGER_PAGES of a mapping (headers are read first),
+            # more for a loader placing a segment (ld.so mapping a library's text).
             first = start >> PAGE_SHIFT
-            self._map_cached(vma, first, min(first + CACHED_FAULT_AROUND,
+            count = CACHED_FAULT_AROUND if fixed else EAGER_PAGES
+            self._map_cached(vma, first, min(first + count,
                                              (vma.start + page_align(vma.file_size)) >> PAGE_SHIFT,
                                              vma.end >> PAGE_SHIFT), fresh=True)
         return start
