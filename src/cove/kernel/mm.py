@@ -8,12 +8,17 @@ and written through ``PhysMem`` views, never through the platform.
 Population policy: small mappings are filled at mmap time, large ones on first
 touch with fault-around (wider for file mappings), because every fault costs a
 VM exit (~40 µs on kvm) while filling and mapping a page costs a few µs. Pages
-are filled, mapped, protected and dropped in runs (one platform call each).
+the page cache already holds cost no read, only a reference and a page table
+entry (under a µs): read-only file mappings get them in a wider window at a
+fault, for their first pages at mmap, and for a whole MAP_FIXED segment (a
+loader's). Pages are filled, mapped, protected and dropped in runs (one
+platform call each).
 
 Sharing: clean pages of read-only private file mappings come from the page
-cache (``pagecache``) copy-on-write; fork leaves them to faults in the child,
-shares other private pages copy-on-write, and copies the parent's ``hot``
-pages (written since a fork made them copy-on-write) for the child at once.
+cache (``pagecache``) copy-on-write; fork leaves them to faults in the child
+(except near pages earlier children faulted: ``fork_hints``), shares other
+private pages copy-on-write, and copies the parent's ``hot`` pages (written
+since a fork made them copy-on-write) for the child at once.
 """
 
 from __future__ import annotations
