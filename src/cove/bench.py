@@ -52,6 +52,51 @@ int main(int argc, char **argv) {
 }
 """
 
+PIPE_THROUGHPUT = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
+/* Throughput of one pipe: a child writes TOTAL bytes in CHUNK writes, the
+ * parent reads them; MB/s from the first write to the child's exit. */
+int main(int argc, char **argv) {
+    long total = (argc > 1 ? atol(argv[1]) : 64) << 20, chunk = 65536;
+    int fds[2];
+    static char buf[65536];
+    if (pipe(fds)) return 1;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        memset(buf, 'x', sizeof buf);
+        for (long done = 0; done < total;) {
+            ssize_t n = write(fds[1], buf, chunk);
+            if (n <= 0) _exit(2);
+            done += n;
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    long got = 0;
+    for (;;) {
+        ssize_t n = read(fds[0], buf, sizeof buf);
+        if (n < 0) return 3;
+        if (n == 0) break;
+        got += n;
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (got != total || st != 0) return 4;
+    double s = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+    printf("%.1f\n", total / 1048576.0 / s);
+    return 0;
+}
+"""
+
 # The directory the sandbox sees the benchmark binaries in (a --mount).
 GUEST_DIR = "/bench"
 
@@ -187,6 +232,29 @@ def _three_way(name: str, argv: list[str], unit: str = "ms wall",
     return rows
 
 
+def bench_pipe_throughput(megabytes: int = 64,
+                          repeat: int = 3) -> list[tuple[str, float | str, str]]:
+    """MB/s of one pipe as the guest measures it (no sandbox start-up in it)."""
+    prog = build("pipe_throughput", PIPE_THROUGHPUT)
+    name = f"{megabytes} MB through a pipe, in-guest throughput"
+
+    def best(cmd: list[str]) -> float:
+        return max(float(_run_out(cmd)) for _ in range(repeat))
+
+    native = _try(lambda: best([str(prog), str(megabytes)]))
+    cmd = in_runsc(prog, str(megabytes))
+    runsc = _try(lambda: best(cmd)) if cmd else "n/a (runsc not installed)"
+    rows: list[tuple[str, float | str, str]] = [
+        (f"{name}, native", native, "MB/s"), (f"{name}, runsc (ptrace)", runsc, "MB/s")]
+    for plat in PLATFORMS:
+        cove = _try(lambda p=plat: best(in_cove(prog, str(megabytes), platform=p)))
+        rows.append((f"{name}, cove-{plat}", cove, "MB/s"))
+        if isinstance(cove, float) and isinstance(runsc, float):
+            target = " (target ≥ 2)" if plat == "userland" else ""
+            rows.append((f"{name}: cove-{plat} / runsc", cove / runsc, "x" + target))
+    return rows
+
+
 def bench_process() -> list[tuple[str, float | str, str]]:
     busybox = shutil.which("busybox") or "/bin/busybox"
     python3 = shutil.which("python3") or "/usr/bin/python3"
@@ -197,6 +265,7 @@ def bench_process() -> list[tuple[str, float | str, str]]:
         *_three_way("200 x fork+exec+wait of /bin/true", [busybox, "sh", "-c", FORK_EXEC_LOOP],
                     repeat=1),
         *_three_way("64 MB through a pipe", [busybox, "sh", "-c", PIPE_64M], repeat=1),
+        *bench_pipe_throughput(),
     ]
 
 
