@@ -149,6 +149,7 @@ class KvmPlatform:
         self._set_memslot(physmem.size, physmem.address)
         self._dummy = mmap.mmap(-1, 4096)
         self._dummy_anchor = ctypes.c_char.from_buffer(self._dummy)
+        self._dummy_gpa = 0  # where the dummy memslot is (0: none yet), see zap_all
         self.tables = TablePool(physmem, self.zap_all)
 
         self.cpuid = uapi.kvm_cpuid2(nent=uapi.KVM_CPUID_MAX_ENTRIES)
@@ -344,15 +345,22 @@ class KvmPlatform:
             cpu.attach(physmem)
 
     def zap_all(self) -> None:
-        """Make KVM drop every shadow page and translation (add+delete a dummy
-        memslot: KVM's memslot-deletion path zaps everything)."""
-        gpa = (self.physmem.size + (1 << 30)) & ~((1 << 30) - 1)
-        addr = ctypes.addressof(self._dummy_anchor)
-        for size in (4096, 0):
-            r = uapi.kvm_userspace_memory_region(
-                slot=1, guest_phys_addr=gpa, memory_size=size, userspace_addr=addr
-            )
-            ioctl(self.vm_fd, uapi.KVM_SET_USER_MEMORY_REGION, r)
+        """Make KVM drop every shadow page and translation: move a dummy
+        memslot (KVM's move and delete paths zap everything). One memslot
+        change (each waits for an SRCU grace period), not an add and a delete."""
+        floor = (self.physmem.size + (1 << 30)) & ~((1 << 30) - 1)  # above guest memory
+        if self._dummy_gpa < floor:
+            if self._dummy_gpa:
+                self._set_dummy(self._dummy_gpa, 0)  # below new memory: delete (zaps too)
+            self._set_dummy(floor, 4096)
+        self._set_dummy(floor + (1 << 21) if self._dummy_gpa == floor else floor, 4096)
+
+    def _set_dummy(self, gpa: int, size: int) -> None:
+        r = uapi.kvm_userspace_memory_region(
+            slot=1, guest_phys_addr=gpa, memory_size=size,
+            userspace_addr=ctypes.addressof(self._dummy_anchor))
+        ioctl(self.vm_fd, uapi.KVM_SET_USER_MEMORY_REGION, r)
+        self._dummy_gpa = gpa if size else 0
 
     # --- Platform contract ----------------------------------------------------------
 
