@@ -136,3 +136,19 @@ def test_closing_twice_keeps_the_pooled_vm(pool) -> None:
     assert pool.take(pm2) is p and not p.closed
     p.destroy()
     pm2.close()
+
+
+def test_a_pooled_vm_takes_memory_of_any_size(pool) -> None:
+    from cove.platform.kvm.platform import KvmPlatform
+
+    pm = PhysMem(32 << 20)
+    p = KvmPlatform(pm)
+    p.zap_all()  # the dummy memslot now sits just above 32 MiB of memory
+    p.close()
+    pm.close()
+    big = PhysMem(3 << 30)  # sparse: nothing is touched
+    assert pool.take(big) is p
+    p.zap_all()
+    p.close()
+    big.close()
+    assert pool.idle() == 1

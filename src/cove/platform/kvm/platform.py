@@ -336,6 +336,8 @@ class KvmPlatform:
     def attach(self, physmem: PhysMem) -> None:
         """A detached VM gets ``physmem`` as its guest memory, whose contents a
         snapshot's image holds: ``adopt_image`` follows."""
+        if self._dummy_gpa and self._dummy_gpa < physmem.size + (1 << 21):
+            self._set_dummy(self._dummy_gpa, 0)  # it would overlap the new memory
         self._set_memslot(physmem.size, physmem.address)
         self.closed = False
         self.physmem = physmem
