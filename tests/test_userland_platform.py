@@ -611,6 +611,36 @@ def test_batch_server_ignores_what_a_guest_writes_to_its_reply_page(platform, as
     assert g.aspace.proc.serving, "the batches ran on the server"  # type: ignore[attr-defined]
 
 
+def test_stray_signal_to_a_serving_injector_is_dropped(platform, assemble) -> None:
+    # A signal from outside stops the injector (it is traced) while it waits
+    # for work; the next batch finds it stopped, lets it go on (the signal
+    # suppressed) and is applied; nothing hangs and the stub lives.
+    import ctypes
+    import signal
+
+    g = Guest(platform, assemble("""
+        mov $0x30000000, %rbx
+    1:  mov $1, %eax
+        syscall
+        mov (%rbx), %rdi
+        add $4096, %rbx
+        jmp 1b
+    """))
+    assert g.run().kind == ExitKind.SYSCALL
+    proc = g.aspace.proc  # type: ignore[attr-defined]
+    assert proc.serving
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(234, proc.pid, proc.pid, signal.SIGUSR1) == 0  # tgkill the injector
+    time.sleep(0.05)
+    for i in range(3):
+        g.map_data(0x30000000 + i * 4096, struct.pack("<Q", 0x70 + i), RO)
+        t = time.monotonic()
+        assert g.run().kind == ExitKind.SYSCALL
+        assert time.monotonic() - t < 5
+        assert g.ctx.regs.rdi == 0x70 + i
+    assert proc.alive and Path(f"/proc/{proc.pid}").exists()
+
+
 def _guest_maps(pid: int) -> list[str]:
     """The stub's mappings in the guest's range (above the stub's own pages)."""
     lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
