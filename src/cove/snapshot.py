@@ -567,6 +567,8 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio, vm: tuple[Any, Any] 
         else:
             try:
                 platform.close()
+            except Exception:  # its frames may not match the half-restored memory
+                platform.destroy()
             finally:
                 phys.close()
         raise
