@@ -393,6 +393,27 @@ def test_a_failed_restore_leaves_the_sandbox_unrecoverable(tmp_path):
 
 
 @needs_kvm_snapshots
+def test_an_in_place_restore_failing_half_way_is_unrecoverable(tmp_path):
+    """The guest's memory was already replaced when the state turns out not to
+    restore: the sandbox is Unrecoverable, its VM and memory are released."""
+    from cove import Sandbox, SandboxState, SnapshotError
+    from cove.rootfs import MountSpec
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with Sandbox(config=_config(), mounts=(MountSpec(str(shared), "/m"),)) as sb:
+        assert sb.warm_up([BUSYBOX, "cat"]) is None
+        snap = sb.snapshot()
+        phys = sb._live.phys
+        shared.rmdir()
+        shared.mkdir()
+        with pytest.raises(SnapshotError, match="not the one the snapshot saw"):
+            sb.restore(snap)
+        assert sb.state is SandboxState.UNRECOVERABLE and sb._live is None
+        assert phys.mm.closed  # the memory was released, not left half-restored
+
+
+@needs_kvm_snapshots
 def test_damaged_snapshot_files_are_refused(state_guest, tmp_path):
     import json
     import struct
