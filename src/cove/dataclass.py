@@ -22,13 +22,8 @@ is defined: use the standard library for those.
 from __future__ import annotations
 
 import _thread
-import contextlib
-import marshal
-import os
-import sys
 from collections.abc import Callable
 from operator import attrgetter
-from types import CodeType
 from typing import Any, TypeVar
 
 __all__ = ["MISSING", "Field", "FrozenInstanceError", "dataclass", "field", "fields", "replace"]
@@ -289,63 +284,11 @@ def _init_fn(cls: type, frozen: bool) -> Callable[..., None]:
         body.append(f"    {self_name}.__post_init__()")
     src = f"def __init__({', '.join(params)}):\n" + ("\n".join(body) or "    pass") + "\n"
     ns: dict[str, Any] = {}
-    exec(_compiled(src), env, ns)  # source made of field names only, as dataclasses does
+    # the source is made of field names only, as dataclasses does
+    exec(compile(src, "<string>", "exec"), env, ns)
     fn = ns["__init__"]
     fn.__qualname__ = f"{cls.__qualname__}.__init__"
     return fn  # type: ignore[no-any-return]
-
-
-# --- compiled __init__ sources, kept across runs -------------------------------------------
-# Compiling an __init__ costs ~0.1 ms and a run makes ~25: the code objects are
-# kept next to cove's bytecode (as Python keeps .pyc files there, and with the
-# same trust), keyed by their exact source, so a later run only unmarshals them.
-CACHE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__",
-                          f"dataclass-inits.{sys.implementation.cache_tag}.marshal")
-_codes: dict[str, Any] | None = None
-_used: set[str] = set()  # sources this process asked for
-_codes_lock = _thread.allocate_lock()
-CACHE_MAX = 400  # entries; past it the file keeps only this process's (old sources go)
-
-
-def _load_codes() -> dict[str, Any]:
-    try:
-        with open(CACHE_PATH, "rb") as f:
-            version, codes = marshal.loads(f.read())
-        if version == sys.version and isinstance(codes, dict) and all(
-                isinstance(k, str) and isinstance(v, CodeType) for k, v in codes.items()):
-            return codes
-    except (OSError, ValueError, EOFError, TypeError):
-        pass  # none yet, or unreadable: compile
-    return {}
-
-
-def _compiled(src: str) -> Any:
-    global _codes
-    with _codes_lock:
-        if _codes is None:
-            _codes = _load_codes()
-        _used.add(src)
-        code = _codes.get(src)
-        if code is None:
-            code = _codes[src] = compile(src, "<string>", "exec")
-            if len(_codes) > CACHE_MAX:
-                _codes = {k: v for k, v in _codes.items() if k in _used}
-            _save_codes(_codes)
-        return code
-
-
-def _save_codes(codes: dict[str, Any]) -> None:
-    if sys.dont_write_bytecode or sys.pycache_prefix:
-        return
-    tmp = f"{CACHE_PATH}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(CACHE_PATH), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(marshal.dumps((sys.version, codes)))
-        os.replace(tmp, CACHE_PATH)  # atomic: concurrent writers each leave a whole file
-    except OSError:  # a read-only install: compile each time
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
