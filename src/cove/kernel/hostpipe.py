@@ -87,6 +87,7 @@ F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 _POLLOUT = select.POLLOUT
 
 Segs = list[tuple[int, int]]
+_RESUMABLE = frozenset((0, 1, 19, 20))  # read, write, readv, writev
 
 
 class NativeEnd:
@@ -242,7 +243,11 @@ class HostPipe(Pipe):
         the destination that is not writable right now)."""
         avail = self.nbytes
         if not avail:
-            return None
+            # Linux's pipe_read looks at the buffer only once there is data.
+            if not any(n for _, n in segs):
+                return 0
+            self._empty(nonblock)
+            return 0  # EOF
         views = guest_views(t, segs, avail, True)
         if views is None:
             return None
@@ -260,6 +265,13 @@ class HostPipe(Pipe):
         None when the generic path must decide."""
         if packet or not self.has_readers():
             return None
+        if not self.has_room():
+            # Full: pipe_write sleeps (or says EAGAIN) before it reads the buffer.
+            if not any(n for _, n in segs):
+                return 0
+            if nonblock:
+                raise Errno(E.EAGAIN)
+            raise Blocked(self.wr_q)
         # No more than the host can take, but the same length modulo a page:
         # Linux merges that remainder into the last page first.
         total = sum(n for _, n in segs)
@@ -330,6 +342,24 @@ class NativePipes:
         """A native call woke a sleeper: the caller's next call goes through
         the North, which lets the sleeper run then, as after its own write."""
         self._yielding = self.kernel.current
+
+    def resume(self, t: Task, nr: int, raw: tuple[int, ...]) -> bool:
+        """``t`` was woken in a read/write/readv/writev on a host pipe: instead
+        of running the handler again, let the platform offer the unanswered
+        call to the native path, as if just made (if that declines, the call
+        comes back to the North as a new one). True when the platform took it.
+
+        Only when nothing else happens to ``t`` before it runs: no signal to
+        deliver (the kernel delivers right before running; a frame built
+        around an unanswered call would be wrong), no ``--trace``."""
+        if nr not in _RESUMABLE or self.kernel.trace is not None:
+            return False
+        if t.pending.mask or t.proc.shared_pending.mask or t.restart_nr is not None:
+            return False
+        if type(t.files.files.get(raw[0] & 0xFFFFFFFF)) is not HostPipeFile:
+            return False
+        retry = getattr(self.kernel.cpu, "retry_native", None)
+        return retry is not None and retry(t.ctx)
 
     def native_rw(self, ctx: object, fd: int, write: bool, count: int) -> NativeEnd | None:
         k = self.kernel

@@ -271,6 +271,12 @@ class Kernel:
             if sc.on_interrupt is not None:
                 self._on_interrupt(t, sc, raw)
             return
+        nio = self.native_io
+        if nio is not None and nio.resume(t, sc.nr, raw):
+            # The platform offers the unanswered call to its native path again,
+            # as if just made (cove.kernel.hostpipe: NativePipes.resume).
+            t.blocked_call = None
+            return
         self._invoke(t, sc, raw)
 
     def _on_interrupt(self, t: Task, sc: Syscall, raw: tuple[int, ...]) -> None:

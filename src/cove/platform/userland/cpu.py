@@ -79,7 +79,7 @@ from cove.platform.userland.context import (
     USER,
     PartialRegs,
 )
-from cove.platform.userland.fastpath import NATIVE_NRS
+from cove.platform.userland.fastpath import DECLINED, NATIVE_NRS
 from cove.platform.userland.stub import State
 
 if TYPE_CHECKING:
@@ -133,11 +133,18 @@ class UserlandCpu:
         self._resp_mv = memoryview(self._resp).cast("B")
         self._run_lock = platform.run_lock
         self._fast = platform.fastpath
+        # Contexts whose unanswered call the North handed back to the native
+        # path (retry_native), with that call's notification id.
+        self._retry: dict[UserlandContext, int] = {}
         self._closed = False
 
     # --- running ----------------------------------------------------------------
     def run(self, ctx: UserlandContext, aspace: UserlandAddressSpace) -> Exit:
+        retry = self._retry.pop(ctx, None) if self._retry else None
         if self._kicked:
+            if retry is not None:  # the North answers the call after all; the kick waits
+                self._exit.kind = _SYSCALL
+                return self._exit
             self._kicked = False
             self._drain_kick()
             self._exit.kind = _INTERRUPTED
@@ -165,13 +172,23 @@ class UserlandCpu:
                 # The fast path: only rax changed; the reply resumes the guest.
                 if ops:
                     self.platform.batch(proc, ops)
-                rax = regs.rax
-                _RESP.pack_into(self._resp_mv, 0, th.notif_id,
-                                rax - (1 << 64) if rax >> 63 else rax, 0, 0)
-                if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
-                    th.state = _ST_DEAD  # the notification is gone: the thread was killed
-                    return self._halt(f"stub thread {th.tid} vanished in a syscall")
-                th.state = _ST_RUNNING
+                if retry is not None and retry == th.notif_id:
+                    ex = self._retry_native(ctx, th, aspace)
+                    if ex is not None:
+                        return ex
+                else:
+                    rax = regs.rax
+                    _RESP.pack_into(self._resp_mv, 0, th.notif_id,
+                                    rax - (1 << 64) if rax >> 63 else rax, 0, 0)
+                    if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
+                        th.state = _ST_DEAD  # the notification is gone: the thread was killed
+                        return self._halt(f"stub thread {th.tid} vanished in a syscall")
+                    th.state = _ST_RUNNING
+            elif retry is not None and retry == th.notif_id and th.state is _ST_NOTIF:
+                if ops:  # cannot happen (the North changed nothing): the North answers
+                    self.platform.batch(proc, ops)
+                self._exit.kind = _SYSCALL
+                return self._exit
             else:
                 self.platform.resume(ctx, th, ops)
             poller = th.poller
@@ -192,6 +209,33 @@ class UserlandCpu:
             return self._wait(ctx, th, aspace, events)
         finally:
             lock.release()
+
+    def retry_native(self, ctx: UserlandContext) -> bool:
+        """The North hands ``ctx``'s unanswered read/write back: its next
+        ``run`` offers the call to the native path as if just made, and
+        returns it as a SYSCALL exit again if that declines. False when the
+        call did not arrive as a notification (the North must answer it)."""
+        th = ctx._thread
+        if th is None or th.state is not _ST_NOTIF or self._fast.io is None:
+            return False
+        self._retry[ctx] = th.notif_id
+        return True
+
+    def _retry_native(self, ctx: UserlandContext, th: StubThread,
+                      aspace: UserlandAddressSpace) -> Exit | None:
+        """``run`` for a call handed back by ``retry_native``: None once it
+        runs natively (the cpu then waits for the thread's next event)."""
+        regs = ctx.regs
+        done = self._fast.try_native(ctx, th, aspace, th.notif_id, regs.rax, regs.rdi,
+                                     regs.rsi, regs.rdx)
+        if done == DECLINED:
+            self._exit.kind = _SYSCALL  # the registers are still the call's
+            return self._exit
+        if done < 0:
+            th.state = _ST_DEAD
+            return self._halt(f"stub thread {th.tid} vanished in a syscall")
+        th.state = _ST_RUNNING
+        return None
 
     def _poller(self, th: StubThread) -> select.poll:
         poller = th.poller = select.poll()
