@@ -12,10 +12,10 @@ import pytest
 
 from cove.kernel.physmem import PhysMem
 from cove.platform.base import ExitKind
-from tests import test_kvm_platform as kp
-from tests.test_kvm_platform import DATA, RO, RW, Guest
+from tests.platform import guest as kp
+from tests.platform.guest import DATA, RO, RW, Guest
 
-pytestmark = kp.pytestmark
+pytestmark = kp.only_on("kvm")
 assemble = kp.assemble
 
 

@@ -14,15 +14,11 @@ import time
 
 import pytest
 
-try:
-    from cove.platform.userland import userland_unavailable_reason
+from tests.platform.guest import unavailable_reason
 
-    _REASON = userland_unavailable_reason()
-except Exception as e:  # pragma: no cover
-    _REASON = f"userland platform not importable: {e}"
-
+_REASON = unavailable_reason("userland")
 pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif(_REASON is not None, reason=f"userland: {_REASON}")]
+              pytest.mark.skipif(_REASON is not None, reason=str(_REASON))]
 
 BUSYBOX = "/bin/busybox"
 
