@@ -9,12 +9,20 @@ sandbox's terminal.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.fs.file import File
 from cove.fs.memfs import MemFS
 from cove.fs.mount import Location
 from cove.fs.node import S_IFCHR, S_ISVTX, Stat, makedev
+
+if TYPE_CHECKING:
+    from cove.kernel.task import Task
+
+Segs = list[tuple[int, int]]  # (guest address, length), as fs_iov passes them
+_ZEROS_LEN = 1 << 16
+_ZEROS = memoryview(bytes(_ZEROS_LEN))
 
 DEV_NULL = makedev(1, 3)
 DEV_ZERO = makedev(1, 5)
@@ -59,17 +67,50 @@ class NullDevice(DeviceFile):
         self.check_writable()
         return len(data)
 
+    # fs_iov's zero-copy hooks: read_null and write_null never touch the
+    # buffer (only access_ok, which the syscall layer has done).
+    def read_guest(self, t: Task, segs: Segs) -> int | None:
+        self.check_readable()
+        _offer_native(t)
+        return 0
+
+    def write_guest(self, t: Task, segs: Segs) -> int | None:
+        self.check_writable()
+        _offer_native(t)
+        return sum(n for _, n in segs)
+
 
 class ZeroDevice(NullDevice):
     def read(self, size: int) -> bytes:
         self.check_readable()
         return bytes(size)
 
+    def read_guest(self, t: Task, segs: Segs) -> int | None:
+        """Zeros straight into the guest's frames; None (the generic path:
+        populate, partial counts, EFAULT) unless every page is ready."""
+        from cove.kernel.syscalls.fs_iov import guest_views
+
+        self.check_readable()
+        _offer_native(t)
+        total = sum(n for _, n in segs)
+        views = guest_views(t, segs, total, True)
+        if views is None:
+            return None
+        for view in views:
+            for pos in range(0, len(view), _ZEROS_LEN):
+                n = min(_ZEROS_LEN, len(view) - pos)
+                view[pos:pos + n] = _ZEROS[:n]
+        return total
+
 
 class FullDevice(ZeroDevice):
     def write(self, data: bytes) -> int:
         self.check_writable()
         raise Errno(E.ENOSPC)
+
+    def write_guest(self, t: Task, segs: Segs) -> int | None:
+        self.check_writable()
+        raise Errno(E.ENOSPC)  # write_full: before anything else
 
 
 class RandomDevice(NullDevice):
@@ -78,6 +119,25 @@ class RandomDevice(NullDevice):
     def read(self, size: int) -> bytes:
         self.check_readable()
         return os.urandom(min(size, 1 << 25))
+
+    # Both directions copy (a write mixes the bytes into the pool): the generic path.
+    def read_guest(self, t: Task, segs: Segs) -> int | None:
+        return None
+
+    def write_guest(self, t: Task, segs: Segs) -> int | None:
+        return None
+
+
+def _offer_native(t: Task) -> None:
+    """On a platform that runs guest I/O natively (userland), make sure the
+    kernel's native-I/O table exists, so the device's next read or write can
+    run in the host (cove.kernel.hostpipe: NativeDevice)."""
+    k = t.kernel
+    if getattr(k, "native_io", None) is None and getattr(getattr(k.platform, "capabilities", None),
+                                       "native_pipes", False):
+        from cove.kernel.hostpipe import native_io
+
+        native_io(k)
 
 
 DRIVERS: dict[int, type[DeviceFile]] = {

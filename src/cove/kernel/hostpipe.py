@@ -67,14 +67,16 @@ import array
 import fcntl
 import os
 import select
+import stat
 import weakref
 from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.fs.file import O_DIRECT, O_NONBLOCK
+from cove.fs.file import O_DIRECT
 from cove.kernel.pipe import PAGE_SIZE, PIPE_DEF_SIZE, PIPE_MAX_SIZE, Pipe, PipeFile
 from cove.kernel.sigerrno import epipe
+from cove.kernel.syscalls.fs_iov import guest_views
 from cove.kernel.wait import Blocked
 
 if TYPE_CHECKING:
@@ -82,7 +84,7 @@ if TYPE_CHECKING:
     from cove.kernel.task import Task
 
 HOST_PIPES_MAX = 128  # per sandbox; beyond that pipes are cove pipes
-IOV_MAX = 1024  # host readv/writev take at most this many pieces
+NATIVE_ZERO_MAX = 2 << 20  # larger /dev/zero reads go through the North
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 _POLLOUT = select.POLLOUT
 
@@ -282,51 +284,11 @@ class HostPipe(Pipe):
         return self._writev(views, nonblock, False)
 
 
-def guest_views(t: Task, segs: Segs, limit: int, write: bool) -> list[memoryview] | None:
-    """Views of guest physical memory for the first ``limit`` bytes of
-    ``segs`` (physically adjacent pages merged), or None when a page is not
-    accessible as asked right now (not yet populated, copy-on-write, absent:
-    ``MemoryMap.read``/``write`` then decide) or there would be too many."""
-    space = t.mm.space
-    mem = t.kernel.phys.mem
-    views: list[memoryview] = []
-    start = end = -1
-    left = limit
-    for addr, length in segs:
-        length = min(length, left)
-        while length > 0:
-            pa = space.translate(addr, write)
-            if pa is None:
-                return None
-            step = min(length, PAGE_SIZE - (addr & (PAGE_SIZE - 1)))
-            if pa == end:
-                end += step
-            else:
-                if start >= 0:
-                    views.append(mem[start:end])
-                start, end = pa, pa + step
-            addr += step
-            length -= step
-            left -= step
-        if left <= 0:
-            break
-    if start >= 0:
-        views.append(mem[start:end])
-    return views if len(views) <= IOV_MAX else None
-
-
 class HostPipeFile(PipeFile):
     """An end of a ``HostPipe``; ``fs_iov`` moves its data straight between
     guest memory and the host pipe (``read_guest``/``write_guest``)."""
 
     pipe: HostPipe
-
-    def read_guest(self, t: Task, segs: Segs) -> int | None:
-        return self.pipe.read_guest(t, segs, bool(self.flags & O_NONBLOCK))
-
-    def write_guest(self, t: Task, segs: Segs) -> int | None:
-        return self.pipe.write_guest(t, segs, bool(self.flags & O_NONBLOCK),
-                                     bool(self.flags & O_DIRECT))
 
 
 class NativePipes:
@@ -337,6 +299,10 @@ class NativePipes:
         self.kernel = kernel
         self.live = 0  # host pipes open in this sandbox
         self._yielding: Task | None = None
+        # A task whose call the yielding rule turned away although it could
+        # run natively: the kernel preempts it there (Kernel.syscall).
+        self.deferred: Task | None = None
+        self._devices: dict[type, NativeDevice] | None = None  # opened on first use
 
     def woke(self) -> None:
         """A native call woke a sleeper: the caller's next call goes through
@@ -344,7 +310,8 @@ class NativePipes:
         self._yielding = self.kernel.current
 
     def resume(self, t: Task, nr: int, raw: tuple[int, ...]) -> bool:
-        """``t`` was woken in a read/write/readv/writev on a host pipe: instead
+        """``t`` was woken in a read/write/readv/writev on a host pipe, or was
+        preempted at the start of one on a host pipe or device: instead
         of running the handler again, let the platform offer the unanswered
         call to the native path, as if just made (if that declines, the call
         comes back to the North as a new one). True when the platform took it.
@@ -356,23 +323,32 @@ class NativePipes:
             return False
         if t.pending.mask or t.proc.shared_pending.mask or t.restart_nr is not None:
             return False
-        if type(t.files.files.get(raw[0] & 0xFFFFFFFF)) is not HostPipeFile:
+        kind = type(t.files.files.get(raw[0] & 0xFFFFFFFF))
+        if kind is not HostPipeFile and (not self._devices or kind not in self._devices):
             return False
         retry = getattr(self.kernel.cpu, "retry_native", None)
         return retry is not None and retry(t.ctx)
 
-    def native_rw(self, ctx: object, fd: int, write: bool, count: int) -> NativeEnd | None:
+    def native_rw(self, ctx: object, fd: int, write: bool,
+                  count: int) -> NativeEnd | NativeDevice | None:
         k = self.kernel
         t = k.current
         if t is None or t.ctx is not ctx or k.trace is not None:
             return None
+        grant = self._grant(t, fd, write, count)
         if self._yielding is not None:
             yielding, self._yielding = self._yielding, None
             if yielding is t:
+                if grant is not None:
+                    self.deferred = t  # see Kernel.syscall: preempted at the call's entry
                 return None
+        return grant
+
+    def _grant(self, t: Task, fd: int, write: bool,
+               count: int) -> NativeEnd | NativeDevice | None:
         f = t.files.files.get(fd)
         if type(f) is not HostPipeFile:
-            return None
+            return self._device_rw(f, write, count)
         p = f.pipe
         if write:
             if (not f.writable or f.flags & O_DIRECT or not p.has_readers()
@@ -390,15 +366,97 @@ class NativePipes:
         end.limit = min(count, avail)
         return end
 
+    def _device_rw(self, f: object, write: bool, count: int) -> NativeDevice | None:
+        """The grant for a read/write of cove's /dev/null or /dev/zero: the
+        host's own device at the guest's fd (see ``NativeDevice``)."""
+        devices = self._devices
+        if devices is None:
+            devices = self._devices = _open_devices()
+            if devices:
+                self._fin = weakref.finalize(self, _close, tuple(d.host_fd for d in
+                                                                 devices.values()))
+        dev = devices.get(type(f))
+        if dev is None:
+            return None
+        if write:
+            if not f.writable:  # type: ignore[attr-defined]
+                return None
+            dev.limit = 0  # write_null and write_zero look at no byte of the buffer
+        elif not f.readable:  # type: ignore[attr-defined]
+            return None
+        elif dev.zero:
+            if count > NATIVE_ZERO_MAX:
+                return None  # the platform checks every page of the buffer first
+            dev.limit = count  # every byte is stored (zeros)
+        else:
+            dev.limit = 0  # read_null returns 0 at once
+        return dev
+
+
+class NativeDevice:
+    """A host character device that stands in for cove's ``/dev/null`` or
+    ``/dev/zero`` on the native path (a ``NativeGrant``; its own key). The
+    host's drivers are Linux's: ``read_null`` returns 0 and ``write_null`` /
+    ``write_zero`` return the count without touching the buffer (so do
+    cove's, ``cove.fs.devfs``); ``read_zero`` stores zeros over the buffer
+    (which the platform checks page by page first, ``limit`` bytes). The
+    supervisor opens each once, read-write, and checks it is the device it
+    names; nothing but read/write/readv/writev ever reaches it, and only
+    for a guest fd that is that cove device."""
+
+    __slots__ = ("host_fd", "limit", "zero")
+
+    def __init__(self, host_fd: int, zero: bool) -> None:
+        self.host_fd = host_fd
+        self.zero = zero
+        self.limit = 0
+
+    @property
+    def key(self) -> object:
+        return self
+
+    def commit(self) -> None:
+        """Nothing the North keeps changes."""
+
+
+def _open_devices() -> dict[type, NativeDevice]:
+    """The host's /dev/null and /dev/zero, each verified by its device number
+    (a container's /dev may hold anything), keyed by the cove driver class
+    they stand in for; those that do not open are left to the North."""
+    from cove.fs.devfs import NullDevice, ZeroDevice
+
+    out: dict[type, NativeDevice] = {}
+    for cls, path, minor in ((NullDevice, "/dev/null", 3), (ZeroDevice, "/dev/zero", 5)):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError:
+            continue
+        st = os.fstat(fd)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, minor):
+            os.close(fd)
+            continue
+        out[cls] = NativeDevice(fd, cls is ZeroDevice)
+    return out
+
+
+def native_io(kernel: Kernel) -> NativePipes | None:
+    """``kernel``'s ``NativePipes``, made and registered with the platform on
+    first use; None when the platform runs no guest I/O natively."""
+    np = getattr(kernel, "native_io", None)  # a kernel restored from a snapshot may lack it
+    if np is None:
+        caps = getattr(kernel.platform, "capabilities", None)
+        if not getattr(caps, "native_pipes", False):
+            return None
+        np = kernel.native_io = NativePipes(kernel)
+        kernel.platform.set_native_io(np)  # type: ignore[attr-defined]
+    return np
+
 
 def host_pipe(kernel: Kernel) -> HostPipe | None:
     """A new host-backed pipe for ``kernel`` (registering its ``NativePipes``
     with the platform on first use), or None when a cove pipe must do."""
-    np = getattr(kernel, "native_io", None)  # a kernel restored from a snapshot may lack it
-    if np is None:
-        np = kernel.native_io = NativePipes(kernel)
-        kernel.platform.set_native_io(np)  # type: ignore[attr-defined]
-    if np.live >= HOST_PIPES_MAX:
+    np = native_io(kernel)
+    if np is None or np.live >= HOST_PIPES_MAX:
         return None
     try:
         rd, wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

@@ -217,6 +217,17 @@ class Kernel:
             if self.trace:
                 self._trace(t, sc.name if sc else f"#{nr}", raw, -E.ENOSYS, 0.0)
             return
+        nio = getattr(self, "native_io", None)  # absent in a kernel from an older snapshot
+        if nio is not None and nio.deferred is not None:
+            deferred, nio.deferred = nio.deferred, None
+            if deferred is t and self.sched.runq:
+                # Preempted at the call's entry so that the task its last call
+                # woke runs first (cove.kernel.hostpipe: NativePipes.native_rw);
+                # the call is made again, as a woken one is, when t next runs.
+                t.blocked_call = (sc, raw)
+                t.blocked_on = None
+                t.interrupted = t.timed_out = False
+                return
         self._invoke(t, sc, raw)
 
     def _invoke(self, t: Task, sc: Syscall, raw: tuple[int, ...]) -> None:
@@ -271,7 +282,7 @@ class Kernel:
             if sc.on_interrupt is not None:
                 self._on_interrupt(t, sc, raw)
             return
-        nio = self.native_io
+        nio = getattr(self, "native_io", None)  # absent in a kernel from an older snapshot
         if nio is not None and nio.resume(t, sc.nr, raw):
             # The platform offers the unanswered call to its native path again,
             # as if just made (cove.kernel.hostpipe: NativePipes.resume).

@@ -37,6 +37,7 @@ from cove.fs.file import O_ACCMODE, O_DIRECT, O_NONBLOCK, O_RDONLY, O_RDWR, O_WR
 from cove.fs.node import S_IFIFO, S_IFMT, Stat, StatFs, makedev
 from cove.kernel.pollable import Pollable
 from cove.kernel.sigerrno import epipe
+from cove.kernel.syscalls.fs_iov import Segs, guest_views
 from cove.kernel.task import State
 from cove.kernel.wait import Blocked, WaitQueue
 
@@ -201,6 +202,73 @@ class Pipe:
         self.rd_q.notify()
         return take
 
+    # --- straight between the buffer and guest frames (fs_iov's hooks) --------------
+    def read_guest(self, t: Task, segs: Segs, nonblock: bool) -> int | None:
+        """``read`` into guest memory with the chunks copied straight into the
+        guest's frames; None when the generic path must decide (a page of the
+        destination not ready for a direct copy: fs_iov.guest_views)."""
+        if not any(n for _, n in segs):
+            return 0  # pipe_read: a null read succeeds before anything else
+        if not self.nbytes:
+            self.read(1, nonblock)  # EOF (b""), EAGAIN or Blocked: the buffer is not looked at
+            return 0
+        views = guest_views(t, segs, self.nbytes, True)
+        if views is None:
+            return None
+        chunks = self.chunks
+        done = 0
+        for view in views:
+            vlen, pos = len(view), 0
+            while pos < vlen and chunks:
+                chunk = chunks[0]
+                data, off, packet = chunk
+                take = min(vlen - pos, len(data) - off)
+                view[pos:pos + take] = memoryview(data)[off:off + take]
+                pos += take
+                if packet:
+                    # One message per read; what did not fit is discarded.
+                    chunks.popleft()
+                    self.nbytes -= len(data) - off
+                    self.used -= PAGE_SIZE
+                    done += pos
+                    self.wr_q.notify()
+                    return done
+                off += take
+                self.nbytes -= take
+                self.used -= take
+                if off == len(data):
+                    chunks.popleft()
+                else:
+                    chunk[1] = off
+            done += pos
+            if not chunks:
+                break
+        self.wr_q.notify()
+        return done
+
+    def write_guest(self, t: Task, segs: Segs, nonblock: bool, packet: bool) -> int | None:
+        """``write`` from guest memory with one copy into the new chunk; None
+        when the generic path must decide (packet mode, no reader: EPIPE, a
+        source page not ready for a direct copy)."""
+        n = sum(n for _, n in segs)
+        if packet or n == 0 or not self.has_readers():
+            return None
+        free = self.free
+        # Atomic below PIPE_BUF; larger writes need a page of room (see write).
+        if free < (n if n <= PIPE_BUF else PIPE_BUF):
+            if nonblock:
+                raise Errno(E.EAGAIN)
+            raise Blocked(self.wr_q)  # pipe_write waits before it reads the buffer
+        take = min(n, free)
+        views = guest_views(t, segs, take, False)
+        if views is None:
+            return None
+        self.chunks.append([b"".join(views), 0, False])
+        self.nbytes += take
+        self.used += take
+        self.rd_q.notify()
+        return take
+
     def set_size(self, arg: int) -> int:
         """F_SETPIPE_SZ: round up to a power of two pages; returns the new size."""
         arg &= 0xFFFFFFFF
@@ -265,6 +333,15 @@ class PipeFile(Pollable, File):
     def write(self, data: bytes) -> int:
         self.check_writable()
         return self.pipe.write(data, bool(self.flags & O_NONBLOCK), bool(self.flags & O_DIRECT))
+
+    def read_guest(self, t: Task, segs: Segs) -> int | None:
+        """fs_iov's zero-copy hook (see ``Pipe.read_guest``)."""
+        return self.pipe.read_guest(t, segs, bool(self.flags & O_NONBLOCK))
+
+    def write_guest(self, t: Task, segs: Segs) -> int | None:
+        """fs_iov's zero-copy hook (see ``Pipe.write_guest``)."""
+        return self.pipe.write_guest(t, segs, bool(self.flags & O_NONBLOCK),
+                                     bool(self.flags & O_DIRECT))
 
     def stat(self) -> Stat:
         if self.location is not None:

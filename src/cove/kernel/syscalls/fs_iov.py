@@ -84,6 +84,64 @@ def writable_prefix(t: Task, segs: Segs) -> int:
     return total
 
 
+def guest_views(t: Task, segs: Segs, limit: int, write: bool) -> list[memoryview] | None:
+    """Views of guest physical memory for the first ``limit`` bytes of
+    ``segs``, one per physically contiguous run, for a copy with no bytes
+    object in between (``write``: the copy stores into the guest).
+
+    None when any page of them is not ready for such a copy right now: not
+    populated, copy-on-write (for a store), or outside a mapping that allows
+    the access. ``MemoryMap.read``/``write`` then decide (populate, break
+    the COW, EFAULT and partial counts), so callers fall back to them. Also
+    None past ``IOV_MAX`` runs (a host readv/writev takes no more)."""
+    mm = t.mm
+    frames, cow = mm.frames, mm.cow
+    need = F.PROT_WRITE if write else F.PROT_READ
+    mem = mm.phys.mem
+    views: list[memoryview] = []
+    start = end = -1  # the physical run being built
+    left = limit
+    for addr, length in segs:
+        if left <= 0:
+            break
+        stop = addr + min(length, left)
+        left -= length
+        while addr < stop:
+            vma = mm.find(addr)
+            if vma is None or not vma.prot & need:
+                return None
+            run_end = min(stop, vma.end)
+            vpns = range(addr >> 12, ((run_end - 1) >> 12) + 1)
+            got = list(map(frames.get, vpns))
+            if None in got or (write and cow and not cow.isdisjoint(vpns)):
+                return None
+            first = got[0]
+            if len(got) == 1 or got == list(range(first, first + len(got))):
+                runs = [((first << 12) + (addr & PAGE_MASK), run_end - addr)]
+            else:
+                # Cut where the frames stop being consecutive (one pass in C-ish speed).
+                cuts = [i for i, (x, y) in enumerate(zip(got, got[1:]), 1) if y != x + 1]
+                vpn0 = addr >> 12
+                runs = []
+                lo = 0
+                for hi in (*cuts, len(got)):
+                    va = addr if lo == 0 else (vpn0 + lo) << 12
+                    ve = run_end if hi == len(got) else (vpn0 + hi) << 12
+                    runs.append(((got[lo] << 12) + (va & PAGE_MASK), ve - va))
+                    lo = hi
+            for pa, n in runs:
+                if pa == end:
+                    end += n
+                else:
+                    if start >= 0:
+                        views.append(mem[start:end])
+                    start, end = pa, pa + n
+            addr = run_end
+    if start >= 0:
+        views.append(mem[start:end])
+    return views if len(views) <= IOV_MAX else None
+
+
 def gather(t: Task, segs: Segs) -> bytes:
     """The guest bytes of ``segs`` up to the first unreadable one."""
     out = bytearray()
