@@ -1,0 +1,80 @@
+"""/dev/null and /dev/zero as Linux's drivers have them on every platform, and
+the userland platform's native I/O beyond single calls: devices on the
+host's own /dev/null and /dev/zero (cove.kernel.hostpipe NativeDevice),
+woken pipe calls handed back to the native path, calls preempted at their
+entry (NativePipes.resume / deferred). The same guests on kvm (the North's
+zero-copy hooks) and userland."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from tests.conftest import needs_kvm
+
+pytestmark = [needs_kvm, pytest.mark.timeout(180)]
+
+PIECES = 300
+
+
+@pytest.mark.parametrize("pie", [False, True], ids=["static", "static-pie"])
+def test_device_semantics_guest(build_guest, cove_run, pie):
+    exe = build_guest("dev_native", pie=pie)
+    r = cove_run([f"/guests/{exe.name}"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"ok\n"
+
+
+def _boot_and_run(guest_dir, argv, trace=None):
+    from cove.rootfs import MountSpec
+    from cove.sandbox import Sandbox, SandboxConfig
+
+    sb = Sandbox(config=SandboxConfig(memory="256M", timeout=120),
+                 mounts=(MountSpec(str(guest_dir), "/guests"),))
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        kernel = sb.boot(argv, stdio=(null, null, null), trace=trace)
+        try:
+            return kernel.run(), kernel
+        finally:
+            kernel.shutdown()
+    finally:
+        os.close(null)
+
+
+@pytest.mark.parametrize("mode", ["pingpong", "devices"])
+def test_streams_run_natively_on_userland(build_guest, guest_dir, cove_platform, mode):
+    """Every piece fills or empties the pipe (both sides sleep and wake each
+    time); on userland nearly every read and write still runs in the host:
+    the woken call and the one preempted after a wake-up are handed back to
+    the native path instead of being answered by the North."""
+    exe = build_guest("pipe_stream")
+    status, kernel = _boot_and_run(guest_dir, [f"/guests/{exe.name}", mode, str(PIECES)])
+    assert status == 0
+    if cove_platform != "userland":
+        return
+    calls = PIECES * (4 if mode == "devices" else 2)
+    assert kernel.platform.fastpath.native_calls >= calls - 20
+
+
+def test_device_semantics_run_natively_on_userland(build_guest, guest_dir, cove_platform):
+    """The semantics guest's loop of /dev/zero reads and /dev/null writes ran
+    on the host's devices (so its assertions tested that path)."""
+    exe = build_guest("dev_native")
+    status, kernel = _boot_and_run(guest_dir, [f"/guests/{exe.name}"])
+    assert status == 0
+    if cove_platform == "userland":
+        assert kernel.platform.fastpath.native_calls > 1900
+
+
+def test_trace_sees_every_device_call(build_guest, guest_dir, cove_platform):
+    exe = build_guest("pipe_stream")
+    out = io.StringIO()
+    status, kernel = _boot_and_run(guest_dir, [f"/guests/{exe.name}", "devices", "20"],
+                                   trace=out)
+    assert status == 0
+    if cove_platform == "userland":
+        assert kernel.platform.fastpath.native_calls == 0
+    assert out.getvalue().count('"syscall": "write"') >= 40
