@@ -1,7 +1,8 @@
 """The North's side of running more guest I/O natively (cove.kernel.hostpipe):
 a woken read/write on a host pipe is handed back to the platform instead of
 re-running its handler (NativePipes.resume), a call the yielding rule turns
-away is preempted at its entry (Kernel.syscall, NativePipes.deferred), and
+away is preempted at its entry and one that would sleep is parked without
+its handler (Kernel.syscall, NativePipes.claim), and
 /dev/null and /dev/zero are granted on the host's own devices."""
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def test_a_yielding_call_is_preempted_at_its_entry(native) -> None:
     g.commit()
     assert reader.state is State.RUNNABLE and k.sched.runq
     # The writer's next call: a native one the yielding rule turns away.
-    assert io.native_rw(t.ctx, w, True, 2) is None and io.deferred is t
+    assert io.native_rw(t.ctx, w, True, 2) is None and io.deferred == (t, w, True)
     t.ctx.regs.rax = NR["write"]
     t.ctx.regs.rdi, t.ctx.regs.rsi, t.ctx.regs.rdx = w, put(t, b"de"), 2
     k.syscall(t)
@@ -132,7 +133,7 @@ def test_no_preemption_without_another_task_to_run(native) -> None:
     k, t = make_kernel()
     k.cpu = RetryCpu()
     _, w = mkpipe(t)
-    k.native_io.deferred = t
+    k.native_io.deferred = (t, w, True)
     k.sched.runq.clear()
     assert call(t, "write", w, put(t, b"de"), 2) == 2  # the North answers it
     assert t.blocked_call is None and k.native_io.deferred is None
@@ -146,7 +147,7 @@ def test_a_preempted_call_with_a_signal_meanwhile_completes_first(native) -> Non
     _, w = mkpipe(t)
     other = thread(k, t)
     k.sched.runq.append(other)
-    k.native_io.deferred = t
+    k.native_io.deferred = (t, w, True)
     t.ctx.regs.rax = NR["write"]
     t.ctx.regs.rdi, t.ctx.regs.rsi, t.ctx.regs.rdx = w, put(t, b"de"), 2
     k.syscall(t)
@@ -198,3 +199,63 @@ def test_no_devices_without_native_io() -> None:
     fd = _dev(k, t, "/dev/null", F.O_RDWR)
     assert call(t, "write", fd, SCRATCH, 10) == 10
     assert k.native_io is None
+
+
+@pytest.mark.parametrize("op", ["read", "write"])
+def test_a_call_that_would_sleep_is_parked_without_its_handler(native, op) -> None:
+    """The platform asked about a read of an empty pipe (a write to a full
+    one): the kernel parks the task on the queue the handler would have
+    used, without running it; woken, the call is handed back unanswered."""
+    k, t = make_kernel()
+    k.cpu = cpu = RetryCpu()
+    r, w = mkpipe(t)
+    io = k.native_io
+    k.current = t
+    pipe = t.files.get(r).pipe
+    if op == "write":
+        os.write(pipe.wr, bytes(65536))  # full
+    fd, nr = (w, "write") if op == "write" else (r, "read")
+    assert io.native_rw(t.ctx, fd, op == "write", 100) is None
+    assert io.deferred == (t, fd, op == "write")
+    t.ctx.regs.rax = NR[nr]
+    t.ctx.regs.rdi, t.ctx.regs.rsi, t.ctx.regs.rdx = fd, SCRATCH + 0x100, 100
+    k.syscall(t)
+    assert is_blocked(t) and t.ctx.regs.rax == NR[nr]
+    assert t.blocked_on.queues == ((pipe.wr_q,) if op == "write" else (pipe.rd_q,))
+    other = thread(k, t)
+    if op == "write":
+        assert call(other, "read", r, SCRATCH + 0x40000, 65536) == 65536
+    else:
+        assert call(other, "write", w, put(other, b"x", 0x200), 1) == 1
+    assert t.state is State.RUNNABLE
+    k._resume_blocked(t)
+    assert cpu.handed == [t.ctx] and t.blocked_call is None
+
+
+def test_no_parking_for_nonblocking_files_or_a_missing_peer(native) -> None:
+    """O_NONBLOCK (EAGAIN), no writer (EOF) and no reader (EPIPE) are the
+    handler's answers: nothing is parked."""
+    k, t = make_kernel()
+    r, _ = mkpipe(t, F.O_NONBLOCK)
+    io = k.native_io
+    k.current = t
+    assert io.native_rw(t.ctx, r, False, 10) is None and io.deferred is None
+    r2, w2 = mkpipe(t, at=0xF10)
+    assert call(t, "close", w2) == 0
+    assert io.native_rw(t.ctx, r2, False, 10) is None and io.deferred is None
+    r3, w3 = mkpipe(t, at=0xF20)
+    assert call(t, "close", r3) == 0
+    assert io.native_rw(t.ctx, w3, True, 10) is None and io.deferred is None
+
+
+def test_a_verdict_is_only_about_its_own_call(native) -> None:
+    """A stale verdict never swallows another call (other fd, other
+    direction, other syscall, other task): the North answers those."""
+    k, t = make_kernel()
+    r, w = mkpipe(t)
+    io = k.native_io
+    k.current = t
+    assert io.native_rw(t.ctx, r, False, 10) is None and io.deferred is not None
+    assert call(t, "write", w, put(t, b"abc"), 3) == 3  # not the parked read
+    assert io.deferred is None and not is_blocked(t)
+    assert call(t, "read", r, SCRATCH + 0x100, 10) == 3

@@ -73,11 +73,11 @@ from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.fs.file import O_DIRECT
+from cove.fs.file import O_DIRECT, O_NONBLOCK
 from cove.kernel.pipe import PAGE_SIZE, PIPE_DEF_SIZE, PIPE_MAX_SIZE, Pipe, PipeFile
 from cove.kernel.sigerrno import epipe
 from cove.kernel.syscalls.fs_iov import guest_views
-from cove.kernel.wait import Blocked
+from cove.kernel.wait import Blocked, WaitQueue
 
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
@@ -90,6 +90,7 @@ _POLLOUT = select.POLLOUT
 
 Segs = list[tuple[int, int]]
 _RESUMABLE = frozenset((0, 1, 19, 20))  # read, write, readv, writev
+_WRITES = (1, 20)
 
 
 class NativeEnd:
@@ -299,9 +300,11 @@ class NativePipes:
         self.kernel = kernel
         self.live = 0  # host pipes open in this sandbox
         self._yielding: Task | None = None
-        # A task whose call the yielding rule turned away although it could
-        # run natively: the kernel preempts it there (Kernel.syscall).
-        self.deferred: Task | None = None
+        # The call (task, fd, write) just turned away that the North need not
+        # run: it sleeps on ``sleep_on``, or is preempted at its entry if that
+        # is None (``claim``, Kernel.syscall).
+        self.deferred: tuple[Task, int, bool] | None = None
+        self.sleep_on: WaitQueue | None = None
         self._devices: dict[type, NativeDevice] | None = None  # opened on first use
 
     def woke(self) -> None:
@@ -335,24 +338,25 @@ class NativePipes:
         t = k.current
         if t is None or t.ctx is not ctx or k.trace is not None:
             return None
-        grant = self._grant(t, fd, write, count)
+        f = t.files.files.get(fd)
         if self._yielding is not None:
             yielding, self._yielding = self._yielding, None
             if yielding is t:
-                if grant is not None:
-                    self.deferred = t  # see Kernel.syscall: preempted at the call's entry
+                # Preempted at the call's entry (Kernel.syscall) so the task it
+                # woke runs first; offered here again when t next runs, by when
+                # it may no longer block (the woken task filled or drained).
+                if type(f) is HostPipeFile or (self._devices and type(f) in self._devices):
+                    self.deferred = (t, fd, write)
                 return None
-        return grant
-
-    def _grant(self, t: Task, fd: int, write: bool,
-               count: int) -> NativeEnd | NativeDevice | None:
-        f = t.files.files.get(fd)
         if type(f) is not HostPipeFile:
             return self._device_rw(f, write, count)
         p = f.pipe
         if write:
-            if (not f.writable or f.flags & O_DIRECT or not p.has_readers()
-                    or not p.fits_now(count)):
+            if not f.writable or f.flags & O_DIRECT or not p.has_readers():
+                return None
+            if not p.fits_now(count):
+                if not f.flags & O_NONBLOCK and not p.has_room():
+                    self._sleep(t, fd, True, p.wr_q)  # full: HostPipe.write_guest's Blocked
                 return None
             end = p.wr_end
             end.limit = count
@@ -361,10 +365,33 @@ class NativePipes:
             return None
         avail = p.nbytes
         if not avail:
+            if not f.flags & O_NONBLOCK and p.has_writers():
+                self._sleep(t, fd, False, p.rd_q)  # empty: HostPipe.read_guest's Blocked
             return None
         end = p.rd_end
         end.limit = min(count, avail)
         return end
+
+    def _sleep(self, t: Task, fd: int, write: bool, queue: WaitQueue) -> None:
+        """The call would sleep on ``queue`` in the North, exactly as its
+        handler would (the platform passed only well-formed buffers and
+        counts, so nothing the handler checks earlier can fail): the kernel
+        parks ``t`` there without running it (Kernel.syscall), and the call
+        is offered to the native path again once ``t`` is woken."""
+        self.deferred = (t, fd, write)
+        self.sleep_on = queue
+
+    def claim(self, t: Task, nr: int, raw: tuple[int, ...]) -> WaitQueue | bool:
+        """For Kernel.syscall, about the call the platform just returned: the
+        queue it sleeps on, True if it is preempted at its entry, False if
+        it is the North's to answer (see ``native_rw``). Always forgets the
+        verdict, which is only about that one call."""
+        deferred, self.deferred = self.deferred, None
+        queue, self.sleep_on = self.sleep_on, None
+        if (deferred is None or deferred[0] is not t or nr not in _RESUMABLE
+                or deferred[1] != raw[0] & 0xFFFFFFFF or deferred[2] != (nr in _WRITES)):
+            return False
+        return True if queue is None else queue
 
     def _device_rw(self, f: object, write: bool, count: int) -> NativeDevice | None:
         """The grant for a read/write of cove's /dev/null or /dev/zero: the

@@ -219,14 +219,19 @@ class Kernel:
             return
         nio = getattr(self, "native_io", None)  # absent in a kernel from an older snapshot
         if nio is not None and nio.deferred is not None:
-            deferred, nio.deferred = nio.deferred, None
-            if deferred is t and self.sched.runq:
-                # Preempted at the call's entry so that the task its last call
-                # woke runs first (cove.kernel.hostpipe: NativePipes.native_rw);
-                # the call is made again, as a woken one is, when t next runs.
+            queue = nio.claim(t, sc.nr, raw)
+            if queue is not False and (queue is not True or self.sched.runq):
+                # The platform's native path found this call would sleep on
+                # ``queue`` (as its handler would), or preempted it at its entry
+                # so that the task its last call woke runs first
+                # (cove.kernel.hostpipe: NativePipes.native_rw); either way it
+                # is made again, as a woken call is, when t next runs.
                 t.blocked_call = (sc, raw)
-                t.blocked_on = None
-                t.interrupted = t.timed_out = False
+                if queue is not True:
+                    self.sched.block(t, Blocked(queue))
+                else:
+                    t.blocked_on = None
+                    t.interrupted = t.timed_out = False
                 return
         self._invoke(t, sc, raw)
 
