@@ -1,9 +1,17 @@
 """cove's ``/dev``: a small tmpfs of device nodes and the drivers behind them.
 
 Device nodes anywhere in the sandbox (a rootfs tar may carry its own
-``/dev/null``) open cove's drivers by device number; nothing is ever opened on
-the host. ``tty`` and the stdio links are bound by the kernel, which owns the
-sandbox's terminal.
+``/dev/null``) open cove's drivers by device number; nothing a guest opens is
+ever opened on the host. ``tty`` and the stdio links are bound by the kernel,
+which owns the sandbox's terminal.
+
+``read_guest``/``write_guest`` are fs_iov's zero-copy hooks, with Linux's
+rules: /dev/null never touches the buffer (a write returns the count even
+for memory the guest does not have; only access_ok applies), /dev/zero
+stores zeros straight into the guest's frames up to the first fault. On a
+platform that runs guest I/O natively (userland) reads and writes of
+/dev/null and /dev/zero run on the host's own devices, which the supervisor
+opens for that alone (cove.kernel.hostpipe: NativeDevice).
 """
 
 from __future__ import annotations

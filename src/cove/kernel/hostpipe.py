@@ -39,11 +39,34 @@ guest thread waits in its syscall; see ``cove.platform.base.NativeIo``):
   whole: the host pipe is empty and ``count`` fits its capacity (every slot
   is free), or ``count`` <= PAGE_SIZE and a slot is free (host POLLOUT; such a
   write fills at most one slot).
+- read/write on cove's ``/dev/null`` and ``/dev/zero`` (``NativeDevice``): the
+  host's own devices, opened once by the supervisor and checked by device
+  number, stand in at the guest's fd; Linux's drivers do what cove's do
+  (``read_null`` 0, ``write_null``/``write_zero`` the count without touching
+  the buffer, ``read_zero`` zeros over the whole buffer, which the platform
+  checks first; at most ``NATIVE_ZERO_MAX`` bytes). Access modes are the
+  North's (EBADF); /dev/full and /dev/urandom always go through the North.
 - never while ``--trace`` records every syscall, and never for a context that
   is not the kernel's current task;
 - not for the next call of a task whose native call woke a sleeper: that
-  call goes through the North, which switches to the woken task as it does
-  after a North write, so the sleeper waits no longer than before.
+  call is preempted at its entry (unanswered, ``Task.blocked_call`` set, still
+  runnable) so the woken task runs first, as after a North write, and the
+  sleeper waits no longer than before.
+
+Calls the North need not run (``claim``, used by ``Kernel.syscall`` on the
+call the platform just handed back): a read of an empty pipe or a write to
+a full one, on a blocking file with the other end present, sleeps on the
+queue its handler would have raised ``Blocked`` on, without running the
+handler (nothing it checks earlier can fail for the well-formed buffers the
+platform passes on); a preempted call waits in the run queue. When such a
+task runs again, or a task blocked in a host pipe read/write wakes, the
+kernel does not re-run the handler but hands the unanswered call back to the
+platform (``resume``, ``Cpu.retry_native``), which offers it to the native
+path as if just made; declined, it comes back to the North as a new call.
+Not when a signal is pending for the task (its frame would be built around
+an unanswered call): the North then answers the call first, as always. In a
+stream where every write fills the pipe and every read empties it, each
+read and write then runs in the host kernel and the North moves no byte.
 
 Why no decision can be stale when the host runs the call: it depends only
 on the syscall's registers (fd and count; only cove's ptrace could change
@@ -52,6 +75,10 @@ host pipe), and none of that can change between the answer and the call's
 end: the platform asks from inside ``Cpu.run``, where no North code runs and
 no other guest thread runs (one cpu, one guest thread at a time), and the
 host pipe is touched only by North code and by guest threads.
+
+North-side copies (a call the native path declined: a buffer not populated
+yet, a count that would leave a partial write) go straight between guest
+frames and the host pipe (``fs_iov.guest_views``, one host readv/writev).
 
 Fallbacks: a host pipe is made only while the sandbox holds fewer than
 ``HOST_PIPES_MAX`` of them (each costs the supervisor two fds) and only if the

@@ -21,6 +21,13 @@ mode (O_DIRECT) where each write is one message.
 
 Blocking follows ``cove.kernel.wait``: every check happens before any state
 changes, then ``Blocked`` sleeps on the queue that will announce the change.
+
+Guest data moves with one copy each way (``read_guest``/``write_guest``,
+fs_iov's hooks): a write joins the guest's frames into one chunk, a read
+copies chunks straight into the guest's frames (``fs_iov.guest_views``);
+both wait, or say EAGAIN or EOF, before they look at the buffer, as
+pipe_read/pipe_write do. Buffers not ready for that (not populated yet,
+copy-on-write) and packet writes take the generic path.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ two ways:
 Anything added there must be unable to reach a host resource the guest was
 not given (see the README's userland section). The only calls that run in
 the host kernel are read, write, readv and writev that the supervisor,
-having seen their notification, lets continue on a host pipe it installed
-(fastpath.py): a decision per call, never a filter rule.
+having seen their notification, lets continue on a host pipe, /dev/null or
+/dev/zero it installed (fastpath.py): a decision per call, never a filter rule.
 """
 
 from __future__ import annotations

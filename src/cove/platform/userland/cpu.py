@@ -11,6 +11,11 @@ Two ways back into the guest:
   PTRACE_CONT with no signal (a fault signal is always suppressed; the North
   decides what the guest sees).
 
+A third, for a call the North handed back unanswered (``retry_native``: a
+woken pipe read/write, or one preempted at its entry): the call is offered
+to the native path (fastpath.py) as if just made; declined, ``run`` returns
+it as a SYSCALL exit at once, registers untouched.
+
 One ``poll`` waits for the thread's listener (a syscall), the tracer's
 wakeup (a ptrace stop: fault, traced syscall, interrupt), the kick eventfd,
 and the timeslice deadline; preemption is PTRACE_INTERRUPT.

@@ -1,5 +1,6 @@
 """The native-I/O fast path: a guest read(2), write(2), readv(2) or writev(2)
-on a host pipe the North owns runs in the host kernel, on the stub thread
+on a host pipe the North owns, or on cove's /dev/null or /dev/zero (the
+host's own device stands in), runs in the host kernel, on the stub thread
 itself, instead of being copied through Python.
 
 How: the call arrives as a seccomp user notification like every other. If
@@ -25,10 +26,10 @@ race whenever the target's state can change after the check):
   which fd is tracked per stub process (``_installed``; a stub forked from
   the template has none, and a reused one starts afresh: its ``scrub``
   closed them all and counted a new ``generation``); a stale entry (a
-  closed pipe, another pipe now at that number, another fd table sharing
-  the stub after vfork) is replaced before the call, and a guest fd that is
-  not a host pipe is never granted, so a reused number always reaches the
-  file the North has there.
+  closed pipe, another pipe or device now at that number, another fd table
+  sharing the stub after vfork) is replaced before the call, and a guest fd
+  that is not a host pipe or one of those devices is never granted, so a
+  reused number always reaches the file the North has there.
 - Guest memory: every page of the bytes the call can touch (a read: the
   grant's limit, what the pipe holds; a write: all of it; and the iovec
   array itself) is in the address space's record with the needed
@@ -46,6 +47,12 @@ race whenever the target's state can change after the check):
   host pipe before the call ends. The North's grant makes the call unable to
   block (data is buffered; a write fits at once), so it ends before the
   thread's next stop.
+
+The same checks run for a call the North hands back unanswered (a woken
+pipe read/write, or one preempted at its entry: ``UserlandCpu.retry_native``):
+the cpu offers it here again, with its notification's registers, right
+before the thread would have been resumed; declined, it returns to the North
+as a new call.
 
 A failure of ADDFD other than a vanished notification leaves the call to the
 North (and an unsupported ioctl turns the path off: kernels before 5.14).
