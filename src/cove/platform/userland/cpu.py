@@ -172,28 +172,32 @@ class UserlandCpu:
                 if ops:
                     self.platform.batch(proc, ops)
                 return self._fault_now(GP)  # the host would only SIGSEGV on the iret
-            if (th.state is _ST_NOTIF and not ctx._fpu_dirty and ctx.fs_base == ctx._live_fs
-                    and ctx.gs_base == ctx._live_gs and bytes(ctx._rmv) == ctx._snap):
+            unchanged = (th.state is _ST_NOTIF and not ctx._fpu_dirty
+                         and ctx.fs_base == ctx._live_fs and ctx.gs_base == ctx._live_gs
+                         and bytes(ctx._rmv) == ctx._snap)
+            if retry is not None and th.state is _ST_NOTIF:
+                # A call handed back unanswered (retry_native).
+                if ops:
+                    self.platform.batch(proc, ops)
+                if not unchanged or retry != th.notif_id:
+                    # Cannot happen (nothing ran since): never answer it with a
+                    # result the North did not give; it answers the call now.
+                    self._exit.kind = _SYSCALL
+                    return self._exit
+                ex = self._retry_native(ctx, th, aspace)
+                if ex is not None:
+                    return ex
+            elif unchanged:
                 # The fast path: only rax changed; the reply resumes the guest.
                 if ops:
                     self.platform.batch(proc, ops)
-                if retry is not None and retry == th.notif_id:
-                    ex = self._retry_native(ctx, th, aspace)
-                    if ex is not None:
-                        return ex
-                else:
-                    rax = regs.rax
-                    _RESP.pack_into(self._resp_mv, 0, th.notif_id,
-                                    rax - (1 << 64) if rax >> 63 else rax, 0, 0)
-                    if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
-                        th.state = _ST_DEAD  # the notification is gone: the thread was killed
-                        return self._halt(f"stub thread {th.tid} vanished in a syscall")
-                    th.state = _ST_RUNNING
-            elif retry is not None and retry == th.notif_id and th.state is _ST_NOTIF:
-                if ops:  # cannot happen (the North changed nothing): the North answers
-                    self.platform.batch(proc, ops)
-                self._exit.kind = _SYSCALL
-                return self._exit
+                rax = regs.rax
+                _RESP.pack_into(self._resp_mv, 0, th.notif_id,
+                                rax - (1 << 64) if rax >> 63 else rax, 0, 0)
+                if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
+                    th.state = _ST_DEAD  # the notification is gone: the thread was killed
+                    return self._halt(f"stub thread {th.tid} vanished in a syscall")
+                th.state = _ST_RUNNING
             else:
                 self.platform.resume(ctx, th, ops)
             poller = th.poller
