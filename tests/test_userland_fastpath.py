@@ -290,3 +290,67 @@ def test_kvm_does_not_ask_for_host_pipes() -> None:
     from cove.platform.base import Capabilities
 
     assert Capabilities("x", "y", 512, 3).native_pipes is False
+
+
+# --- calls the North hands back unanswered (UserlandCpu.retry_native) -------------
+def test_a_handed_back_call_is_offered_to_the_native_path_again(platform, assemble,
+                                                                pipe) -> None:
+    """A read the North first kept (no grant: as if it slept) and then handed
+    back unanswered runs in the host when the cpu next runs the context."""
+    rd, wr = pipe
+    io = GrantAll()
+    platform.set_native_io(io)
+    guest = Guest(platform, assemble(program(call(NR_READ, 5, DATA, 64))))
+    e = guest.run()
+    assert e.kind == ExitKind.SYSCALL and guest.ctx.regs.rax == NR_READ
+    os.write(wr, b"now there is data")
+    g = io.grants[(5, False)] = Grant(rd, cap=17)
+    assert platform.cpu().retry_native(guest.ctx)
+    e = guest.run()
+    assert e.kind == ExitKind.SYSCALL and guest.ctx.regs.rax == NR_GETPID
+    assert guest.ctx.regs.rdi == 17 and guest.memory(guest.data, 17) == b"now there is data"
+    assert g.commits == 1 and io.asked[-1] == (5, False, 64)
+
+
+def test_a_handed_back_call_declined_again_returns_unanswered(platform, assemble,
+                                                              pipe) -> None:
+    """Declined on the second offer, the call comes back as the same SYSCALL
+    exit (registers untouched); the North's answer then resumes the guest."""
+    io = GrantAll()
+    platform.set_native_io(io)
+    guest = Guest(platform, assemble(program(call(NR_READ, 5, DATA, 64))))
+    assert guest.run().kind == ExitKind.SYSCALL and guest.ctx.regs.rax == NR_READ
+    assert platform.cpu().retry_native(guest.ctx)
+    e = guest.run()
+    regs = guest.ctx.regs
+    assert e.kind == ExitKind.SYSCALL and regs.rax == NR_READ
+    assert (regs.rdi, regs.rsi, regs.rdx) == (5, DATA, 64) and len(io.asked) == 2
+    regs.rax = 42  # the North's answer
+    e = guest.run()
+    assert e.kind == ExitKind.SYSCALL and regs.rax == NR_GETPID and regs.rdi == 42
+
+
+def test_a_kick_never_answers_a_handed_back_call(platform, assemble, pipe) -> None:
+    """A kick (preemption, a pause) that meets a handed-back call returns the
+    call to the North unanswered; the kick is taken at the next run."""
+    io = GrantAll()
+    platform.set_native_io(io)
+    guest = Guest(platform, assemble(program(call(NR_READ, 5, DATA, 64))))
+    assert guest.run().kind == ExitKind.SYSCALL and guest.ctx.regs.rax == NR_READ
+    cpu = platform.cpu()
+    assert cpu.retry_native(guest.ctx)
+    cpu.kick()
+    e = guest.run()
+    assert e.kind == ExitKind.SYSCALL and guest.ctx.regs.rax == NR_READ
+    guest.ctx.regs.rax = 7
+    assert guest.run().kind == ExitKind.INTERRUPTED
+    e = guest.run()
+    assert e.kind == ExitKind.SYSCALL and guest.ctx.regs.rax == NR_GETPID
+    assert guest.ctx.regs.rdi == 7
+
+
+def test_nothing_is_handed_back_without_a_notification(platform, assemble) -> None:
+    guest = Guest(platform, assemble(program(call(NR_GETPID, 0, 0, 0))))
+    assert not platform.cpu().retry_native(guest.ctx)  # never ran: no pending call
+    platform.set_native_io(GrantAll())
+    assert not platform.cpu().retry_native(guest.ctx)
