@@ -300,7 +300,7 @@ SIZES: dict[str, int] = {
     "fs_attr": 9591,
     "fs_dir": 4048,
     "fs_fcntl": 7718,
-    "fs_iov": 9923,
+    "fs_iov": 9924,
     "fs_locks": 8664,
     "fs_memfd": 5567,
     "fs_names": 6259,

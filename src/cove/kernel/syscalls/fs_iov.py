@@ -13,6 +13,7 @@ through: whether an fd blocks is the File's business.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
@@ -119,8 +120,8 @@ def guest_views(t: Task, segs: Segs, limit: int, write: bool) -> list[memoryview
             if len(got) == 1 or got == list(range(first, first + len(got))):
                 runs = [((first << 12) + (addr & PAGE_MASK), run_end - addr)]
             else:
-                # Cut where the frames stop being consecutive (one pass in C-ish speed).
-                cuts = [i for i, (x, y) in enumerate(zip(got, got[1:]), 1) if y != x + 1]
+                # Cut where the frames stop being consecutive.
+                cuts = [i for i, (x, y) in enumerate(pairwise(got), 1) if y != x + 1]
                 vpn0 = addr >> 12
                 runs = []
                 lo = 0
