@@ -13,7 +13,6 @@ from cove.platform.base import (
     BP,
     DE,
     GP,
-    NP,
     PF,
     PF_INSTR,
     PF_PRESENT,
@@ -154,10 +153,8 @@ def test_noncanonical_rip_faults_without_running(platform, assemble) -> None:
 def test_legacy_int80_is_a_fault_not_a_syscall(platform, assemble) -> None:
     g = Guest(platform, assemble("mov $20, %eax\n int $0x80"))
     e = g.run()
-    # Hardware and userland: #GP(0x402) (the gate is absent). kvm_pvm reports
-    # #UD instead, so the two platforms differ here (SIGILL vs SIGSEGV).
-    vectors = (GP,) if platform.name == "userland" else (GP, UD, NP)
-    assert e.kind == ExitKind.FAULT and e.vector in vectors, e
+    # #GP(0x402), as hardware raises for the absent gate (kvm_pvm's #UD is mapped).
+    assert e.kind == ExitKind.FAULT and e.vector == GP and e.error_code == 0x402, e
     assert g.ctx.regs.rip == CODE + 5 and g.ctx.regs.rax == 20
 
 

@@ -28,7 +28,7 @@ import struct
 import threading
 from typing import TYPE_CHECKING
 
-from cove.platform.base import GP, PF, Exit, ExitKind, PlatformError
+from cove.platform.base import GP, PF, UD, Exit, ExitKind, PlatformError
 from cove.platform.kvm import layout, uapi
 from cove.platform.kvm._sys import ThreadTimer, errno, ioctl, raw_ioctl
 from cove.platform.kvm.platform import KICK_SIGNAL
@@ -366,10 +366,23 @@ class KvmCpu:
         if cs & 3 != 3:
             return self._halt(f"exception {vector} inside the stub at {rip:#x}")
         regs.rip, regs.rflags, regs.rsp = rip, rflags, rsp
+        if vector == UD and self._at_int80(rip):
+            # Hardware raises #GP(0x402) for an absent IDT gate; kvm_pvm reports
+            # #UD. The guest must see the same fault (SIGSEGV) on every platform.
+            vector, ex.error_code = GP, (0x80 << 3) | 2
         ex.kind = _FAULT
         ex.vector = vector
         ex.detail = ""
         return ex
+
+    def _at_int80(self, rip: int) -> bool:
+        """Whether the user instruction at ``rip`` is ``int $0x80`` (cd 80)."""
+        aspace = self._aspace
+        if aspace is None:
+            return False
+        first, second = aspace.translate(rip), aspace.translate(rip + 1)
+        return (first is not None and second is not None
+                and self._mem[first] == 0xCD and self._mem[second] == 0x80)
 
     def _interrupted(self, ctx: KvmContext) -> bool:
         """After EINTR: True (and ctx updated) if the guest stopped somewhere a
