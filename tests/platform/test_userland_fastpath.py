@@ -2,16 +2,13 @@
 with a North stand-in that grants every call: the platform itself must still
 refuse buffers outside the guest's mappings (the stub's own pages above all),
 fd numbers at or above the stub's memfd, and must replace a stale host file
-at a reused fd number. Small assembled guests, as in test_userland_platform."""
+at a reused fd number. Small assembled guests, as in tests/platform."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import struct
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -35,24 +32,6 @@ pytestmark = [
 CODE, DATA, RODATA, HOLE, STACK_TOP = 0x400000, 0x600000, 0x610000, 0x620000, 0x800000
 RX, RW = PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE
 NR_READ, NR_WRITE, NR_READV, NR_GETPID = 0, 1, 19, 39
-
-
-@pytest.fixture(scope="module")
-def assemble(tmp_path_factory: pytest.TempPathFactory):
-    cache = tmp_path_factory.mktemp("fastpath-asm")
-
-    def build(src: str) -> bytes:
-        h = hashlib.sha256(src.encode()).hexdigest()[:16]
-        out = Path(cache, f"{h}.bin")
-        if not out.exists():
-            s, o = Path(cache, f"{h}.S"), Path(cache, f"{h}.o")
-            s.write_text(".text\n.code64\n" + src + "\n")
-            subprocess.run(["as", "--64", "-o", str(o), str(s)], check=True)
-            subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(o), str(out)],
-                           check=True)
-        return out.read_bytes()
-
-    return build
 
 
 @pytest.fixture
