@@ -48,7 +48,10 @@ D = 1 << 6
 HELD = 1 << 9  # software bit: a PROT_NONE page still bound to its frame
 NX = 1 << 63
 ADDR = 0x000F_FFFF_FFFF_F000
-TABLE = P | W | U  # upper levels allow everything; the leaf decides
+# Upper levels allow everything; the leaf decides. A (and D on writable leaves) are
+# set from the start: the CPU never writes them into the tables then, so a restored
+# image's tables stay shared with the image instead of being copied by that write.
+TABLE = P | W | U | A
 
 PAGE = 4096
 
@@ -62,6 +65,12 @@ def pte_for(frame: int, prot: int) -> int:
     if not prot & PROT_EXEC:
         e |= NX
     return e
+
+
+def same_entry(old: int, new: int) -> bool:
+    """``old`` differs from ``new`` at most in the accessed/dirty bits (which
+    the CPU sets, and cove never reads)."""
+    return (old | A | D) == (new | A | D)
 
 
 def prot_of(e: int) -> int:
@@ -147,7 +156,7 @@ class KvmAddressSpace:
         pt = self._pt = PageTables.__new__(PageTables)
         pt._pool, pt._q, pt.tables, pt.root = pool, q, [int(f) for f in tables], int(root)
         i = (pt.root << 9) | 511
-        if q[i] != kernel_pml4e:
+        if not same_entry(q[i], kernel_pml4e):  # a write would unshare the image's page
             q[i] = kernel_pml4e
         self.cr3 = pt.root << 12
         self.flush_gen = 0

@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING, Any
 from cove.platform.base import Capabilities, PlatformError, PlatformUnavailable, UserRegs
 from cove.platform.kvm import _stub_bin, layout, uapi
 from cove.platform.kvm._sys import ioctl
-from cove.platform.kvm.pagetable import NX, TABLE, KvmAddressSpace, P, U
+from cove.platform.kvm.pagetable import (
+    NX,
+    TABLE,
+    A,
+    D,
+    KvmAddressSpace,
+    P,
+    U,
+    W,
+    same_entry,
+)
 from cove.platform.kvm.tablepool import TablePool
 
 if TYPE_CHECKING:
@@ -231,10 +241,13 @@ class KvmPlatform:
         view.release()
 
     def _setq(self, index: int, value: int) -> None:
-        if self._q[index] != value:
+        """Set a kernel-half table entry (accessed/dirty bits the CPU set are not
+        a difference: rewriting them would unshare a restored image's page)."""
+        if not same_entry(self._q[index], value):
             self._q[index] = value
 
     def _kmap(self, va: int, frame: int, bits: int) -> None:
+        bits |= A | (D if bits & W else 0)
         self._setq((self._kpt << 9) | ((va >> 12) & 511), (frame << 12) | bits)
 
     def set_lstar_user(self, user: bool) -> None:
