@@ -97,9 +97,9 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         sb = _build_sandbox(ns)
         argv = [ns.program, *ns.args]
         if ns.verbose:
-            import logging
+            from cove.lazylog import getLogger
 
-            logging.getLogger("cove").setLevel(logging.INFO)
+            getLogger("cove").setLevel("INFO")
         guest_starts()
         result = sb.run(argv)
     except _Usage as e:
@@ -169,11 +169,12 @@ def _main(argv: list[str] | None) -> int:
     args = sys.argv[1:] if argv is None else argv
     # argparse only for what the fast reader leaves to it (help, errors, other commands).
     ns: Any = fast_parse(args) or _parser().parse_args(args)
-    # logging is imported only once a command is known (--version, --help skip it).
-    import logging
+    # logging is imported only when something is logged (~3 ms of every start);
+    # with --debug now, so that everything is.
+    from cove.lazylog import configure, getLogger
 
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if ns.debug else logging.WARNING,
-                        format="cove: %(message)s")
+    configure(stream=sys.stderr, level="DEBUG" if ns.debug else "WARNING",
+              format="cove: %(message)s", now=ns.debug)
     try:
         if ns.command == "run":
             return _cmd_run(ns)
@@ -193,7 +194,7 @@ def _main(argv: list[str] | None) -> int:
     except Exception as e:  # the last line of defence: one line, no traceback
         if ns.debug:
             raise
-        logging.getLogger("cove").debug("fatal", exc_info=True)
+        getLogger("cove").debug("fatal", exc_info=True)
         msg = str(e) or type(e).__name__
         return _fail(msg if "platform" in msg or "kvm" in msg else f"internal error: {msg}")
 

@@ -14,19 +14,19 @@ the thread that calls ``spawn`` (the first one must be the main thread).
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, BinaryIO
 
 from cove.dataclass import dataclass, field
+from cove.lazylog import getLogger
 
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
     from cove.kernel.physmem import PhysMem
 
-log = logging.getLogger("cove.sandbox")
+log = getLogger("cove.sandbox")  # logging is imported only if something is logged
 
 PIPE = -1  # the same values as subprocess's
 DEVNULL = -3

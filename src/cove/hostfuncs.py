@@ -38,17 +38,17 @@ the exception is logged on the host.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cove.dataclass import dataclass
+from cove.lazylog import getLogger
 
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
 
-log = logging.getLogger("cove.hostfuncs")
+log = getLogger("cove.hostfuncs")  # logging is imported only if something is logged
 
 COVE_HOSTCALL_NR = 1000  # above Linux's last x86-64 syscall (469); never a Linux number soon
 OP_CALL, OP_FETCH, OP_DESCRIBE = 0, 1, 2

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import atexit
 import enum
-import logging
 import os
 import signal
 import threading
@@ -39,6 +38,7 @@ from cove.kernel.fdtable import FdTable
 from cove.kernel.kernel import Kernel, status_to_exit
 from cove.kernel.mm import MemoryMap
 from cove.kernel.task import Creds
+from cove.lazylog import getLogger
 from cove.rootfs import MountSpec, build_vfs
 
 if TYPE_CHECKING:
@@ -337,8 +337,8 @@ class Sandbox:
             phys.close()
             raise
         caps = getattr(platform, "capabilities", None)
-        logging.getLogger("cove").info("platform %s (%s)", platform.name,
-                                       getattr(caps, "syscall_path", "?"))
+        getLogger("cove").info("platform %s (%s)", platform.name,
+                               getattr(caps, "syscall_path", "?"))
         kernel = Kernel(platform, self.vfs, trace=trace, hostname=self.hostname)
         live = Live(kernel, phys, os.path.basename(argv[0]))
         try:

@@ -31,7 +31,6 @@ Skipped members are logged and listed in ``fs.skipped``.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from collections.abc import Iterable
 from typing import BinaryIO
@@ -47,10 +46,11 @@ from cove.fs.tarsource import (
     open_archive,
     source_from,
 )
+from cove.lazylog import getLogger
 
 __all__ = ["ArchiveError", "ArchiveFS", "Skipped", "TarFS"]
 
-log = logging.getLogger(__name__)
+log = getLogger(__name__)  # logging is imported only if something is logged
 
 ST_RDONLY = 1
 IMPLIED_DIR_PERM = 0o755

@@ -8,9 +8,7 @@ thread's cpu: run a task until it exits to us, handle the exit, pick the next.
 from __future__ import annotations
 
 import itertools
-import logging
 import time
-import traceback
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -24,12 +22,13 @@ from cove.kernel.sched import TIMESLICE, Scheduler
 from cove.kernel.syscall import TABLE, Syscall, load_all
 from cove.kernel.task import Creds, Process, State, Task
 from cove.kernel.wait import Blocked
+from cove.lazylog import getLogger
 from cove.platform.base import PF, ExitKind
 
 if TYPE_CHECKING:
     from cove.platform.base import Exit, Platform
 
-log = logging.getLogger("cove.kernel")
+log = getLogger("cove.kernel")  # logging is imported only if something is logged
 
 MASK64 = (1 << 64) - 1
 BOOT_UPTIME = 1.0  # seconds the sandbox's clocks show at boot
@@ -254,6 +253,8 @@ class Kernel:
             self.sched.block(t, b)
             return
         except Exception:  # a bug in cove must never take the supervisor down
+            import traceback
+
             log.error("internal error in %s:\n%s", sc.name, traceback.format_exc())
             result = -E.ENOSYS
         t.blocked_call = None
@@ -306,6 +307,8 @@ class Kernel:
             t.ctx.regs.rax = -e.errno & MASK64
             t.restart_nr = None
         except Exception:
+            import traceback
+
             log.error("internal error in %s (interrupted):\n%s", sc.name, traceback.format_exc())
 
     def _trace(self, t: Task, name: str, args: Any, result: Any, dt: float) -> None:

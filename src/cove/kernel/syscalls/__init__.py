@@ -310,7 +310,7 @@ SIZES: dict[str, int] = {
     "fs_stat": 7422,
     "fs_sync": 1407,
     "futex": 8823,
-    "hostcall": 7124,
+    "hostcall": 7187,
     "io_epoll": 8869,
     "io_eventfd": 669,
     "io_ioctl": 2420,

@@ -9,7 +9,6 @@ turned into EREMOTEIO with its message in the result.
 
 from __future__ import annotations
 
-import logging
 import struct
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -27,11 +26,12 @@ from cove.hostfuncs import (
     HostFunction,
 )
 from cove.kernel.syscall import TABLE, ULONG, Syscall
+from cove.lazylog import getLogger
 
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 
-log = logging.getLogger("cove.hostfuncs")
+log = getLogger("cove.hostfuncs")  # logging is imported only if something is logged
 
 VAL = struct.Struct("<IIQQ")  # struct cove_val: type, reserved, value, len
 NAME_MAX = 255

@@ -24,15 +24,14 @@ The pool keeps at most ``limit`` idle VMs (``set_limit``; 0 turns it off).
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
 from typing import TYPE_CHECKING
+
+from cove.lazylog import getLogger
 
 if TYPE_CHECKING:
     from cove.kernel.physmem import PhysMem
     from cove.platform.kvm.platform import KvmPlatform
-
-log = logging.getLogger("cove.kvm")
 
 _lock = threading.Lock()
 _idle: list[KvmPlatform] = []
@@ -112,7 +111,7 @@ def give(platform: KvmPlatform) -> bool:
     try:
         platform.detach()
     except Exception:
-        log.exception("detaching a VM for the pool failed")
+        getLogger("cove.kvm").exception("detaching a VM for the pool failed")
         return False
     with _lock:
         if len(_idle) < _limit:
