@@ -286,6 +286,83 @@ def test_prefault_copies_the_writable_pages_up_front(state_guest):
         _ok(shared.resume(input=b"go\n", capture_output=True))
 
 
+def _own_pages(c) -> int:
+    """Pages of a sandbox's guest memory that are its own: written since the
+    restore (resident anonymous pages; the image's pages are the snapshot's)."""
+    phys = c._live.phys
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    try:
+        raw = os.pread(fd, 8 * phys.nframes, phys.address // 4096 * 8)
+    finally:
+        os.close(fd)
+    # bit 63: present; bit 61: a file page or shared memory
+    return sum(1 for e in memoryview(raw).cast("Q") if e >> 61 == 0b100)
+
+
+@needs_kvm_snapshots
+def test_a_restore_writes_none_of_the_image(state_guest):
+    """Nothing cove does when it restores writes to the image's pages (the VM's
+    page tables are made with their accessed and dirty bits set, so the CPU
+    does not write them either): all of them stay shared until the guest
+    itself writes, in a new sandbox and in place."""
+    from cove import Sandbox
+
+    snap = state_guest.snapshot()
+    with Sandbox.from_snapshot(snap) as c:
+        assert _own_pages(c) == 0
+        _ok(c.resume(input=b"go\n", capture_output=True))
+    state_guest.restore(snap)
+    assert _own_pages(state_guest) == 0
+    _ok(state_guest.resume(input=b"go\n", capture_output=True))
+
+
+@needs_kvm_snapshots
+def test_memory_staged_while_the_file_is_checked(state_guest, tmp_path):
+    """cove restore's path: the guest memory of the first restore is mapped
+    (and its writable pages copied) while the file is still being hashed. It
+    is used once, by a prefault restore, and released if the file is bad."""
+    from cove import Sandbox, Snapshot, SnapshotFormatError
+    from cove.snapfile import Reading
+    from cove.snapstage import Staged
+
+    snap = state_guest.snapshot()
+    path = tmp_path / "s.snap"
+    snap.save(path)
+    writable = sum(b - a for a, b in snap.meta["writable"])
+    reading = Reading(path)
+    staged = Staged(reading, prefault=True)
+    phys = staged.phys
+    assert phys is not None
+    loaded = Snapshot.from_reading(reading, staged)
+    with Sandbox.from_snapshot(loaded, prefault=True) as c:
+        assert c._live.phys is phys and _own_pages(c) >= writable
+        _ok(c.resume(input=b"go\n", capture_output=True))
+    assert loaded._staged == []
+    with Sandbox.from_snapshot(loaded) as c:  # later restores map the image anew
+        assert c._live.phys is not phys and _own_pages(c) == 0
+        _ok(c.resume(input=b"go\n", capture_output=True))
+    # Not a prefault restore: the staged copy is not shared, so it is not used.
+    reading = Reading(path)
+    staged = Staged(reading, prefault=True)
+    phys = staged.phys
+    with Sandbox.from_snapshot(Snapshot.from_reading(reading, staged)) as c:
+        assert c._live.phys is not phys and staged.phys is None
+    # A damaged image: refused, and what was staged from it goes.
+    from cove.snapfile import HEADER
+
+    data = bytearray(path.read_bytes())
+    image_offset = HEADER.unpack_from(data)[6]
+    data[image_offset + sorted(snap.refs)[len(snap.refs) // 2] * 4096 + 7] ^= 0x10
+    bad = tmp_path / "bad.snap"
+    bad.write_bytes(bytes(data))
+    reading = Reading(bad)
+    staged = Staged(reading, prefault=True)
+    assert staged.phys is not None
+    with pytest.raises(SnapshotFormatError, match="checksum mismatch"):
+        Snapshot.from_reading(reading, staged)
+    assert staged.phys is None and reading.fd == -1
+
+
 @needs_kvm
 def test_a_snapshot_before_any_guest_has_files_only_and_accepts_any_functions(tmp_path):
     from cove import HostFunctions, Sandbox, Snapshot
@@ -503,6 +580,24 @@ def test_cli_warm_start_demo(tmp_path):
 
 
 @needs_kvm_snapshots
+def test_cli_restore_imports_only_what_it_needs(tmp_path):
+    """cove restore imports no logging (nothing is logged), no argparse, and
+    pickle's and hashlib's C modules without their Python wrappers."""
+    snap = str(tmp_path / "cat.snap")
+    r = _cove("snapshot", "--out", snap, "--", BUSYBOX, "cat")
+    assert r.returncode == 0, r.stderr
+    watched = ("logging", "traceback", "argparse", "pickle", "hashlib")
+    code = ("import sys\n"
+            "before = set(sys.modules)\n"
+            "from cove.cli import main\n"
+            "rc = main(['restore', sys.argv[1]])\n"
+            f"print(rc, sorted(m for m in {watched!r} if m in sys.modules and m not in before))\n")
+    r = subprocess.run([sys.executable, "-c", code, snap], input=b"meow", capture_output=True,
+                       timeout=120)
+    assert (r.stdout, r.stderr) == (b"meow0 []\n", b"")
+
+
+@needs_kvm_snapshots
 def test_cli_snapshot_and_restore_errors(tmp_path):
     snap = str(tmp_path / "s.snap")
     r = _cove("snapshot", "--out", snap, "--", BUSYBOX, "true")
@@ -512,11 +607,16 @@ def test_cli_snapshot_and_restore_errors(tmp_path):
     assert r.returncode == 0, r.stderr
     r = _cove("restore", "--timeout", "1", snap, stdin=b"line\n")
     assert r.returncode == 124 and b"timeout" in r.stderr
-    with open(snap, "r+b") as f:
-        f.seek(200)
-        f.write(b"\xff\xff")
-    r = _cove("restore", snap)
-    assert r.returncode == 1 and r.stderr.count(b"\n") == 1 and b"checksum" in r.stderr
+    good = open(snap, "rb").read()
+    for where in (200, len(good) - 4096 + 100):  # the state; the image (staged meanwhile)
+        with open(snap, "r+b") as f:
+            f.seek(where)
+            f.write(bytes(b ^ 0xFF for b in good[where:where + 2]))
+        r = _cove("restore", snap, stdin=b"line\n")
+        assert r.returncode == 1 and r.stderr.count(b"\n") == 1 and b"checksum" in r.stderr
+        assert r.stdout == b""
+        with open(snap, "wb") as f:
+            f.write(good)
 
 
 def _userland_reason() -> str | None:

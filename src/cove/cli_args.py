@@ -14,19 +14,28 @@ checks both parsers agree.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import Any
 
 
-class Opt(NamedTuple):
-    flags: tuple[str, ...]
-    dest: str
-    kind: str = "value"  # "value", "append" or "flag"
-    default: Any = None
-    type: Any = None  # a converter, as argparse's type=
-    choices: tuple[str, ...] | None = None
-    metavar: str | None = None
-    help: str | None = None
-    required: bool = False
+class Opt:
+    """One option (a plain class: a NamedTuple costs ~1 ms to define at every start)."""
+
+    __slots__ = ("flags", "dest", "kind", "default", "type", "choices", "metavar", "help",
+                 "required")
+
+    def __init__(self, flags: tuple[str, ...], dest: str, kind: str = "value",
+                 default: Any = None, type: Any = None,
+                 choices: tuple[str, ...] | None = None, metavar: str | None = None,
+                 help: str | None = None, required: bool = False) -> None:
+        self.flags = flags
+        self.dest = dest
+        self.kind = kind  # "value", "append" or "flag"
+        self.default = default
+        self.type = type  # a converter, as argparse's type=
+        self.choices = choices
+        self.metavar = metavar
+        self.help = help
+        self.required = required
 
 
 RUN_OPTIONS = (

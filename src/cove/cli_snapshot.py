@@ -44,12 +44,15 @@ def add_parsers(sub: Any, add_run_options: Callable[[argparse.ArgumentParser], N
 
 
 def run(ns: argparse.Namespace) -> int:
+    # A restore starts reading and checking its file (and readying its memory)
+    # on helper threads before this thread imports the rest of cove.
+    early = _begin_restore(ns) if ns.command == "restore" else None
     from cove.platform.base import PlatformUnavailable
     from cove.rootfs import RootfsError
     from cove.sandbox import CoveError, ProgramNotFound, SandboxTimeout
 
     try:
-        return _snapshot(ns) if ns.command == "snapshot" else _restore(ns)
+        return _snapshot(ns) if ns.command == "snapshot" else _restore(ns, early)
     except ProgramNotFound as e:
         return _fail(str(e), EXIT_NOT_FOUND)
     except SandboxTimeout as e:
@@ -86,16 +89,31 @@ def _snapshot(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _restore(ns: argparse.Namespace) -> int:
+def _begin_restore(ns: argparse.Namespace) -> tuple[Any, Any]:
+    """The snapshot file being read and hashed, and (kvm) the guest memory of
+    its restore being readied, each on a helper thread (cove.snapfile, cove.snapstage)."""
+    from cove.snapfile import Reading
+
+    reading = Reading(ns.file)
+    staged = None
+    if ns.platform in ("auto", "kvm"):
+        from cove.snapstage import Staged
+
+        # One restore: the guest's memory is copied up front rather than shared.
+        staged = Staged(reading, prefault=True)
+    return reading, staged
+
+
+def _restore(ns: argparse.Namespace, early: tuple[Any, Any] | None = None) -> int:
     from cove.cli import guest_starts
     from cove.hostfuncs import HostFunctions
     from cove.sandbox import Sandbox, SandboxConfig
     from cove.snapshot import Snapshot
 
-    snap = Snapshot.load(ns.file)
+    reading, staged = early if early is not None else _begin_restore(ns)
+    snap = Snapshot.from_reading(reading, staged)
     cfg = SandboxConfig(platform=ns.platform, timeout=ns.timeout, trace=ns.trace,
                         debug=ns.debug)
-    # One restore: the guest's memory is copied up front rather than shared.
     with Sandbox.from_snapshot(snap, host_functions=HostFunctions.default(), config=cfg,
                                stdin=None, stdout=None, stderr=None, prefault=True) as sb:
         guest_starts()

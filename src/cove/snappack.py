@@ -17,8 +17,12 @@ length whose columns are each such ints or a few distinct plain values
 from __future__ import annotations
 
 import array
-import pickle
 import sys
+
+try:  # the C module is what pickle.py re-exports; importing pickle.py costs ~1 ms
+    import _pickle as pickle
+except ImportError:  # pragma: no cover - a Python without the C accelerator
+    import pickle  # type: ignore[no-redef]
 from typing import Any
 
 MIN = 32  # smaller containers cost less as they are

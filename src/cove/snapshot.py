@@ -20,49 +20,36 @@ Where a restore runs: ``Sandbox.restore`` of a kvm guest reuses the guest's
 VM and memory (the image is mapped over it, KVM's shadow state zapped);
 ``from_snapshot`` takes a ready VM from ``cove.platform.kvm.vmpool``.
 
-File format (``save``/``load``), all little-endian::
-
-    header   "COVESNAP", format u32, flags u32, meta_len u64, refs_len u64,
-             state_len u64, image_offset u64, image_len u64, sha256 (32 bytes)
-    meta     JSON         refs   u32 (frame, count) pairs        state  pickle
-    image    at image_offset (page aligned): image_len bytes of guest memory,
-             only frames in use written (the rest are holes)
-
-The SHA-256 covers the header fields before it, meta, refs, state and every
-frame in use, so a truncated, corrupted or edited file is refused before
-anything is built from it.
+The file format and its checks are in ``cove.snapfile``; a restore that
+starts while the file is still being checked (``cove restore``) is readied
+by ``cove.snapstage``.
 """
 
 from __future__ import annotations
 
 import array
 import fcntl
-import hashlib
 import importlib
 import json
 import mmap
 import os
-import re
-import struct
 import sys
 import threading
 import time
 import weakref
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cove import __version__
 from cove.sandbox import CoveError, SandboxConfig, SandboxState, parse_memory
+from cove.snapfile import FORMAT, HEADER, MAGIC, PAGE, FileProblem, Reading, page_up, sha256
+from cove.snapfile import runs as _runs
+from cove.snapstage import Staged
+from cove.snapstage import prefault as _prefault
 
 if TYPE_CHECKING:
     from cove.guestproc import Live, Stdio
     from cove.hostfuncs import HostFunctions
     from cove.sandbox import Sandbox
-
-FORMAT = 2  # 2: the VM's frames and page tables are in the image (meta "kvm")
-MAGIC = b"COVESNAP"
-_HEADER = struct.Struct("<8sIIQQQQQ32s")
-PAGE = 4096
 
 
 class SnapshotError(CoveError):
@@ -96,7 +83,9 @@ class SnapshotHostFunctionMismatch(SnapshotError):
         self.name = name
 
 
-def _close_fd(fd: int) -> None:
+def _release(fd: int, staged: list[Staged]) -> None:
+    while staged:
+        staged.pop().close()
     try:
         os.close(fd)
     except OSError:
@@ -115,8 +104,10 @@ class Snapshot:
         self.image_offset = image_offset
         self._accounting: Any = None
         self.ints: dict[int, Any] = {}  # decoded state arrays, shared by restores
-        self._finalizer = weakref.finalize(self, _close_fd, image_fd) if image_fd is not None \
-            else None
+        # Memory readied for the first restore while the file was checked (cove restore).
+        self._staged: list[Staged] = []
+        self._finalizer = weakref.finalize(self, _release, image_fd, self._staged) \
+            if image_fd is not None else None
 
     # --- what it holds --------------------------------------------------------
     @property
@@ -149,6 +140,14 @@ class Snapshot:
             acc = self._accounting = PhysMem.accounting(self.refs)
         return acc
 
+    def _take_staged(self) -> Any:
+        """Memory readied for this snapshot's first restore (a PhysMem), or None."""
+        while self._staged:
+            phys = self._staged.pop().take(self.memory, self.image_offset, self.image_length)
+            if phys is not None:
+                return phys
+        return None
+
     def close(self) -> None:
         """Release the memory image now (restored sandboxes keep their own mapping)."""
         if self._finalizer is not None:
@@ -172,18 +171,18 @@ class Snapshot:
         """Write the snapshot to ``path`` (atomically: a temporary file renamed)."""
         meta = json.dumps(self.meta, sort_keys=True).encode()
         refs = self._refs_bytes()
-        image_offset = _page_up(_HEADER.size + len(meta) + len(refs) + len(self.state))
+        image_offset = page_up(HEADER.size + len(meta) + len(refs) + len(self.state))
         length = self.image_length
-        digest = hashlib.sha256()
+        digest = sha256()
         head = (MAGIC, FORMAT, 0, len(meta), len(refs), len(self.state), image_offset, length)
-        digest.update(_HEADER.pack(*head, bytes(32))[:-32])
+        digest.update(HEADER.pack(*head, bytes(32))[:-32])
         for part in (meta, refs, self.state):
             digest.update(part)
-        tmp = Path(f"{os.fspath(path)}.tmp{os.getpid()}")
+        tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(fd, image_offset + length)
-            os.pwrite(fd, meta + refs + self.state, _HEADER.size)
+            os.pwrite(fd, meta + refs + self.state, HEADER.size)
             if length:
                 assert self.image_fd is not None
                 src = mmap.mmap(self.image_fd, length, mmap.MAP_SHARED, mmap.PROT_READ,
@@ -198,11 +197,14 @@ class Snapshot:
                     view.release()
                 finally:
                     src.close()
-            os.pwrite(fd, _HEADER.pack(*head, digest.digest()), 0)
+            os.pwrite(fd, HEADER.pack(*head, digest.digest()), 0)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
             raise
         os.close(fd)
         os.replace(tmp, path)
@@ -211,85 +213,56 @@ class Snapshot:
     def load(cls, path: str | os.PathLike[str]) -> Snapshot:
         """Read a saved snapshot. Raises SnapshotFormatError for anything that
         is not an intact snapshot of this format and cove version."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise SnapshotError(f"{path}: {e.strerror}") from None
-        try:
-            return cls._load(fd, os.fspath(path))
-        except BaseException:
-            os.close(fd)
-            raise
+        reading = Reading(path)
+        if reading.problem is None and reading.image_length:
+            # The image is hashed on a helper thread while this one readies a restore.
+            _prepare_restore(reading)
+        return cls.from_reading(reading)
 
     @classmethod
-    def _load(cls, fd: int, name: str) -> Snapshot:
-        size = os.fstat(fd).st_size
-        raw = os.pread(fd, _HEADER.size, 0)
-        if len(raw) < _HEADER.size or raw[:8] != MAGIC:
-            raise SnapshotFormatError(f"{name}: not a cove snapshot")
-        _magic, fmt, _flags, meta_len, refs_len, state_len, image_offset, length, want = \
-            _HEADER.unpack(raw)
-        if fmt != FORMAT:
-            raise SnapshotFormatError(f"{name}: snapshot format {fmt}; this cove reads "
-                                      f"format {FORMAT}")
-        body_end = _HEADER.size + meta_len + refs_len + state_len
-        if body_end > image_offset or image_offset % PAGE or length % PAGE or \
-                size < image_offset + length:
-            raise SnapshotFormatError(f"{name}: truncated or damaged snapshot "
-                                      f"({size} bytes, expected {image_offset + length})")
-        body = os.pread(fd, body_end - _HEADER.size, _HEADER.size)
-        if len(body) != body_end - _HEADER.size:
-            raise SnapshotFormatError(f"{name}: truncated snapshot")
-        digest = hashlib.sha256(raw[:-32])
-        digest.update(body)
-        meta_raw = body[:meta_len]
-        refs_raw = body[meta_len:meta_len + refs_len]
-        state = body[meta_len + refs_len:]
-        refs = _parse_refs(refs_raw, length, name)
-        if length:
-            img = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=image_offset)
-            try:
-                # The image is hashed on a helper thread (hashlib lets go of the
-                # GIL for big chunks) while this one readies a restore.
-                hasher = threading.Thread(target=_hash_runs, args=(digest, img, refs),
-                                          name="cove-snapshot-hash")
-                hasher.start()
-                try:
-                    _prepare_restore(meta_raw, state)
-                finally:
-                    hasher.join()
-            finally:
-                img.close()
-        if digest.digest() != want:
-            raise SnapshotFormatError(f"{name}: checksum mismatch (the file is corrupted or "
-                                      "was modified)")
+    def from_reading(cls, reading: Reading, staged: Staged | None = None) -> Snapshot:
+        """The snapshot of a ``cove.snapfile.Reading`` once its checks pass
+        (else SnapshotError/SnapshotFormatError, and ``staged`` is released).
+        ``staged``: memory readied for the first restore (``cove.snapstage``)."""
         try:
-            meta = json.loads(meta_raw)
-        except ValueError:
-            raise SnapshotFormatError(f"{name}: unreadable metadata") from None
-        _check_origin(meta, name)
-        if not length:
+            try:
+                meta_raw, refs, state, fd, image_offset = reading.finish()
+            except FileProblem as e:
+                raise (SnapshotError if e.kind == "open" else SnapshotFormatError)(
+                    str(e)) from None
+            try:
+                meta = json.loads(meta_raw)
+                if not isinstance(meta, dict):
+                    raise ValueError(meta_raw)
+            except ValueError:
+                os.close(fd)
+                raise SnapshotFormatError(f"{reading.name}: unreadable metadata") from None
+            try:
+                _check_origin(meta, reading.name)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            if staged is not None:
+                staged.close()
+            raise
+        if not reading.image_length:
             os.close(fd)  # files only: no memory image to keep open
-        return cls(meta, refs, state, fd if length else None, image_offset)
+            if staged is not None:
+                staged.close()
+            return cls(meta, refs, state, None, image_offset)
+        snap = cls(meta, refs, state, fd, image_offset)
+        if staged is not None:
+            snap._staged.append(staged)
+        return snap
 
 
-def _hash_runs(digest: Any, img: mmap.mmap, refs: dict[int, int]) -> None:
-    view = memoryview(img)
-    try:
-        for a, b in _runs(refs):
-            chunk = view[a * PAGE:b * PAGE]
-            digest.update(chunk)
-            chunk.release()
-    finally:
-        view.release()
-
-
-def _prepare_restore(meta_raw: bytes, state: bytes) -> None:
+def _prepare_restore(reading: Reading) -> None:
     """Best effort, while a loaded image is checked: what a restore of a guest
     will need, done now (the syscall families imported, a VM in the pool)."""
     try:
-        meta = json.loads(meta_raw)
-        if not isinstance(meta, dict) or not meta.get("has_guest") or \
+        meta = reading.meta_hint()
+        if meta is None or not meta.get("has_guest") or \
                 meta.get("platform") not in SNAPSHOT_PLATFORMS:
             return
         _load_syscalls()
@@ -297,28 +270,21 @@ def _prepare_restore(meta_raw: bytes, state: bytes) -> None:
 
         if kvm_unavailable_reason() is None:
             vmpool.prepare(1)
-        # The modules the state's objects come from: cove's own only, and no
-        # private or __main__ module (the bytes are not checked yet).
-        for name in set(re.findall(rb"cove(?:\.[a-z][a-z0-9_]*)+", state)):
-            try:
-                importlib.import_module(name.decode())
-            except Exception:  # a class or function name, not a module
-                pass
+        _import_state_modules(reading.state)
     except Exception:  # the restore itself will say what is wrong
         pass
 
 
-def _parse_refs(raw: bytes, length: int, name: str) -> dict[int, int]:
-    if len(raw) % 8:
-        raise SnapshotFormatError(f"{name}: damaged frame table")
-    flat = array.array("I")
-    flat.frombytes(raw)
-    if sys.byteorder != "little":  # pragma: no cover
-        flat.byteswap()
-    refs = dict(zip(flat[0::2], flat[1::2], strict=True))
-    if (refs and (max(refs) + 1) * PAGE > length) or any(c == 0 for c in refs.values()):
-        raise SnapshotFormatError(f"{name}: damaged frame table")
-    return refs
+def _import_state_modules(state: bytes) -> None:
+    """The modules the state's objects come from: cove's own only, and no
+    private or __main__ module (the bytes may not be checked yet)."""
+    import re
+
+    for name in set(re.findall(rb"cove(?:\.[a-z][a-z0-9_]*)+", state)):
+        try:
+            importlib.import_module(name.decode())
+        except Exception:  # a class or function name, not a module
+            pass
 
 
 def _check_origin(meta: dict[str, Any], name: str) -> None:
@@ -329,21 +295,6 @@ def _check_origin(meta: dict[str, Any], name: str) -> None:
     if meta.get("python") != py:
         raise SnapshotFormatError(f"{name}: made under Python {meta.get('python')}; this is "
                                   f"Python {py}")
-
-
-def _page_up(n: int) -> int:
-    return (n + PAGE - 1) & ~(PAGE - 1)
-
-
-def _runs(refs: dict[int, int]) -> list[tuple[int, int]]:
-    """Consecutive frames in use as [start, end) runs."""
-    out: list[tuple[int, int]] = []
-    for f in sorted(refs):
-        if out and out[-1][1] == f:
-            out[-1] = (out[-1][0], f + 1)
-        else:
-            out.append((f, f + 1))
-    return out
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -490,8 +441,15 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio, vm: tuple[Any, Any] 
 
         # The image is mapped copy-on-write (MAP_PRIVATE), so every sandbox
         # restored from one snapshot shares its unchanged pages.
-        phys = PhysMem.from_image(snap.image_fd, snap.memory, snap.image_offset,
-                                  snap.image_length)
+        phys = snap._take_staged()
+        if phys is not None and not prefault:
+            phys.close()  # copied up front, so not shared: only for a prefault restore
+            phys = None
+        if phys is not None:
+            prefault = False  # done while the file was checked
+        else:
+            phys = PhysMem.from_image(snap.image_fd, snap.memory, snap.image_offset,
+                                      snap.image_length)
         try:
             platform = vmpool.take(phys)
         except BaseException:
@@ -574,21 +532,6 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio, vm: tuple[Any, Any] 
         raise
 
 
-def _prefault(phys: Any, runs: list[list[int]]) -> None:
-    """Write-fault the pages the guest may write without the North's help
-    (``runs`` of frames) into ``phys`` now: the host copies them in one pass
-    instead of a copy-on-write fault (two VM exits and a shadow-page zap)
-    for each one the guest writes later. Best effort (Linux 5.14+)."""
-    import ctypes  # ctypes lets go of the GIL (mmap.madvise does not)
-
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    for a, b in runs:
-        if 0 <= a < b <= phys.nframes:  # an old kernel's EINVAL: no matter
-            madvise(phys.address + a * PAGE, (b - a) * PAGE, _MADV_POPULATE_WRITE)
-
-
-_MADV_POPULATE_WRITE = 23
 _syscalls_loaded = False
 
 

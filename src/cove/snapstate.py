@@ -34,7 +34,6 @@ import copyreg
 import importlib
 import io
 import itertools
-import pickle
 import selectors
 import sys
 import threading
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from cove import snappack
 from cove.dataclass import dataclass, field
+from cove.snappack import pickle  # the C pickler (pickle.py itself is not needed)
 
 if TYPE_CHECKING:
     from cove.fs.vfs import VFS
@@ -539,7 +539,9 @@ def _explain(root: Any, info: CaptureInfo) -> str:
     path: list[str] = []
     fast = _Pickler(io.BytesIO(), info)
 
-    class Tracer(pickle._Pickler):  # type: ignore[name-defined]
+    import pickle as pypickle
+
+    class Tracer(pypickle._Pickler):  # type: ignore[name-defined]
         def save(self, obj: Any, save_persistent_id: bool = True) -> None:
             path.append(type(obj).__qualname__)
             super().save(obj, save_persistent_id)

@@ -1,0 +1,220 @@
+"""Reading a saved snapshot file and checking it, with nothing of cove imported.
+
+Layout of the file (written by ``Snapshot.save``), all little-endian::
+
+    header   "COVESNAP", format u32, flags u32, meta_len u64, refs_len u64,
+             state_len u64, image_offset u64, image_len u64, sha256 (32 bytes)
+    meta     JSON         refs   u32 (frame, count) pairs        state  pickle
+    image    at image_offset (page aligned): image_len bytes of guest memory,
+             only frames in use written (the rest are holes)
+
+The SHA-256 covers the header fields before it, meta, refs, state and every
+frame in use, so a truncated, corrupted or edited file is refused before
+anything is built from it.
+
+Why a module of its own: ``Reading`` reads the header and body at once and
+hashes the image on a helper thread (OpenSSL's SHA-256 lets go of the GIL),
+so the caller can import and ready the rest of cove meanwhile. ``cove
+restore`` starts one before it imports anything else; ``Snapshot.load``
+uses the same. Each byte of the file is read once: the image's pages are
+hashed through a mapping of the page cache, the pages a restore later maps
+copy-on-write.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import sys
+import threading
+from array import array
+from typing import Any
+
+FORMAT = 2  # 2: the VM's frames and page tables are in the image (meta "kvm")
+MAGIC = b"COVESNAP"
+HEADER = struct.Struct("<8sIIQQQQQ32s")
+PAGE = 4096
+
+
+class FileProblem(Exception):
+    """The file cannot be used; ``kind`` is "open" (it cannot be opened) or
+    "format" (not an intact snapshot of this format). The message names the file."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def sha256(data: bytes = b"") -> Any:
+    """OpenSSL's SHA-256 (hardware SHA where the CPU has it); hashlib's
+    module is not needed for it."""
+    try:
+        from _hashlib import openssl_sha256
+    except ImportError:  # pragma: no cover - a Python without OpenSSL
+        from hashlib import sha256 as openssl_sha256
+    return openssl_sha256(data)
+
+
+def page_up(n: int) -> int:
+    return (n + PAGE - 1) & ~(PAGE - 1)
+
+
+def runs(refs: dict[int, int]) -> list[tuple[int, int]]:
+    """Consecutive frames in use as [start, end) runs."""
+    out: list[tuple[int, int]] = []
+    for f in sorted(refs):
+        if out and out[-1][1] == f:
+            out[-1] = (out[-1][0], f + 1)
+        else:
+            out.append((f, f + 1))
+    return out
+
+
+def hash_image(digest: Any, fd: int, offset: int, length: int, refs: dict[int, int]) -> None:
+    """Feed the frames in use of the image at ``offset`` of ``fd`` to ``digest``."""
+    img = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=offset)
+    try:
+        view = memoryview(img)
+        try:
+            for a, b in runs(refs):
+                chunk = view[a * PAGE:b * PAGE]
+                digest.update(chunk)
+                chunk.release()
+        finally:
+            view.release()
+    finally:
+        img.close()
+
+
+def parse_refs(raw: bytes, length: int, name: str) -> dict[int, int]:
+    if len(raw) % 8:
+        raise FileProblem("format", f"{name}: damaged frame table")
+    flat = array("I")
+    flat.frombytes(raw)
+    if sys.byteorder != "little":  # pragma: no cover
+        flat.byteswap()
+    refs = dict(zip(flat[0::2], flat[1::2], strict=True))
+    if (refs and (max(refs) + 1) * PAGE > length) or 0 in refs.values():
+        raise FileProblem("format", f"{name}: damaged frame table")
+    return refs
+
+
+class Reading:
+    """A snapshot file being read: the header, meta, frame table and state are
+    read and checked for shape at once, the checksum computed on a helper
+    thread. Never raises; ``finish`` says whether the file is intact.
+
+    Until ``finish`` has returned, nothing read here is trusted: ``meta_raw``
+    and ``state`` may be looked at (to ready a restore meanwhile) but not used.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.name = os.fspath(path)
+        self.fd = -1
+        self.problem: FileProblem | None = None
+        self.meta_raw = b""
+        self.state = b""
+        self.refs: dict[int, int] = {}
+        self.image_offset = 0
+        self.image_length = 0
+        self._want = b""
+        self._digest: bytes | None = None
+        self._hash_error: BaseException | None = None
+        self._hasher: threading.Thread | None = None
+        try:
+            self._start()
+        except FileProblem as e:
+            self.problem = e
+            self._close()
+        except OSError as e:
+            self.problem = FileProblem("format", f"{self.name}: {e.strerror or e}")
+            self._close()
+
+    def _start(self) -> None:
+        name = self.name
+        try:
+            self.fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise FileProblem("open", f"{name}: {e.strerror}") from None
+        size = os.fstat(self.fd).st_size
+        raw = os.pread(self.fd, HEADER.size, 0)
+        if len(raw) < HEADER.size or raw[:8] != MAGIC:
+            raise FileProblem("format", f"{name}: not a cove snapshot")
+        _magic, fmt, _flags, meta_len, refs_len, state_len, image_offset, length, want = \
+            HEADER.unpack(raw)
+        if fmt != FORMAT:
+            raise FileProblem("format", f"{name}: snapshot format {fmt}; this cove reads "
+                                        f"format {FORMAT}")
+        body_end = HEADER.size + meta_len + refs_len + state_len
+        if body_end > image_offset or image_offset % PAGE or length % PAGE or \
+                size < image_offset + length:
+            raise FileProblem("format", f"{name}: truncated or damaged snapshot "
+                                        f"({size} bytes, expected {image_offset + length})")
+        body = os.pread(self.fd, body_end - HEADER.size, HEADER.size)
+        if len(body) != body_end - HEADER.size:
+            raise FileProblem("format", f"{name}: truncated snapshot")
+        self.meta_raw = body[:meta_len]
+        self.state = body[meta_len + refs_len:]
+        self.refs = parse_refs(body[meta_len:meta_len + refs_len], length, name)
+        self.image_offset, self.image_length, self._want = image_offset, length, want
+        self._hasher = threading.Thread(target=self._hash, args=(raw[:-32], body),
+                                        name="cove-snapshot-hash")
+        self._hasher.start()
+
+    def _hash(self, head: bytes, body: bytes) -> None:
+        try:
+            digest = sha256(head)
+            digest.update(body)
+            if self.image_length:
+                hash_image(digest, self.fd, self.image_offset, self.image_length, self.refs)
+            self._digest = digest.digest()
+        except BaseException as e:  # an unreadable file: finish says so
+            self._hash_error = e
+
+    def meta_hint(self) -> dict[str, Any] | None:
+        """The metadata as the file says, not checked yet (None if unreadable)."""
+        if self.problem is not None:
+            return None
+        try:
+            import json
+
+            meta = json.loads(self.meta_raw)
+        except ValueError:
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    def finish(self) -> tuple[bytes, dict[int, int], bytes, int, int]:
+        """(meta_raw, refs, state, fd, image_offset) of an intact file, the fd
+        now the caller's; else FileProblem (and the fd is closed)."""
+        if self._hasher is not None:
+            self._hasher.join()
+            self._hasher = None
+        if self.problem is None:
+            if self._hash_error is not None:
+                e = self._hash_error
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                self.problem = FileProblem("format", f"{self.name}: unreadable image ({why})")
+            elif self._digest != self._want:
+                self.problem = FileProblem("format", f"{self.name}: checksum mismatch (the file "
+                                                     "is corrupted or was modified)")
+        if self.problem is not None:
+            self._close()
+            raise self.problem
+        fd, self.fd = self.fd, -1
+        return self.meta_raw, self.refs, self.state, fd, self.image_offset
+
+    def abandon(self) -> None:
+        """Stop caring about the file (waits for the hash, closes the fd)."""
+        if self._hasher is not None:
+            self._hasher.join()
+            self._hasher = None
+        self._close()
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
