@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from cove import __version__
 from cove.sandbox import CoveError, SandboxConfig, SandboxState, parse_memory
-from cove.snapfile import FORMAT, HEADER, MAGIC, PAGE, FileProblem, Reading, page_up, sha256
+from cove.snapfile import FORMAT, HEADER, MAGIC, PAGE, Checksum, FileProblem, Reading, page_up
 from cove.snapfile import runs as _runs
 from cove.snapstage import Staged
 from cove.snapstage import prefault as _prefault
@@ -173,7 +173,7 @@ class Snapshot:
         refs = self._refs_bytes()
         image_offset = page_up(HEADER.size + len(meta) + len(refs) + len(self.state))
         length = self.image_length
-        digest = sha256()
+        digest = Checksum()
         head = (MAGIC, FORMAT, 0, len(meta), len(refs), len(self.state), image_offset, length)
         digest.update(HEADER.pack(*head, bytes(32))[:-32])
         for part in (meta, refs, self.state):
