@@ -221,13 +221,6 @@ class Reading:
         fd, self.fd = self.fd, -1
         return self.meta_raw, self.refs, self.state, fd, self.image_offset
 
-    def abandon(self) -> None:
-        """Stop caring about the file (waits for the hash, closes the fd)."""
-        if self._hasher is not None:
-            self._hasher.join()
-            self._hasher = None
-        self._close()
-
     def _close(self) -> None:
         if self.fd >= 0:
             try:
