@@ -679,3 +679,61 @@ def test_tar_rootfs_round_trip_and_compressed_refusal(tmp_path):
     with Sandbox(rootfs=str(tmp_path / "root.tgz"), config=SandboxConfig(memory="64M")) as sb:
         with pytest.raises(SnapshotError, match="compressed archive"):
             sb.snapshot()
+
+
+@needs_kvm_snapshots
+def test_clones_share_page_maps_and_a_clone_snapshots_and_forks():
+    """Clones read through to the snapshot's page maps (BaseDict/BaseSet, the
+    shared base never written); a clone that wrote memory and forked is
+    snapshotted (its maps flattened) and cloned again, with its memory intact."""
+    from cove import Sandbox
+    from cove.bench_snapshot import PY_LINES
+    from cove.kernel.basemap import BaseDict, BaseSet
+    from cove.kernel.pagecache import cache_for
+
+    with Sandbox(config=_config()) as sb:
+        assert sb.warm_up(PY_LINES) is None
+        snap = sb.snapshot()
+    fork = (b"import os; x = bytearray(b'a' * 300000); x[-1] = 66; pid = os.fork(); "
+            b"exec(\"if pid == 0:\\n x[0] = 98\\n os._exit(x[0] + x[-1] - 164)\"); "
+            b"print(os.waitpid(pid, 0)[1] >> 8, x[0], x[-1])\n")
+    a, b = Sandbox.from_snapshot(snap), Sandbox.from_snapshot(snap)
+    try:
+        mms = [mm for c in (a, b) for mm in {id(p.mm): p.mm for p in
+                                             c._live.kernel.processes.values()}.values()]
+        big = [mm for mm in mms if len(mm.frames) >= 32]
+        assert big and all(type(mm.frames) is BaseDict for mm in big)
+        assert all(type(mm.cow) in (BaseSet, set) for mm in mms)
+        bases = {id(mm.frames._base) for mm in big}
+        assert len(bases) == len(big) // 2  # one base per map, shared by both clones
+        base = dict(big[0].frames._base)
+        assert type(cache_for(a._live.phys)._by_frame) is BaseDict
+        pa = a.attach()
+        pa.stdin.write(fork)
+        pa.stdin.flush()
+        assert pa.stdout.readline() == b"0 97 66\n"
+        assert dict(big[0].frames._base) == base  # the shared base is unchanged
+        snap2 = a.snapshot()
+        c = Sandbox.from_snapshot(snap2)
+        try:
+            pc = c.attach()
+            pc.stdin.write(b"x[1] = 67\n" + fork.split(b"; ", 1)[1]
+                           .replace(b"x = bytearray(b'a' * 300000); x[-1] = 66; ", b""))
+            pc.stdin.write(b"print(x[1], len(x))\n")
+            pc.stdin.flush()
+            assert pc.stdout.readline() == b"0 97 66\n"
+            assert pc.stdout.readline() == b"67 300000\n"
+            pc.stdin.close()
+            assert pc.wait() == 0
+        finally:
+            c.close()
+        pb = b.attach()  # the sibling clone saw none of it
+        pb.stdin.write(b"print('x' in globals())\n")
+        pb.stdin.flush()
+        assert pb.stdout.readline() == b"False\n"
+        for p in (pa, pb):
+            p.stdin.close()
+            assert p.wait() == 0
+    finally:
+        a.close()
+        b.close()

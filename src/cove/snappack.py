@@ -132,7 +132,8 @@ def decode(kind: str, keys: bytes, values: Any) -> tuple[list[int], list[Any] | 
 def template(kind: str, keys: bytes, values: Any) -> dict[Any, Any] | set[int]:
     """The container ``pack`` packed, decoded once per snapshot: each restore
     takes a ``copy()`` (a dict copy clones its table, ~10x faster than
-    rebuilding it; the items are the template's, shared)."""
+    rebuilding it; the items are the template's, shared), or, for the page
+    maps, reads through to it (``cove.kernel.basemap``: nothing copied)."""
     ks, vs = decode(kind, keys, values)
     if kind == "set":
         return set(ks)

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from cove import snappack
 from cove.dataclass import dataclass, field
+from cove.kernel.basemap import BaseDict, BaseSet
 from cove.snappack import pickle  # the C pickler (pickle.py itself is not needed)
 
 if TYPE_CHECKING:
@@ -455,7 +456,16 @@ class _Pickler(pickle.Pickler):
         self._tokens: dict[int, Any] = {}
         self._packed: dict[int, int] = {}  # id of a packed dict/set -> its number
         self._keep: list[Any] = []
+        # Page maps a restore shares between its clones (``cove.kernel.basemap``).
+        self._shareable: set[int] = set()
         if k is not None:
+            from cove.kernel.pagecache import cache_for
+
+            for mm in memory_maps(k):
+                self._shareable.update((id(mm.frames), id(mm.cow)))
+            pc = cache_for(k.phys)
+            self._shareable.add(id(pc._by_frame))
+            self._shareable.update(id(p) for p in pc._pages.values())
             self._tokens[id(k.platform)] = ("platform",)
             self._tokens[id(k.cpu)] = ("cpu",)
             for i, mm in enumerate(memory_maps(k)):
@@ -475,16 +485,20 @@ class _Pickler(pickle.Pickler):
         n = self._packed.get(id(obj))
         if n is not None:
             return ("same", n)
-        packed = snappack.pack(obj)
+        flat = obj if type(obj) is dict or type(obj) is set else (
+            dict(obj.items()) if type(obj) is BaseDict else set(obj))
+        packed = snappack.pack(flat)
         if packed is None:
             return None
         n = self._packed[id(obj)] = len(self._packed)
         self._keep.append(obj)  # its id must not be reused during the dump
-        return ("pack", n, *packed)
+        # "share": each restore reads through to the decoded container (a
+        # BaseDict/BaseSet), instead of copying it.
+        return ("share" if id(obj) in self._shareable else "pack", n, *packed)
 
     def persistent_id(self, obj: Any) -> Any:
         t = type(obj)
-        if (t is dict or t is set) and len(obj) >= snappack.MIN:
+        if (t is dict or t is set or t is BaseDict or t is BaseSet) and len(obj) >= snappack.MIN:
             return self._pack(obj)
         token = self._tokens.get(id(obj))
         if token is not None:
@@ -665,12 +679,18 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         kind = pid[0]
-        if kind == "pack":
+        if kind == "pack" or kind == "share":
             _, n, what, keys, values = pid
             tpl = self.ints.get(n)
             if tpl is None:  # decoded once per snapshot; its items are shared
                 tpl = self.ints[n] = snappack.template(what, keys, values)
-            obj = self._packed[n] = tpl.copy()
+            if kind == "pack":
+                obj = tpl.copy()
+            elif type(tpl) is set:
+                obj = BaseSet(tpl)
+            else:
+                obj = BaseDict(tpl)
+            self._packed[n] = obj
             return obj
         if kind == "same":
             try:

@@ -19,6 +19,11 @@ cache (``pagecache``) copy-on-write; fork leaves them to faults in the child
 (except near pages earlier children faulted: ``fork_hints``), shares other
 private pages copy-on-write, and copies the parent's ``hot`` pages (written
 since a fork made them copy-on-write) for the child at once.
+
+In a sandbox restored from a snapshot, ``frames`` and ``cow`` start as a
+``BaseDict``/``BaseSet`` (``basemap``): every clone of the snapshot reads
+through to the same decoded maps and keeps only its own changes. Code here
+takes either (whole-map walks go through a flat copy).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Protocol
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.dataclass import dataclass, field
+from cove.kernel.basemap import BaseDict, get_many
 from cove.kernel.pagecache import FileKey, cache_for, file_key, stat_key
 from cove.kernel.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PhysMem
 
@@ -538,10 +544,11 @@ class MemoryMap:
         if vma.offset + vma.file_size < fsize:  # cut short: only whole pages of file data
             end = min(end, (vma.start + vma.file_size) >> PAGE_SHIFT)
         delta = (vma.offset - vma.start) >> PAGE_SHIFT  # page offset - vpn
-        got = [pages.get(p) for p in range(first + delta, end + delta)]
+        got = get_many(pages, range(first + delta, end + delta))
         table = self.frames
         if not fresh:
-            got = [None if first + n in table else f for n, f in enumerate(got)]
+            present = get_many(table, range(first, first + len(got)))
+            got = [f if p is None else None for f, p in zip(got, present, strict=True)]
         n, total = 0, len(got)
         while n < total:
             if got[n] is None:
@@ -922,10 +929,17 @@ class MemoryMap:
         space = child.space
         phys = self.phys
         frames, cow, hot = self.frames, self.cow, self.hot
+        if type(frames) is not dict:  # a restored clone's BaseDict: read a flat copy
+            frames = frames.flat()  # type: ignore[attr-defined]
         cframes, ccow = child.frames, child.cow
+        # The parent's new cow pages, added at the end (each page is seen once,
+        # so the ``not in cow`` tests below are unaffected): one update.
+        cow_add: list[int] = []
         vpns = sorted(frames)
         i = 0
         cached = cache_for(phys).frames
+        if type(cached) is BaseDict:  # a restored clone's: a flat copy for the per-page tests
+            cached = cached.flat()
         hints = self.fork_hints
         hint_blocks = {h >> HINT_BLOCK_SHIFT for h in hints}
         for v in self.vmas:
@@ -970,7 +984,7 @@ class MemoryMap:
                                                      cow_prot)
                                     prun, pstart = [], vpn
                                 prun.append(f)
-                            cow.add(vpn)
+                            cow_add.append(vpn)
                             ccow.add(vpn)
                     cframes[vpn] = f
                     if v.prot:
@@ -984,6 +998,8 @@ class MemoryMap:
                 # release gives them back), and a page in the parent's ``cow``
                 # must be read-only, or the next fork would share it writable.
                 phys.ref_many(shared)
+                cow.update(cow_add)
+                cow_add.clear()
                 if prun:
                     _protect_run(self.space, pstart << PAGE_SHIFT, prun, cow_prot)
             if crun:

@@ -114,8 +114,10 @@ class PageCache:
 
     @property
     def frames(self) -> Container[int]:
-        """The frames the cache keeps (``in`` tests; do not modify)."""
-        return self._by_frame.keys()
+        """The frames the cache keeps (``in`` tests; do not modify): the index
+        itself where a restore shares it (``BaseDict``), else its keys."""
+        by_frame = self._by_frame
+        return by_frame.keys() if type(by_frame) is dict else by_frame
 
     def held(self) -> list[int]:
         """Every frame the cache holds a reference on."""
