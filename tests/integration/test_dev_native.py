@@ -55,7 +55,9 @@ def test_streams_run_natively_on_userland(build_guest, guest_dir, cove_platform,
     assert status == 0
     if cove_platform != "userland":
         return
-    calls = PIECES * (4 if mode == "devices" else 2)
+    # devices: the pipe write, pipe read and /dev/null write; the 64 KiB /dev/zero
+    # read is longer than a native one may be (hostpipe.NATIVE_ZERO_MAX).
+    calls = PIECES * (3 if mode == "devices" else 2)
     assert kernel.platform.fastpath.native_calls >= calls - 20
 
 

@@ -81,6 +81,18 @@ def _live(grants: dict[Task, object]) -> int:
     return len(grants)
 
 
+
+def requested_size(arg: int, capacity: int) -> int:
+    """F_SETPIPE_SZ's argument rounded up to a power of two pages, as Linux
+    checks it (EINVAL past 2 GiB, EPERM past pipe-max-size for a growth)."""
+    arg &= 0xFFFFFFFF
+    if arg > 1 << 31:
+        raise Errno(E.EINVAL)
+    size = PAGE_SIZE if arg <= PAGE_SIZE else 1 << (arg - 1).bit_length()
+    if size > capacity and size > PIPE_MAX_SIZE:
+        raise Errno(E.EPERM)  # beyond pipe-max-size needs CAP_SYS_RESOURCE
+    return size
+
 class Pipe:
     """The buffer shared by a pipe's ends, with their counts and wait queues."""
 
@@ -152,25 +164,32 @@ class Pipe:
         out = bytearray()
         chunks = self.chunks
         while chunks and len(out) < size:
-            chunk = chunks[0]
-            data, off, packet = chunk
+            data, off, _ = chunks[0]
             take = min(size - len(out), len(data) - off)
             out += data[off:off + take]
-            if packet:
-                # One message per read; what did not fit is discarded.
-                chunks.popleft()
-                self.nbytes -= len(data) - off
-                self.used -= PAGE_SIZE
+            if self._consume(take):
                 break
-            off += take
-            self.nbytes -= take
-            self.used -= take
-            if off == len(data):
-                chunks.popleft()
-            else:
-                chunk[1] = off
         self.wr_q.notify()
         return bytes(out)
+
+    def _consume(self, take: int) -> bool:
+        """Drop ``take`` read bytes from the head chunk. True when that ends the
+        read: a packet is one message per read, and what did not fit is discarded."""
+        chunk = self.chunks[0]
+        data, off, packet = chunk
+        if packet:
+            self.chunks.popleft()
+            self.nbytes -= len(data) - off
+            self.used -= PAGE_SIZE
+            return True
+        off += take
+        self.nbytes -= take
+        self.used -= take
+        if off == len(data):
+            self.chunks.popleft()
+        else:
+            chunk[1] = off
+        return False
 
     def write(self, data: bytes | bytearray | memoryview, nonblock: bool, packet: bool) -> int:
         n = len(data)
@@ -227,26 +246,13 @@ class Pipe:
         for view in views:
             vlen, pos = len(view), 0
             while pos < vlen and chunks:
-                chunk = chunks[0]
-                data, off, packet = chunk
+                data, off, _ = chunks[0]
                 take = min(vlen - pos, len(data) - off)
                 view[pos:pos + take] = memoryview(data)[off:off + take]
                 pos += take
-                if packet:
-                    # One message per read; what did not fit is discarded.
-                    chunks.popleft()
-                    self.nbytes -= len(data) - off
-                    self.used -= PAGE_SIZE
-                    done += pos
+                if self._consume(take):
                     self.wr_q.notify()
-                    return done
-                off += take
-                self.nbytes -= take
-                self.used -= take
-                if off == len(data):
-                    chunks.popleft()
-                else:
-                    chunk[1] = off
+                    return done + pos
             done += pos
             if not chunks:
                 break
@@ -278,12 +284,7 @@ class Pipe:
 
     def set_size(self, arg: int) -> int:
         """F_SETPIPE_SZ: round up to a power of two pages; returns the new size."""
-        arg &= 0xFFFFFFFF
-        if arg > 1 << 31:
-            raise Errno(E.EINVAL)
-        size = PAGE_SIZE if arg <= PAGE_SIZE else 1 << (arg - 1).bit_length()
-        if size > self.capacity and size > PIPE_MAX_SIZE:
-            raise Errno(E.EPERM)  # beyond pipe-max-size needs CAP_SYS_RESOURCE
+        size = requested_size(arg, self.capacity)
         if -(-self.used // PAGE_SIZE) > size // PAGE_SIZE:
             raise Errno(E.EBUSY)  # the data would not fit
         self.capacity = size
