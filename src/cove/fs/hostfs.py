@@ -302,35 +302,33 @@ class HostInode(Inode):
         # Part of the identity: a host object of another type is never this inode.
         return self._type
 
+    def _host_stat(self) -> os.stat_result:
+        """One stat of the name as the host has it now (OSError or Errno)."""
+        fs = self.fs
+        with fs.lock:
+            if self._parent is None:
+                return os.stat(fs._dirfd(self))
+            return os.stat(self._name, dir_fd=fs._dirfd(self._parent), follow_symlinks=False)
+
+    def _same_object(self, st: os.stat_result) -> bool:
+        return (st.st_dev, st.st_ino) == self._ident and S_IFMT & st.st_mode == self._type
+
     def revalidate(self) -> int | None:
         """Whether the name still denotes this very host object (one stat): its
         st_ctime_ns if so (a reused inode number shows as a new ctime), else None."""
-        fs = self.fs
-        with fs.lock:
-            try:
-                if self._parent is None:
-                    st = os.stat(fs._dirfd(self))
-                else:
-                    st = os.stat(self._name, dir_fd=fs._dirfd(self._parent),
-                                 follow_symlinks=False)
-            except (OSError, Errno):
-                return None
-        if (st.st_dev, st.st_ino) != self._ident or S_IFMT & st.st_mode != self._type:
+        try:
+            st = self._host_stat()
+        except (OSError, Errno):
             return None
-        return st.st_ctime_ns
+        return st.st_ctime_ns if self._same_object(st) else None
 
     def stat(self) -> Stat:
         fs = self.fs
-        with fs.lock:
-            try:
-                if self._parent is None:
-                    st = os.stat(fs._dirfd(self))
-                else:
-                    st = os.stat(self._name, dir_fd=fs._dirfd(self._parent),
-                                 follow_symlinks=False)
-            except OSError as e:
-                raise _errno(e) from None
-        if (st.st_dev, st.st_ino) != self._ident or S_IFMT & st.st_mode != self._type:
+        try:
+            st = self._host_stat()
+        except OSError as e:
+            raise _errno(e) from None
+        if not self._same_object(st):
             raise Errno(E.ENOENT, "replaced on the host")
         uid, gid = fs.owner if fs.owner is not None else (st.st_uid, st.st_gid)
         return Stat(ino=self.ino, mode=st.st_mode, nlink=st.st_nlink, uid=uid, gid=gid,
