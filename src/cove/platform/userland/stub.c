@@ -90,6 +90,30 @@ static long sc6(long n, long a, long b, long c, long d, long e, long f) {
                    written by a guest (the mailbox is read-only), and the
                    supervisor only asks while no guest thread of this stub
                    runs, so none can fake the reply. */
+/* Run the r13 syscalls described at r12 (56-byte entries: nr, six args) in
+ * order; stops at the first error. rbx: how many ran; rax: the last result.
+ * `again`/`done` name the local labels, so the loop can appear twice. */
+#define BATCH_LOOP(again, done) \
+    "  xor %ebx, %ebx\n" \
+    again ":\n" \
+    "  cmp %r13, %rbx\n" \
+    "  jae " done "f\n" \
+    "  imul $56, %rbx, %r14\n" \
+    "  add %r12, %r14\n" \
+    "  mov 0(%r14), %rax\n" \
+    "  mov 8(%r14), %rdi\n" \
+    "  mov 16(%r14), %rsi\n" \
+    "  mov 24(%r14), %rdx\n" \
+    "  mov 32(%r14), %r10\n" \
+    "  mov 40(%r14), %r8\n" \
+    "  mov 48(%r14), %r9\n" \
+    "  syscall\n" \
+    "  cmp $-4095, %rax\n" \
+    "  jae " done "f\n" \
+    "  inc %rbx\n" \
+    "  jmp " again "b\n" \
+    done ":\n"
+
 __asm__(
     ".pushsection .text\n"
     ".globl rt_start\n"
@@ -100,25 +124,7 @@ __asm__(
     "  int3\n"
     "  .balign 16, 0xcc\n"
     "rt_batch:\n"
-    "  xor %ebx, %ebx\n"
-    "1:\n"
-    "  cmp %r13, %rbx\n"
-    "  jae 2f\n"
-    "  imul $56, %rbx, %r14\n"
-    "  add %r12, %r14\n"
-    "  mov 0(%r14), %rax\n"
-    "  mov 8(%r14), %rdi\n"
-    "  mov 16(%r14), %rsi\n"
-    "  mov 24(%r14), %rdx\n"
-    "  mov 32(%r14), %r10\n"
-    "  mov 40(%r14), %r8\n"
-    "  mov 48(%r14), %r9\n"
-    "  syscall\n"
-    "  cmp $-4095, %rax\n"
-    "  jae 2f\n"
-    "  inc %rbx\n"
-    "  jmp 1b\n"
-    "2:\n"
+    BATCH_LOOP("1", "2")
     "  int3\n"
     "  .balign 128, 0xcc\n"
     "rt_park:\n"
@@ -142,25 +148,7 @@ __asm__(
     "  mov %eax, %r15d\n"
     "  mov " STR(MB_COUNT) ", %r13\n"
     "  mov $" STR(MB_BATCH) ", %r12\n"
-    "  xor %ebx, %ebx\n"
-    "3:\n"
-    "  cmp %r13, %rbx\n"
-    "  jae 4f\n"
-    "  imul $56, %rbx, %r14\n"
-    "  add %r12, %r14\n"
-    "  mov 0(%r14), %rax\n"
-    "  mov 8(%r14), %rdi\n"
-    "  mov 16(%r14), %rsi\n"
-    "  mov 24(%r14), %rdx\n"
-    "  mov 32(%r14), %r10\n"
-    "  mov 40(%r14), %r8\n"
-    "  mov 48(%r14), %r9\n"
-    "  syscall\n"
-    "  cmp $-4095, %rax\n"
-    "  jae 4f\n"
-    "  inc %rbx\n"
-    "  jmp 3b\n"
-    "4:\n"
+    BATCH_LOOP("3", "4")
     "  mov %rbx, " STR(RP_NDONE) "\n"
     "  mov %rax, " STR(RP_RAX) "\n"
     "  mov %r15d, " STR(RP_DONE) "\n"
