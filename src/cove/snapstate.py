@@ -221,8 +221,9 @@ def make_function(module: str, top: str, path: tuple[int, ...], name: str,
         if len(code.co_freevars) != ncells or code.co_name != name.split(".")[-1]:
             raise StateError(f"code of {module}.{top} changed since the snapshot")
         found = _codes[key] = (code, importlib.import_module(module).__dict__)
-    cells = tuple(types.CellType() for _ in range(ncells))
-    return types.FunctionType(found[0], found[1], name, None, cells or None)
+    # A list comprehension: a generator expression costs ~0.3 µs more per function.
+    cells = tuple([types.CellType() for _ in range(ncells)]) if ncells else None
+    return types.FunctionType(found[0], found[1], name, None, cells)
 
 
 def set_function_state(fn: types.FunctionType, state: tuple[Any, ...]) -> None:

@@ -235,10 +235,12 @@ class KvmPlatform:
         self._kmap(layout.IDT_VA, idt, P | NX)
 
     def _put(self, frame: int, data: bytes) -> None:
-        view = self.physmem.mem[frame << 12 : (frame << 12) + len(data)]
-        if view != data:  # compared first: a read keeps an image page shared
-            view[:] = data
-        view.release()
+        start = frame << 12
+        mm = self.physmem.mm
+        # Compared first (a read keeps an image page shared), as bytes: a
+        # memoryview comparison goes item by item (~7 µs a page, ~0.2 µs so).
+        if mm[start : start + len(data)] != data:
+            mm[start : start + len(data)] = data
 
     def _setq(self, index: int, value: int) -> None:
         """Set a kernel-half table entry (accessed/dirty bits the CPU set are not
