@@ -231,8 +231,11 @@ def set_function_state(fn: types.FunctionType, state: tuple[Any, ...]) -> None:
     for cell, v in zip(fn.__closure__ or (), values, strict=True):
         if v is not _EMPTY:
             cell.cell_contents = v
-    fn.__defaults__ = defaults
-    fn.__kwdefaults__ = kwdefaults
+    # make_function left both None: set only what differs (restores make ~50 of these).
+    if defaults is not None:
+        fn.__defaults__ = defaults
+    if kwdefaults is not None:
+        fn.__kwdefaults__ = kwdefaults
     if attrs:
         fn.__dict__.update(attrs)
 
@@ -405,11 +408,17 @@ _MM_BY_ID: dict[int, Any] = {}  # during one capture: id(MemoryMap) -> map
 
 
 def weak_values(items: list[tuple[Any, Any]]) -> weakref.WeakValueDictionary[Any, Any]:
-    return weakref.WeakValueDictionary(items)
+    d: weakref.WeakValueDictionary[Any, Any] = weakref.WeakValueDictionary()
+    if items:  # most are empty: skip update()'s Python-level work
+        d.update(items)
+    return d
 
 
 def weak_keys(items: list[tuple[Any, Any]]) -> weakref.WeakKeyDictionary[Any, Any]:
-    return weakref.WeakKeyDictionary(items)
+    d: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+    if items:
+        d.update(items)
+    return d
 
 
 def weak_set(items: list[Any]) -> weakref.WeakSet[Any]:
@@ -755,9 +764,8 @@ def load(data: bytes, env: RestoreEnv | None,
         if enabled:
             gc.enable()
     for (mod, attr), nxt in root["counters"].items():
-        current = _table(mod, attr)
-        importlib.import_module(mod).__dict__[attr] = itertools.count(
-            max(nxt, _counter_next(current)))
+        m = sys.modules.get(mod) or importlib.import_module(mod)
+        m.__dict__[attr] = itertools.count(max(nxt, _counter_next(getattr(m, attr))))
     k = root["kernel"]
     if k is not None:
         _side_tables_in(root["side"])
