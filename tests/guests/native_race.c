@@ -17,7 +17,12 @@
  *     writing natively to its own pipe at the same fd number: no byte lands
  *     in the other's pipe.
  *  8. after native calls on a pipe and /dev/zero, /proc/self/fd and
- *     /proc/self/maps name nothing of the stub (its memfd, its pages). */
+ *     /proc/self/maps name nothing of the stub (its memfd, its pages).
+ *  9. a signal while a read waits on an empty pipe (parked by the native
+ *     path): with SA_RESTART the read restarts and gets the data; without,
+ *     EINTR and no byte lost; the handler (which does native I/O on
+ *     /dev/null and /dev/zero itself) runs once each time. The same for a
+ *     write waiting on a full pipe. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -376,6 +381,119 @@ static void section_proc_self(void) {
     close(p[1]);
 }
 
+static volatile int usr1;
+static int devnull = -1, devzero = -1;
+static void on_usr1(int s) {
+    (void)s;
+    char z[256];
+    memset(z, 1, sizeof z);
+    if (write(devnull, z, sizeof z) == sizeof z && read(devzero, z, sizeof z) == sizeof z &&
+        z[0] == 0 && z[255] == 0)
+        usr1++;
+    else
+        usr1 += 100;
+}
+
+static void parked_write_signal(int restart) {
+    int p[2];
+    static char fill[65536], b[65536];
+    if (pipe(p)) { breach("pipe", errno); return; }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = restart ? SA_RESTART : 0;
+    sigaction(SIGUSR1, &sa, NULL);
+    usr1 = 0;
+    if (write(p[1], fill, sizeof fill) != sizeof fill) { breach("fill", errno); return; }
+    pid_t parent = getpid(), c = fork();
+    if (c == 0) {
+        close(p[1]);
+        usleep(50000);
+        kill(parent, SIGUSR1);
+        usleep(50000);
+        long total = 0, r;
+        while ((r = read(p[0], b, sizeof b)) > 0) total += r;
+        _exit(total == (long)sizeof fill + (restart ? 100 : 0) ? 0 : 1);
+    }
+    long r = write(p[1], "0123456789012345678901234567890123456789012345678901234567890123456789"
+                         "012345678901234567890123456789", 100);
+    int e = errno;
+    if (restart ? r != 100 : (r != -1 || e != EINTR))
+        breach(restart ? "parked-write-restart" : "parked-write-eintr", r);
+    close(p[1]);
+    int st;
+    waitpid(c, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) breach("parked-write-drained", st);
+    if (usr1 != 1) breach("parked-write-handler-count", usr1);
+    close(p[0]);
+}
+
+static void parked_signal(int restart) {
+    int p[2];
+    char b[16];
+    if (pipe(p)) { breach("pipe", errno); return; }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = restart ? SA_RESTART : 0;
+    sigaction(SIGUSR1, &sa, NULL);
+    usr1 = 0;
+    pid_t parent = getpid(), c = fork();
+    if (c == 0) {
+        usleep(50000);
+        kill(parent, SIGUSR1);
+        usleep(50000);
+        _exit(write(p[1], "late", 4) == 4 ? 0 : 1);
+    }
+    long r = read(p[0], b, sizeof b);
+    int e = errno;
+    if (restart ? (r != 4 || memcmp(b, "late", 4)) : (r != -1 || e != EINTR))
+        breach(restart ? "parked-restart" : "parked-eintr", r);
+    if (!restart && (read(p[0], b, sizeof b) != 4 || memcmp(b, "late", 4)))
+        breach("parked-eintr-lost", 0);
+    if (usr1 != 1) breach("parked-handler-count", usr1);
+    waitpid(c, NULL, 0);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void section_parked_signal(void) {
+    devnull = open("/dev/null", O_WRONLY);
+    devzero = open("/dev/zero", O_RDONLY);
+    parked_signal(1);
+    parked_signal(0);
+    parked_write_signal(1);
+    parked_write_signal(0);
+    /* The signal and the data back to back: woken by both at once. */
+    int p[2];
+    char b[16];
+    if (pipe(p)) { breach("pipe", errno); return; }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    usr1 = 0;
+    pid_t parent = getpid(), c = fork();
+    if (c == 0) {
+        for (int i = 0; i < 200; i++) {
+            kill(parent, SIGUSR1);
+            if (write(p[1], "D", 1) != 1) _exit(1);
+            if (i % 7 == 0) sched_yield();
+        }
+        _exit(0);
+    }
+    int got = 0;
+    while (got < 200) {
+        long r = read(p[0], b, 1);
+        if (r != 1 || b[0] != 'D') { breach("woken-and-signalled", r); break; }
+        got++;
+    }
+    waitpid(c, NULL, 0);
+    if (usr1 < 1 || usr1 > 200) breach("woken-and-signalled-handlers", usr1);
+    close(p[0]);
+    close(p[1]);
+    close(devnull);
+    close(devzero);
+}
+
 #ifdef TIMING
 #define T(f) do { struct timespec a, b; clock_gettime(CLOCK_MONOTONIC, &a); f(); \
     clock_gettime(CLOCK_MONOTONIC, &b); fprintf(stderr, "%s %.2f s\n", #f, \
@@ -400,6 +518,7 @@ int main(void) {
     T(section_reused_stub);
     T(section_shared_stub_fd_tables);
     T(section_proc_self);
+    T(section_parked_signal);
     T(section_high_fds);
     if (!breaches) printf("ok\n");
     return breaches ? 1 : 0;

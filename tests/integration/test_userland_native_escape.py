@@ -2,8 +2,10 @@
 (tests/guests/native_race.c): iovec arrays rewritten by another thread or
 another process sharing the page while a native readv is checked and run,
 forged batch-server replies, native calls under preemption, fds next to the
-stub's memfd, pipe ends left in a stub for its next guest, and tasks that
-share one stub with different fd tables. The guest counts its own breaches;
+stub's memfd, pipe ends left in a stub for its next guest, tasks that
+share one stub with different fd tables, /proc/self of a stub, and signals
+(whose handlers do native I/O) meeting reads and writes the native path
+parked. The guest counts its own breaches;
 the host checks that the calls really took the native path."""
 
 from __future__ import annotations
