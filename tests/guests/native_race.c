@@ -22,7 +22,13 @@
  *     path): with SA_RESTART the read restarts and gets the data; without,
  *     EINTR and no byte lost; the handler (which does native I/O on
  *     /dev/null and /dev/zero itself) runs once each time. The same for a
- *     write waiting on a full pipe. */
+ *     write waiting on a full pipe.
+ * 10. a fault with the stack pointer inside the stub's altstack (the host
+ *     kernel then pushes the fault frame below it, over the reply page):
+ *     the guest process dies of SIGSEGV, as on Linux, and nothing else: the
+ *     next process (on the reused stub) still takes page faults, and a
+ *     process that catches the SIGSEGV on its own altstack goes on taking
+ *     them (the host kernel once reset the stub's own SIGSEGV handler). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -494,6 +500,63 @@ static void section_parked_signal(void) {
     close(devzero);
 }
 
+static void fault_on_altstack(long sp, long addr) {
+    __asm__ volatile("mov %0, %%rsp\n mov (%1), %%rax\n ud2" : : "r"(sp), "r"(addr) : "rax", "memory");
+}
+
+static void section_altstack_rsp(void) {
+    const long sps[] = {0x4100, 0x4008, 0x5ff0, 0x3ff8, 0x6000};
+    const long addrs[] = {0x7000, 0x123456789000L, 0x4000};  /* unmapped; non-canonical-ish; stub */
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 3; j++) {
+            pid_t c = fork();
+            if (c == 0) {
+                signal(SIGSEGV, SIG_DFL);
+                fault_on_altstack(sps[i], addrs[j]);
+                _exit(7);
+            }
+            int st;
+            waitpid(c, &st, 0);
+            /* 0x4000 is readable: the load works and ud2 raises SIGILL. */
+            int want = addrs[j] == 0x4000 ? SIGILL : SIGSEGV;
+            if (!WIFSIGNALED(st) || (WTERMSIG(st) != want && WTERMSIG(st) != SIGSEGV))
+                breach("altstack-rsp", (long)i * 10 + j);
+        }
+    /* The next process, on the stub the last one left, takes page faults. */
+    pid_t c = fork();
+    if (c == 0) {
+        volatile char *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        for (int i = 0; i < (1 << 20); i += 4096) m[i] = 1;
+        _exit(0);
+    }
+    int st;
+    waitpid(c, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) breach("fault-after-altstack-rsp", st);
+    /* A process that catches it on its own altstack goes on. */
+    static char alt[65536];
+    stack_t ss = {.ss_sp = alt, .ss_size = sizeof alt};
+    sigaltstack(&ss, NULL);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_segv;
+    sa.sa_flags = SA_NODEFER | SA_ONSTACK;
+    sigaction(SIGSEGV, &sa, NULL);
+    for (int k = 0; k < 3; k++) {
+        if (sigsetjmp(jb, 1) == 0) fault_on_altstack(0x4100, 0x7000);
+        volatile char *m = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        for (int i = 0; i < (1 << 16); i += 4096) m[i] = 1;
+        munmap((void *)m, 1 << 16);
+    }
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, NULL);
+    sa.sa_flags = SA_NODEFER;
+    sigaction(SIGSEGV, &sa, NULL);
+    /* The platform still works for this process. */
+    char *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) { breach("mmap-after-altstack-rsp", errno); return; }
+    m[0] = 1;
+    munmap(m, 4096);
+}
+
 #ifdef TIMING
 #define T(f) do { struct timespec a, b; clock_gettime(CLOCK_MONOTONIC, &a); f(); \
     clock_gettime(CLOCK_MONOTONIC, &b); fprintf(stderr, "%s %.2f s\n", #f, \
@@ -518,6 +581,7 @@ int main(void) {
     T(section_reused_stub);
     T(section_shared_stub_fd_tables);
     T(section_proc_self);
+    T(section_altstack_rsp);
     T(section_parked_signal);
     T(section_high_fds);
     if (!breaches) printf("ok\n");

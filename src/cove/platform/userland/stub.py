@@ -446,12 +446,14 @@ class StubProcess:
         """Wipe every trace of the guest that used this stub so that another
         guest may (``UserlandPlatform.retire``): all its mappings, every fd but
         the memfd (host pipes the fast path installed), the fault frames on
-        the altstack and the batch entries in the mailbox. Its threads stay,
+        the altstack and the batch entries in the mailbox; the SIGSEGV
+        handler is set again. Its threads stay,
         stopped or waiting in a notification that is never answered; each
         gets all of its registers and FPU state from the next context bound
         to it. Raises PlatformError if a step failed (then kill it)."""
         self.batch([(NR_munmap, L.RESERVED_END, L.TASK_SIZE - L.RESERVED_END, 0, 0, 0, 0),
-                    (NR_close_range, 0, self.memfd - 1, 0, 0, 0, 0)])
+                    (NR_close_range, 0, self.memfd - 1, 0, 0, 0, 0),
+                    self._SEGV_HANDLER])
         mem = self.phys.mem
         for f in self.altstack:
             mem[f << 12:(f + 1) << 12] = _ZERO_PAGE
@@ -459,6 +461,15 @@ class StubProcess:
         mem[base + L.BATCH_OFF:base + 4096] = _ZERO_PAGE[L.BATCH_OFF:]
         mem[self.reply << 12:(self.reply + 1) << 12] = _ZERO_PAGE
         self.generation += 1
+
+    # The stub's SIGSEGV handler (the fault-frame probe's), as _setup sets it.
+    _SEGV_HANDLER = (NR_rt_sigaction, signal.SIGSEGV, L.MAILBOX + L.SIGACT_OFF, 0, 8, 0, 0)
+
+    def rearm_fault_handler(self) -> None:
+        """Set the SIGSEGV handler again: a failed signal delivery (the host's
+        force_sigsegv) resets it to SIG_DFL, after which the next fault-frame
+        probe would kill the whole stub."""
+        self.batch([self._SEGV_HANDLER])
 
     # --- death ------------------------------------------------------------------
     def kill(self) -> None:

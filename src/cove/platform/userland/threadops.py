@@ -235,6 +235,16 @@ class ThreadOps:
         if S.raw_ptrace(S.PTRACE_GETREGSET, tid, S.NT_X86_XSTATE, self._xiov_addr) < 0:
             return
         fpu = self._xbuf.raw
+        if L.ALTSTACK < d.regs[H_RSP] <= L.ALTSTACK + L.ALTSTACK_SIZE:
+            # The guest's rsp is on the stub's altstack: the host kernel would
+            # push the frame below it, find it overflowing, and force a
+            # SIGSEGV that also resets the stub's handler to SIG_DFL for every
+            # later fault (and every later guest of a reused stub). Delivered
+            # from rsp 0 the frame goes to the altstack's top; the context
+            # keeps the stop's registers (d.regs).
+            self._host.rsp = 0  # _host still holds this stop's registers (_describe)
+            if S.raw_ptrace(S.PTRACE_SETREGS, tid, 0, self._host_addr) < 0:
+                return
         if S.raw_ptrace(S.PTRACE_CONT, tid, 0, SIGSEGV) < 0:
             return
         st = th.proc.tracer.wait(tid)
@@ -253,5 +263,8 @@ class ThreadOps:
             frame = regs[H_RSP]
             d.err = th.proc.read_altstack(frame + L.FRAME_ERR) & 0xFFFF
             d.addr = th.proc.read_altstack(frame + L.FRAME_CR2) or d.addr
-        # (anything else: the delivery failed and the kernel raised a plain
-        # SIGSEGV, now pending at this stop; the next resume drops it.)
+        else:
+            # The delivery failed and the kernel raised a plain SIGSEGV, now
+            # pending at this stop (the next resume drops it); doing so it
+            # reset the stub's handler to SIG_DFL: set it again.
+            th.proc.rearm_fault_handler()
