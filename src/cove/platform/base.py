@@ -24,7 +24,8 @@ from __future__ import annotations
 import ctypes
 import enum
 import os
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cove.dataclass import dataclass
 
@@ -62,6 +63,40 @@ def check_user_range(vaddr: int, length: int = 4096) -> None:
         raise ValueError(f"unaligned range {vaddr:#x}+{length:#x}")
     if vaddr < 0 or vaddr + length > USER_ADDRESS_LIMIT:
         raise ValueError(f"range {vaddr:#x}+{length:#x} outside user space")
+
+
+def read_virtual(translate: Callable[..., int | None], mem: Any, vaddr: int,
+                 length: int) -> bytes:
+    """Copy guest virtual memory out page by page through an address space's
+    ``translate`` (user-mode permissions); Errno(EFAULT) at the first unreadable
+    byte. Both platforms' ``AddressSpace.read``, for tests and tools."""
+    from cove.abi.errno import E, Errno
+
+    out = bytearray()
+    while length > 0:
+        pa = translate(vaddr)
+        if pa is None:
+            raise Errno(E.EFAULT, f"read at {vaddr:#x}")
+        n = min(length, 4096 - (vaddr & 0xFFF))
+        out += mem[pa:pa + n]
+        vaddr, length = vaddr + n, length - n
+    return bytes(out)
+
+
+def write_virtual(translate: Callable[..., int | None], mem: Any, vaddr: int,
+                  data: bytes | bytearray | memoryview) -> None:
+    """Copy into guest virtual memory (user write permission), as ``read_virtual``."""
+    from cove.abi.errno import E, Errno
+
+    view = memoryview(data).cast("B")
+    pos = 0
+    while pos < len(view):
+        pa = translate(vaddr, write=True)
+        if pa is None:
+            raise Errno(E.EFAULT, f"write at {vaddr:#x}")
+        n = min(len(view) - pos, 4096 - (vaddr & 0xFFF))
+        mem[pa:pa + n] = view[pos:pos + n]
+        vaddr, pos = vaddr + n, pos + n
 
 
 class PlatformError(Exception):

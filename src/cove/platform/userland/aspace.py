@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cove.abi.errno import E, Errno
 from cove.platform.base import (
     PROT_EXEC,
     PROT_READ,
     PROT_WRITE,
     USER_ADDRESS_LIMIT,
     check_user_range,
+    read_virtual,
+    write_virtual,
 )
 from cove.platform.userland import layout as L
 from cove.platform.userland.stub import NR_mmap, NR_munmap
@@ -181,26 +182,10 @@ class UserlandAddressSpace:
 
     # --- for tests and tools ------------------------------------------------------
     def read(self, vaddr: int, length: int) -> bytes:
-        """Copy guest virtual memory out (user-mode permissions); Errno(EFAULT)."""
-        out = bytearray()
-        mem = self._platform.physmem.mem
-        while length > 0:
-            pa = self.translate(vaddr)
-            if pa is None:
-                raise Errno(E.EFAULT, f"read at {vaddr:#x}")
-            n = min(length, PAGE - (vaddr & 0xFFF))
-            out += mem[pa:pa + n]
-            vaddr, length = vaddr + n, length - n
-        return bytes(out)
+        """Copy guest virtual memory out (user-mode permissions); Errno(EFAULT).
+        For tests and tools; the North has its own copy_in."""
+        return read_virtual(self.translate, self._platform.physmem.mem, vaddr, length)
 
     def write(self, vaddr: int, data: bytes | bytearray | memoryview) -> None:
-        mem = self._platform.physmem.mem
-        view = memoryview(data).cast("B")
-        pos = 0
-        while pos < len(view):
-            pa = self.translate(vaddr, write=True)
-            if pa is None:
-                raise Errno(E.EFAULT, f"write at {vaddr:#x}")
-            n = min(len(view) - pos, PAGE - (vaddr & 0xFFF))
-            mem[pa:pa + n] = view[pos:pos + n]
-            vaddr, pos = vaddr + n, pos + n
+        """Copy into guest virtual memory (needs user write permission)."""
+        write_virtual(self.translate, self._platform.physmem.mem, vaddr, data)
