@@ -320,7 +320,7 @@ SIZES: dict[str, int] = {
     "limits": 5956,
     "mem": 21266,
     "net": 5892,
-    "net_msg": 8309,
+    "net_msg": 8545,
     "prctl": 3969,
     "proc_info": 8035,
     "proc_lookup": 2215,

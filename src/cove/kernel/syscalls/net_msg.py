@@ -12,7 +12,7 @@ socket timeouts.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -36,6 +36,8 @@ from cove.kernel.syscalls.net import addr_in, addr_out, sock_of
 from cove.kernel.wait import Blocked
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cove.kernel.socket import Socket
     from cove.kernel.task import Task
 
@@ -153,22 +155,15 @@ def sendmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int) -> int:
     s = sock_of(t, fd)
     vlen = min(vlen, UIO_MAXIOV)
     p = s.ns.begin(t, s.sndtimeo)
-    try:
+
+    def each() -> None:
         while p.done < vlen:
             at = vec + p.done * MMSGHDR.size
             n = _send_one(t, s, Msg(t, at), flags, whole=False)
             t.mm.write(at + MMSGHDR.offsets["msg_len"], n.to_bytes(4, "little"))
             p.done += 1
-    except Blocked as b:
-        s.ns.park(t, p, b, p.done or -E.EAGAIN)
-        raise
-    except Errno:
-        s.ns.end(t, p)
-        if p.done:
-            return p.done
-        raise
-    s.ns.end(t, p)
-    return p.done
+
+    return _batched(t, s, p, each)
 
 
 @syscall("recvmmsg", FD, PTR, UINT, UINT, PTR, on_interrupt=io.interrupted)
@@ -184,7 +179,8 @@ def recvmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int, timeout: int) ->
     p = s.ns.begin(t, s.rcvtimeo)
     if not p.parked:  # a new call: its own timeout runs from now
         p.meta = None if limit is None else time.monotonic() + limit
-    try:
+
+    def each() -> None:
         while p.done < vlen:
             at = vec + p.done * MMSGHDR.size
             m = Msg(t, at)
@@ -202,6 +198,16 @@ def recvmmsg(t: Task, fd: int, vec: int, vlen: int, flags: int, timeout: int) ->
             p.done += 1
             if p.meta is not None and time.monotonic() >= p.meta:
                 break  # the timeout is only looked at after a datagram, as on Linux
+
+    return _batched(t, s, p, each)
+
+
+def _batched(t: Task, s: Socket, p: Any, each: Callable[[], None]) -> int:
+    """Run a sendmmsg/recvmmsg loop under the namespace's batch protocol: a
+    block parks the call with what it has done (or EAGAIN); an error after some
+    messages returns their count, as Linux does."""
+    try:
+        each()
     except Blocked as b:
         s.ns.park(t, p, b, p.done or -E.EAGAIN)
         raise
