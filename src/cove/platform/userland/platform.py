@@ -55,12 +55,6 @@ if TYPE_CHECKING:
     from cove.platform.userland.cpu import UserlandCpu
 
 T = TypeVar("T")
-MASK64 = (1 << 64) - 1
-RFLAGS_USER_MASK, RFLAGS_FIXED = 0x250DD5, 0x202  # as the kvm platform scrubs rflags
-_UNKNOWN_IDX = (1, 6, 7, 11, 12, 13, 14, 15, 17)  # context.UNKNOWN_AFTER_NOTIF in USER order
-_SIGINFO = struct.Struct("<iii4xQ")  # si_signo, si_errno, si_code, si_addr
-SIGFPE, SIGSEGV, SIGTRAP, SEGV_MAPERR = 8, 11, 5, 1
-H_RSP, H_RIP = 19, 16
 # Spare stubs kept for reuse (retire), and the most threads one may have: a
 # shell's fork+exec loop needs one; each holds a few host resources.
 SPARES, SPARE_THREADS = 2, 16
