@@ -86,15 +86,19 @@ class Tracer:
             if self._stop_after:
                 return
 
+    def _post(self, fn: Callable[..., Any] | None, args: tuple[Any, ...]) -> int:
+        """Hand a request to the tracer thread (call_lock held); its number."""
+        self._seq += 1
+        self._req = (self._seq, fn, args)
+        os.eventfd_write(self._req_fd, 1)
+        return self._seq
+
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the tracer thread (directly if already there)."""
         if threading.get_ident() == self.server_ident:
             return fn(*args)
         with self._call_lock:
-            self._seq += 1
-            seq = self._seq
-            self._req = (seq, fn, args)
-            os.eventfd_write(self._req_fd, 1)
+            seq = self._post(fn, args)
             while True:
                 os.eventfd_read(self._rep_fd)
                 rseq, result, exc = self._rep
@@ -114,10 +118,7 @@ class Tracer:
             return fn(*args)
         pending: BaseException | None = None
         with self._call_lock:
-            self._seq += 1
-            seq = self._seq
-            self._req = (seq, fn, args)
-            os.eventfd_write(self._req_fd, 1)
+            seq = self._post(fn, args)
             while True:
                 try:
                     os.eventfd_read(self._rep_fd)
@@ -235,9 +236,7 @@ class Tracer:
             return
         if self._server.is_alive():
             with self._call_lock:
-                self._seq += 1
-                self._req = (self._seq, None, ())
-                os.eventfd_write(self._req_fd, 1)
+                self._post(None, ())  # no function: the thread ends
                 os.eventfd_read(self._rep_fd)
         for th in (self._waiter, self._server):
             if th is not None:
