@@ -99,6 +99,15 @@ class Live:
     # A restored guest's stdio as bound at restore, until resume/attach takes it.
     stdio: Stdio | None = None
 
+    def close_io(self) -> None:
+        """Close the host side of the guest's stdio and its trace file."""
+        if self.stdio is not None:
+            self.stdio.close()
+            self.stdio = None
+        if self.trace is not None:
+            self.trace.close()
+            self.trace = None
+
     def close(self, *, discard: bool = False, wait: bool = False) -> None:
         """Kill every guest process and free the VM and guest memory.
 
@@ -107,14 +116,9 @@ class Live:
         only what holds host resources is released (shutdown hooks such as
         the stdio dups now; the VM and guest memory on a helper thread, since
         the host kernel takes a while to tear a VM down, unless ``wait``)."""
-        if self.stdio is not None:
-            self.stdio.close()
-            self.stdio = None
-        if self.trace is not None:
-            self.trace.close()
-            self.trace = None
+        self.close_io()
         if discard:
-            _run_hooks(self.kernel)
+            self.kernel.run_shutdown_hooks()
             if wait:
                 _release(self.kernel, self.phys)
             else:
@@ -125,15 +129,6 @@ class Live:
             self.kernel.shutdown()
         finally:
             _close_phys(self.phys)
-
-
-def _run_hooks(k: Kernel) -> None:
-    hooks, k.shutdown_hooks = k.shutdown_hooks, []
-    for hook in reversed(hooks):
-        try:
-            hook()
-        except Exception:  # one failing hook must not skip the others
-            log.exception("shutdown hook failed")
 
 
 def _release(k: Kernel, phys: PhysMem) -> None:

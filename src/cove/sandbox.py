@@ -259,7 +259,6 @@ class Sandbox:
         if live is None or live.phys.size != memory or getattr(platform, "name", "") != "kvm" \
                 or getattr(platform, "physmem", None) is not live.phys:
             return None
-        from cove.guestproc import _run_hooks
         from cove.kernel import process
         from cove.snapstate import memory_maps
 
@@ -269,14 +268,9 @@ class Sandbox:
             runner.stop()
         if runner is not None and runner.status is None:
             runner.status = 9  # thrown away: to its process, as SIGKILL
-        if live.stdio is not None:
-            live.stdio.close()
-            live.stdio = None
-        if live.trace is not None:
-            live.trace.close()
-            live.trace = None
+        live.close_io()
         k = live.kernel
-        _run_hooks(k)
+        k.run_shutdown_hooks()
         for mm in memory_maps(k):  # id()-keyed: a later map could reuse the id
             process._mm_users.pop(id(mm), None)
         k.sched.close()

@@ -90,14 +90,18 @@ class Kernel:
         self.pause_requested = False
         self.pause_when: Callable[[], bool] | None = None
 
-    def shutdown(self) -> None:
-        """Release host resources: terminal modes, the VM, guest memory."""
+    def run_shutdown_hooks(self) -> None:
+        """Run (once, newest first) what must happen before the guest goes."""
         hooks, self.shutdown_hooks = self.shutdown_hooks, []
         for hook in reversed(hooks):
             try:
                 hook()
             except Exception:  # one failing hook must not skip the others
                 log.exception("shutdown hook failed")
+
+    def shutdown(self) -> None:
+        """Release host resources: terminal modes, the VM, guest memory."""
+        self.run_shutdown_hooks()
         for proc in list(self.processes.values()):
             if proc.alive:
                 self.exit_group(proc, 9)
