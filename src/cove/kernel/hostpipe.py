@@ -496,7 +496,7 @@ def _open_devices() -> dict[type, NativeDevice]:
 def native_io(kernel: Kernel) -> NativePipes | None:
     """``kernel``'s ``NativePipes``, made and registered with the platform on
     first use; None when the platform runs no guest I/O natively."""
-    np = getattr(kernel, "native_io", None)  # a kernel restored from a snapshot may lack it
+    np = kernel.native_io
     if np is None:
         caps = getattr(kernel.platform, "capabilities", None)
         if not getattr(caps, "native_pipes", False):

@@ -220,7 +220,7 @@ class Kernel:
             if self.trace:
                 self._trace(t, sc.name if sc else f"#{nr}", raw, -E.ENOSYS, 0.0)
             return
-        nio = getattr(self, "native_io", None)  # absent in a kernel from an older snapshot
+        nio = self.native_io
         if nio is not None and nio.deferred is not None:
             queue = nio.claim(t, sc.nr, raw)
             if queue is not False and (queue is not True or self.sched.runq):
@@ -292,7 +292,7 @@ class Kernel:
             if sc.on_interrupt is not None:
                 self._on_interrupt(t, sc, raw)
             return
-        nio = getattr(self, "native_io", None)  # absent in a kernel from an older snapshot
+        nio = self.native_io
         if nio is not None and nio.resume(t, sc.nr, raw):
             # The platform offers the unanswered call to its native path again,
             # as if just made (cove.kernel.hostpipe: NativePipes.resume).
