@@ -159,14 +159,22 @@ static void fds(void) {
             breach(what, r);
         }
     }
-    /* The userland stub keeps the guest-memory memfd at fd 3: nothing reaches it. */
-    must_fail("read-fd3", raw(SYS_read, 3, (long)buf, 64, 0, 0, 0));
-    must_fail("pread-fd3", raw(SYS_pread64, 3, (long)buf, 64, 0, 0, 0));
-    long m = raw(SYS_mmap, 0, 4096, PROT_READ, MAP_SHARED, 3, 0);
-    must_fail("mmap-fd3", m);
-    must_fail("dup-fd3", raw(SYS_dup, 3, 0, 0, 0, 0, 0));
-    must_fail("open-proc-self-fd3", raw(SYS_openat, AT_FDCWD, (long)"/proc/self/fd/3",
-                                        O_RDONLY, 0, 0, 0));
+    /* The userland stub keeps the guest-memory memfd at fd 1024 (3 before): nothing
+     * reaches it by either number. */
+    const int memfd_numbers[] = {3, 1024};
+    for (unsigned i = 0; i < 2; i++) {
+        int fd = memfd_numbers[i];
+        char path[32];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        must_fail(fd == 3 ? "read-fd3" : "read-fd1024", raw(SYS_read, fd, (long)buf, 64, 0, 0, 0));
+        must_fail(fd == 3 ? "pread-fd3" : "pread-fd1024",
+                  raw(SYS_pread64, fd, (long)buf, 64, 0, 0, 0));
+        must_fail(fd == 3 ? "mmap-fd3" : "mmap-fd1024",
+                  raw(SYS_mmap, 0, 4096, PROT_READ, MAP_SHARED, fd, 0));
+        must_fail(fd == 3 ? "dup-fd3" : "dup-fd1024", raw(SYS_dup, fd, 0, 0, 0, 0, 0));
+        must_fail(fd == 3 ? "open-proc-self-fd3" : "open-proc-self-fd1024",
+                  raw(SYS_openat, AT_FDCWD, (long)path, O_RDONLY, 0, 0, 0));
+    }
 }
 
 /* --- 4. ptrace of its own child -------------------------------------------------- */
