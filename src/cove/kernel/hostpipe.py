@@ -96,7 +96,6 @@ import os
 import select
 import stat
 import weakref
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -106,6 +105,7 @@ from cove.kernel.sigerrno import epipe
 from cove.kernel.syscalls.fs_iov import guest_views
 from cove.kernel.wait import Blocked, WaitQueue
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
     from cove.kernel.task import Task

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -25,7 +24,10 @@ from cove.kernel.wait import Blocked
 from cove.lazylog import getLogger
 from cove.platform.base import PF, ExitKind
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from cove.platform.base import Exit, Platform
 
 log = getLogger("cove.kernel")  # logging is imported only if something is logged
