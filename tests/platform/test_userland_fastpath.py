@@ -328,6 +328,30 @@ def test_a_kick_never_answers_a_handed_back_call(platform, assemble, pipe) -> No
     assert guest.ctx.regs.rdi == 7
 
 
+def test_a_handed_back_call_whose_notification_is_gone_goes_to_the_north(
+        platform, assemble, pipe) -> None:
+    """If the thread left its notification wait after the hand-back (here: a
+    full register fetch, which stops it), the call cannot run natively any
+    more; the cpu returns it unanswered rather than resume the guest with the
+    syscall number in rax as if that were the result."""
+    rd, wr = pipe
+    io = GrantAll()
+    platform.set_native_io(io)
+    guest = Guest(platform, assemble(program(call(NR_READ, 5, DATA, 64))))
+    assert guest.run().kind == ExitKind.SYSCALL and guest.ctx.regs.rax == NR_READ
+    os.write(wr, b"data")
+    io.grants[(5, False)] = Grant(rd)
+    assert platform.cpu().retry_native(guest.ctx)
+    platform.fetch_regs(guest.ctx)  # stops the thread: its notification is abandoned
+    e = guest.run()
+    regs = guest.ctx.regs
+    assert e.kind == ExitKind.SYSCALL and regs.rax == NR_READ
+    assert (regs.rdi, regs.rsi, regs.rdx) == (5, DATA, 64)
+    regs.rax = 3  # the North's answer
+    e = guest.run()
+    assert e.kind == ExitKind.SYSCALL and regs.rax == NR_GETPID and regs.rdi == 3
+
+
 def test_nothing_is_handed_back_without_a_notification(platform, assemble) -> None:
     guest = Guest(platform, assemble(program(call(NR_GETPID, 0, 0, 0))))
     assert not platform.cpu().retry_native(guest.ctx)  # never ran: no pending call

@@ -175,13 +175,14 @@ class UserlandCpu:
             unchanged = (th.state is _ST_NOTIF and not ctx._fpu_dirty
                          and ctx.fs_base == ctx._live_fs and ctx.gs_base == ctx._live_gs
                          and bytes(ctx._rmv) == ctx._snap)
-            if retry is not None and th.state is _ST_NOTIF:
+            if retry is not None:
                 # A call handed back unanswered (retry_native).
                 if ops:
                     self.platform.batch(proc, ops)
-                if not unchanged or retry != th.notif_id:
-                    # Cannot happen (nothing ran since): never answer it with a
-                    # result the North did not give; it answers the call now.
+                if not unchanged or retry != th.notif_id:  # unchanged: still in it
+                    # Its notification is gone (the thread was stopped, say for a
+                    # register fetch) or the context changed: never resume the
+                    # guest with a result the North did not give; it answers now.
                     self._exit.kind = _SYSCALL
                     return self._exit
                 ex = self._retry_native(ctx, th, aspace)
