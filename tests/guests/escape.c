@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #define STUB_CODE 0x1000L
@@ -198,11 +199,30 @@ static void write_stub(void) { *(volatile char *)STUB_CODE = 0x90; }
 static void write_mailbox(void) { *(volatile char *)STUB_MAILBOX = 0; }
 static void exec_mailbox(void) { ((void (*)(void))STUB_MAILBOX)(); }
 
+/* The fd jump_stub_with_mmap asks for, and what its SIGTRAP handler saw. */
+static long jump_fd;
+#define JUMP_ERRNO 11 /* the stub's syscall came back with an errno */
+#define JUMP_MAPPED 12 /* ... with anything else: it ran natively */
+
+static void jump_trapped(int sig, siginfo_t *si, void *uc) {
+    /* The stub's "syscall; int3": the int3 lands here with the call's rax. */
+    long rax = ((ucontext_t *)uc)->uc_mcontext.gregs[REG_RAX];
+    (void)sig, (void)si;
+    _exit(rax < 0 && rax >= -4095 ? JUMP_ERRNO : JUMP_MAPPED);
+}
+
 static void jump_stub_with_mmap(void) {
     /* Jump to the stub's syscall instruction with registers asking for the
-     * guest-memory memfd: the call is the guest's own, under its filter. */
+     * guest-memory memfd: the call is the guest's own, under its filter. The
+     * int3 after it would kill the child whatever the call did, so a handler
+     * reports the call's result instead. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = jump_trapped;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGTRAP, &sa, NULL);
     register long r10 __asm__("r10") = MAP_SHARED;
-    register long r8 __asm__("r8") = 3;
+    register long r8 __asm__("r8") = jump_fd;
     register long r9 __asm__("r9") = 0;
     __asm__ volatile("jmp *%0" : : "r"(STUB_CODE), "a"((long)SYS_mmap), "D"(0L), "S"(1L << 20),
                      "d"((long)PROT_READ), "r"(r10), "r"(r8), "r"(r9));
@@ -244,8 +264,13 @@ static void stub_pages(void) {
     if (!WIFSIGNALED(st)) breach("write-mailbox-survived", st);
     st = in_child(exec_mailbox);
     if (!WIFSIGNALED(st)) breach("exec-mailbox-survived", st);
-    st = in_child(jump_stub_with_mmap);
-    if (!WIFSIGNALED(st)) breach("jump-stub-survived", st);
+    /* The memfd's numbers, as in fds(). Any end but the handler seeing an
+     * errno hides the call's result, so it counts as a breach too. */
+    for (jump_fd = 3; jump_fd <= 1024; jump_fd += 1021) {
+        st = in_child(jump_stub_with_mmap);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != JUMP_ERRNO)
+            breach(jump_fd == 3 ? "jump-stub-mmap-fd3" : "jump-stub-mmap-fd1024", st);
+    }
     st = in_child(scribble_altstack_then_fault);
     if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV) breach("altstack-fault-not-segv", st);
     st = in_child(int80);
