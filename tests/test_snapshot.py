@@ -581,13 +581,15 @@ def test_cli_warm_start_demo(tmp_path):
 
 @needs_kvm_snapshots
 def test_cli_restore_imports_only_what_it_needs(tmp_path):
-    """cove restore imports no logging (nothing is logged), no argparse, and
-    pickle's and hashlib's C modules without their Python wrappers."""
+    """cove restore imports no logging (nothing is logged), no argparse, no
+    typing, re or json (tests/test_startup.py), and pickle's and hashlib's C
+    modules without their Python wrappers."""
     snap = str(tmp_path / "cat.snap")
     r = _cove("snapshot", "--out", snap, "--", BUSYBOX, "cat")
     assert r.returncode == 0, r.stderr
-    watched = ("logging", "traceback", "argparse", "pickle", "hashlib")
+    watched = ("logging", "traceback", "argparse", "pickle", "hashlib", "typing", "re", "json")
     code = ("import sys\n"
+            f"for m in {watched!r}: sys.modules.pop(m, None)  # some site files import them\n"
             "before = set(sys.modules)\n"
             "from cove.cli import main\n"
             "rc = main(['restore', sys.argv[1]])\n"

@@ -74,3 +74,38 @@ def test_layout_tuple_built_on_first_read() -> None:
     assert lay.read(lay.build(a=1, b=2)) == (1, 2)
     assert lay.read(lay.build(b=7)).b == 7
     assert lay.Tuple is lay.Tuple
+
+
+# Never imported by a restore, nor by the syscall families a guest's first calls
+# import: typing (~2.5 ms a start: annotations are strings and TYPE_CHECKING is a
+# module constant, `TYPE_CHECKING = False`), re and json (~2.5 ms: a snapshot's
+# metadata is read by cove.jsonread).
+RESTORE_NEVER = ("typing", "re", "json")
+
+
+@pytest.mark.timeout(60)
+def test_restore_modules_import_no_typing_re_or_json() -> None:
+    out = _py(
+        "import sys\n"
+        # Some site files (.pth) import them before any cove code runs.
+        f"for m in {RESTORE_NEVER!r}: sys.modules.pop(m, None)\n"
+        "import cove.cli, cove.cli_args, cove.cli_snapshot, cove.hostfuncs, cove.jsonread\n"
+        "import cove.sandbox, cove.snapfile, cove.snapshot, cove.snapstage, cove.snapstate\n"
+        "import cove.kernel.loader, cove.kernel.procfs, cove.platform.kvm.vmpool\n"
+        "from cove.kernel.syscall import import_all\n"
+        "import_all()\n"
+        "from cove.jsonread import loads\n"
+        "assert loads(b'{\"a\": [1, true]}') == {'a': [1, True]}\n"
+        f"print(sorted(m for m in {RESTORE_NEVER!r} if m in sys.modules))\n")
+    assert out == "[]"
+
+
+@pytest.mark.timeout(60)
+def test_platform_protocols_still_importable_from_base() -> None:
+    # They live in cove.platform.protocols (typing.Protocol needs typing at run time).
+    from cove.platform import base, protocols
+
+    for name in ("AddressSpace", "Context", "Cpu", "NativeGrant", "NativeIo", "Platform"):
+        assert getattr(base, name) is getattr(protocols, name)
+    with pytest.raises(AttributeError):
+        base.NoSuchThing  # noqa: B018

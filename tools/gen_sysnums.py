@@ -87,8 +87,7 @@ added them. Do not edit by hand; rerun the generator.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from collections.abc import Iterator
 

@@ -8,8 +8,6 @@ in a sandbox with its own Linux personality.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
 # Public name -> the module defining it (imported on first use).
@@ -42,7 +40,10 @@ __all__ = [
     "__version__",
 ]
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.hostfuncs import HostFunctions
     from cove.sandbox import (
         DEVNULL,

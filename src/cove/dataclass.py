@@ -24,11 +24,15 @@ from __future__ import annotations
 import _thread
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, TypeVar
 
 __all__ = ["MISSING", "Field", "FrozenInstanceError", "dataclass", "field", "fields", "replace"]
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+
 _FIELDS = "__cove_fields__"
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, BinaryIO
 
 from cove.dataclass import dataclass, field
 from cove.lazylog import getLogger
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import IO, BinaryIO
+
     from cove.kernel.kernel import Kernel
     from cove.kernel.physmem import PhysMem
 

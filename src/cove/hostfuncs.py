@@ -40,12 +40,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from cove.dataclass import dataclass
 from cove.lazylog import getLogger
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.kernel.kernel import Kernel
 
 log = getLogger("cove.hostfuncs")  # logging is imported only if something is logged

@@ -14,7 +14,10 @@ already, else just before the first message of a logger from here.
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any
 
 _pending: dict[str, Any] | None = None
 

@@ -27,7 +27,6 @@ import os
 import signal
 import threading
 import weakref
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from cove.abi.errno import E, Errno
 from cove.dataclass import dataclass
@@ -41,7 +40,10 @@ from cove.kernel.task import Creds
 from cove.lazylog import getLogger
 from cove.rootfs import MountSpec, build_vfs
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import IO, Any, BinaryIO
+
     from cove.hostfuncs import HostFunctions
     from cove.snapshot import Snapshot
 

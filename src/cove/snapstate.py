@@ -40,14 +40,16 @@ import threading
 import types
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from cove import snappack
 from cove.dataclass import dataclass, field
 from cove.kernel.basemap import BaseDict, BaseSet
 from cove.snappack import pickle  # the C pickler (pickle.py itself is not needed)
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.fs.vfs import VFS
     from cove.kernel.kernel import Kernel
     from cove.kernel.mm import MemoryMap

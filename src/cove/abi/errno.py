@@ -6,7 +6,10 @@ Generated from the kernel's asm-generic/errno*.h; the numbers are part of the Li
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any
 
 try:
     # The standard library's own way to build big constant enums (re, http use it):

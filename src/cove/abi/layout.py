@@ -25,16 +25,18 @@ little speed for field names.
 
 from __future__ import annotations
 
-import re
 import struct
 from collections import namedtuple
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
 
 from cove.dataclass import dataclass
 
-_ITEM = re.compile(r"^(\d*)([xbBhHiIqQs])$")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any
+
+_CODES = frozenset("xbBhHiIqQs")  # struct codes a layout line may use (no re: ~2 ms a start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +93,18 @@ class Layout:
         offset = 0
         for line in lines[1:]:
             code, *rest = line.split()
-            m = _ITEM.match(code)
-            if m is None or (m.group(1) and m.group(2) not in "xs") or len(rest) > 2:
+            count, kind = code[:-1], code[-1]
+            if kind not in _CODES or (count and (not count.isdecimal() or kind not in "xs")) \
+                    or len(rest) > 2:
                 raise ValueError(f"{name}: bad layout line {line!r}")
             size = struct.calcsize("<" + code)
             cpath = rest[0] if rest else None
-            if m.group(2) == "x":
+            if kind == "x":
                 pyname = None
             elif len(rest) == 2:
                 pyname = rest[1]
             elif cpath is not None:
-                pyname = re.sub(r"[.\[]", "_", cpath).replace("]", "")
+                pyname = cpath.replace(".", "_").replace("[", "_").replace("]", "")
             else:
                 raise ValueError(f"{name}: field without a name: {line!r}")
             members.append(Member(pyname, cpath, offset, size, code))

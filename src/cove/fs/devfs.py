@@ -17,7 +17,6 @@ opens for that alone (cove.kernel.hostpipe: NativeDevice).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.fs.file import File
@@ -25,6 +24,7 @@ from cove.fs.memfs import MemFS
 from cove.fs.mount import Location
 from cove.fs.node import S_IFCHR, S_ISVTX, Stat, makedev
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

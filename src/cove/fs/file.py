@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 
@@ -45,6 +44,7 @@ from cove.abi.flags import (
 )
 from cove.fs.node import DirEntry, Inode, SetAttr, Stat, dtype_of, now_ns
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.fs.mount import Location
 

@@ -32,7 +32,6 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import NoReturn
 
 from cove.abi.errno import E, Errno
 from cove.fs.node import (
@@ -54,6 +53,10 @@ from cove.fs.node import (
     StatFs,
     dtype_of,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 HOSTFS_SUPER_MAGIC = 0x00C0FFEE  # UML's hostfs; the host's own f_type would leak what backs us
 ST_RDONLY, ST_NODEV = 1, 4

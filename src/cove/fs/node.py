@@ -25,7 +25,6 @@ import itertools
 import stat as _stat
 import time
 from collections.abc import Iterator
-from typing import ClassVar
 
 from cove.abi.errno import E, Errno
 
@@ -55,6 +54,10 @@ from cove.abi.flags import (
     S_ISVTX,
 )
 from cove.dataclass import dataclass, replace
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 def dtype_of(mode: int) -> int:

@@ -34,7 +34,6 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
 
 from cove.fs.node import S_IFDIR, S_IFLNK, S_IFREG
 from cove.fs.tarfs import ArchiveFS, TreeBuilder
@@ -47,6 +46,10 @@ from cove.fs.tarsource import (
     open_archive,
     source_from,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 __all__ = ["ImageError", "OCIImageFS", "open_oci_image"]
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable
-from typing import BinaryIO
 
 from cove.dataclass import dataclass
 from cove.fs.node import S_IFDIR, S_IFLNK, S_IFREG, SQUASHFS_MAGIC, FileSystem, StatFs
@@ -47,6 +46,10 @@ from cove.fs.tarsource import (
     source_from,
 )
 from cove.lazylog import getLogger
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 __all__ = ["ArchiveError", "ArchiveFS", "Skipped", "TarFS"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NoReturn
 
 from cove.abi.errno import E, Errno
 from cove.fs.node import (
@@ -25,7 +24,10 @@ from cove.fs.node import (
     dtype_of,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from cove.fs.node import FileSystem
     from cove.fs.tarsource import ByteSource
 

@@ -22,7 +22,10 @@ import stat
 import tempfile
 import threading
 import zlib
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 _CHUNK = 1 << 20
 # Decompressing more than this is refused: a few KiB of gzip can expand to

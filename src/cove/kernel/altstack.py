@@ -8,11 +8,10 @@ stack has size 0, which is what "enabled" is tested by.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

@@ -17,7 +17,10 @@ the base's, not insertion order. A snapshot of a clone pickles them flattened
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping, MutableSet
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any
 
 _MISS: Any = object()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -18,6 +17,7 @@ from cove.fs.node import Stat, makedev
 from cove.kernel.pollable import Pollable
 from cove.kernel.wait import Blocked, WaitQueue
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -35,6 +34,7 @@ from cove.kernel.mm import MemoryMap
 from cove.kernel.shebang import BINPRM_BUF_SIZE, parse_shebang
 from cove.kernel.task import State
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.loader import ExecFile, LoadedImage
     from cove.kernel.task import Task

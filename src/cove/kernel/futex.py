@@ -16,14 +16,13 @@ dropped lazily: a waiter counts only while it still sleeps on that queue.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi.errno import E, Errno
 from cove.kernel.mm import USER_TOP
 from cove.kernel.physmem import PAGE_MASK
 from cove.kernel.task import State
 from cove.kernel.wait import WaitQueue
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
     from cove.kernel.task import Task

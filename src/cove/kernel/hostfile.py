@@ -15,7 +15,6 @@ import os
 import select
 import selectors
 import struct
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -26,6 +25,7 @@ from cove.kernel.pollable import DEFAULT_POLLMASK, Pollable
 from cove.kernel.sigerrno import epipe
 from cove.kernel.wait import Blocked
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.hostio import HostStdio
     from cove.kernel.task import Task

@@ -27,7 +27,6 @@ import errno as host_errno
 import fcntl
 import os
 import stat as host_stat
-from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.fs.devfs import DEV_TTY
@@ -37,6 +36,7 @@ from cove.kernel.hostfile import HostFile
 from cove.kernel.hosttty import PTS_MAJOR, TTY_GID, Terminal, TtyFile
 from cove.kernel.pipe import next_ino
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.fs.mount import Location
     from cove.kernel.fdtable import FdTable

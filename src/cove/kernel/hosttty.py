@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -23,6 +22,7 @@ from cove.fs.node import S_IFCHR, Stat, makedev
 from cove.kernel import signals
 from cove.kernel.hostfile import HostFile, _host_error
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.fs.mount import Location
     from cove.kernel.hostio import HostStdio

@@ -36,7 +36,6 @@ import os
 import struct
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any, Protocol
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -162,13 +161,17 @@ class Layout:
                    brk_pad=randbits(13) << 12)
 
 
-class ExecCreds(Protocol):
-    """The ids auxv reports (``cove.kernel.task.Creds`` fits)."""
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
-    ruid: int
-    euid: int
-    rgid: int
-    egid: int
+    class ExecCreds(Protocol):
+        """The ids auxv reports (``cove.kernel.task.Creds`` fits)."""
+
+        ruid: int
+        euid: int
+        rgid: int
+        egid: int
 
 
 # --------------------------------------------------------------------- open

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Container
-from typing import TYPE_CHECKING
 
 from cove.abi.errno import Errno
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.physmem import PhysMem
 

@@ -36,7 +36,6 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -48,6 +47,7 @@ from cove.kernel.syscalls.fs_iov import Segs, guest_views
 from cove.kernel.task import State
 from cove.kernel.wait import Blocked, WaitQueue
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.fs.mount import Location
     from cove.fs.vfs import VFS

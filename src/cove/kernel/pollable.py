@@ -17,11 +17,10 @@ Linux's DEFAULT_POLLMASK says. ``Pollable`` supplies those defaults plus an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.fs.file import File
     from cove.kernel.task import Task

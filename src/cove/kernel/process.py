@@ -17,7 +17,6 @@ from __future__ import annotations
 import struct
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -25,6 +24,7 @@ from cove.kernel import altstack
 from cove.kernel.task import State
 from cove.kernel.wait import Blocked, WaitQueue
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.mm import MemoryMap
     from cove.kernel.task import Process, Task

@@ -8,12 +8,11 @@ themselves through ``proc_name()`` (pipes ``pipe:[N]``, sockets
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi.errno import Errno
 from cove.abi.flags import O_CLOEXEC
 from cove.fs.file import File
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.fs.vfs import VFS, PathContext
 

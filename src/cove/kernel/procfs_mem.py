@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import bisect
 import os
-from typing import TYPE_CHECKING, Any
 
 from cove.abi import flags as F
 from cove.abi.errno import Errno
 from cove.dataclass import dataclass
 from cove.kernel.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.fs.vfs import VFS, PathContext
     from cove.kernel.mm import VMA, MemoryMap
 

@@ -14,7 +14,6 @@ they are read (and by getrusage), not at every mapping change.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from cove.abi import flags as F
@@ -24,6 +23,7 @@ from cove.kernel.physmem import PAGE_SHIFT, PAGE_SIZE
 from cove.kernel.procfs_mem import VmStats, vm_stats
 from cove.kernel.task import NSIG, State
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.mm import MemoryMap
     from cove.kernel.task import Process, Task

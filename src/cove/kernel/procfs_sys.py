@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from functools import cache
-from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from cove.abi.structs import USER_HZ
@@ -25,6 +23,7 @@ from cove.fs.mount import MS_NODEV, MS_NOEXEC, MS_NOSUID, Location, Mount
 from cove.kernel.physmem import PAGE_SIZE
 from cove.kernel.task import State
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.fs.vfs import VFS, PathContext
     from cove.kernel.kernel import Kernel
@@ -43,9 +42,9 @@ def version() -> bytes:
 def ids_allocated(k: Kernel) -> int:
     """How many pids/tids the sandbox has handed out (``processes`` in /proc/stat,
     the last pid in loadavg): the kernel's id counter is an itertools.count."""
-    m = re.fullmatch(r"count\((\d+)\)", repr(k._ids))
-    if m is not None:
-        return int(m.group(1)) - 1
+    text = repr(k._ids)  # "count(N)"; no re for this (importing it costs ~2 ms a start)
+    if text.startswith("count(") and text.endswith(")") and text[6:-1].isdecimal():
+        return int(text[6:-1]) - 1
     return max([*k.tasks, *k.processes], default=0)
 
 

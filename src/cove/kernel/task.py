@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING, Any
 
 from cove.dataclass import dataclass, field
 from cove.fs.vfs import PathContext
@@ -18,7 +17,10 @@ from cove.kernel.fdtable import FdTable
 from cove.kernel.mm import MemoryMap
 from cove.kernel.wait import Blocked, WaitQueue
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.kernel.kernel import Kernel
     from cove.kernel.syscall import Syscall
     from cove.platform.base import Context

@@ -17,7 +17,6 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -28,6 +27,7 @@ from cove.kernel.itimer import ClockTimer
 from cove.kernel.pollable import Pollable
 from cove.kernel.wait import Blocked, WaitQueue
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.sched import Scheduler
     from cove.kernel.task import Task

@@ -3,9 +3,11 @@ and the variable-length linux_dirent64 records of getdents64."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from cove.abi.layout import Layout
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any
 
 # asm/stat.h: the x86-64 `struct stat` of stat/fstat/lstat/newfstatat.
 STAT = Layout("""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -31,7 +30,10 @@ from cove.kernel.sigerrno import epipe
 from cove.kernel.socket.packet import Creds
 from cove.kernel.wait import WaitQueue
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.kernel.socket.ns import NetNamespace
     from cove.kernel.task import Task
 

@@ -16,13 +16,13 @@ with MSG_CTRUNC.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import CMSGHDR, UCRED, cmsg_align, cmsg_len, cmsg_space
 from cove.kernel.socket.packet import Creds, drop_files
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.fs.file import File
     from cove.kernel.socket.base import Received, Socket

@@ -10,15 +10,16 @@ drops what does not fit the receiver's buffer, as a network would.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.kernel.socket.base import RCV_SHUTDOWN, SHUTDOWN_MASK, Received, Socket
 from cove.kernel.socket.packet import NO_CREDS, Packet, RecvQueue, hold_files
 from cove.kernel.wait import Blocked
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.kernel.task import Task
 
 

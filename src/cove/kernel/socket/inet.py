@@ -12,8 +12,6 @@ with SO_REUSEADDR (not while either listens, for TCP) or SO_REUSEPORT.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.kernel.socket.addr import (
@@ -35,7 +33,10 @@ from cove.kernel.socket.ns import PROT_SOCK, accepts, covers, overlap
 from cove.kernel.socket.packet import Creds, Packet
 from cove.kernel.socket.stream import State, StreamSocket, unix_truesize
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.fs.file import File
     from cove.kernel.task import Task
 

@@ -19,9 +19,6 @@ so a signal can never lose or repeat bytes of a write(2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.kernel.socket.base import Received, Socket
@@ -30,11 +27,16 @@ from cove.kernel.socket.packet import Creds, drop_files
 from cove.kernel.syscalls.fs_iov import Segs, scatter, writable_prefix
 from cove.kernel.wait import Blocked
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
     from cove.fs.file import File
     from cove.kernel.task import Task
 
-T = TypeVar("T")
+    T = TypeVar("T")
+
 MASK64 = (1 << 64) - 1
 
 

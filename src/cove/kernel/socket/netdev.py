@@ -9,12 +9,12 @@ look for. Any other interface is ENODEV; other requests are ENOTTY.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import SOCKADDR_IN
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.socket.base import Socket
     from cove.kernel.task import Task

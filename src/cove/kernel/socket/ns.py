@@ -16,13 +16,15 @@ from __future__ import annotations
 import itertools
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
 
 from cove.abi.errno import E, Errno
 from cove.dataclass import dataclass
 from cove.kernel.socket.addr import ANY4, ANY6, is_v4
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.kernel.kernel import Kernel
     from cove.kernel.task import Task
 

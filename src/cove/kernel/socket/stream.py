@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections import deque
 from enum import Enum
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -44,6 +43,7 @@ from cove.kernel.socket.base import (
 from cove.kernel.socket.packet import NO_CREDS, Creds, Packet, RecvQueue, hold_files
 from cove.kernel.wait import Blocked
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.fs.file import File
     from cove.kernel.task import Task

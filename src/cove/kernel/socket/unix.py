@@ -15,7 +15,6 @@ connecting to it afterwards is ECONNREFUSED.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -28,7 +27,10 @@ from cove.kernel.socket.packet import Creds, Packet, hold_files
 from cove.kernel.socket.stream import State, StreamSocket, unix_truesize
 from cove.kernel.wait import Blocked
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.fs.file import File
     from cove.kernel.task import Task
 

@@ -15,13 +15,13 @@ fsgid, groups); ``sync_fs_cred`` keeps it in step after every change.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.fs.perm import Cred
 from cove.kernel.syscall import INT, PTR, UINT, syscall
 from cove.kernel.syscalls.proc_lookup import capable, find_process, put_u32
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Creds, Process, Task
 

@@ -9,8 +9,6 @@ is EBADF and a dirfd that is not a directory ENOTDIR.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.fs.file import File
@@ -20,6 +18,7 @@ from cove.fs.perm import Cred
 from cove.fs.vfs import PathContext
 from cove.kernel.syscall import PATH
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

@@ -7,8 +7,6 @@ The f*() forms take the fd as ``fdget`` does (an O_PATH fd is EBADF); the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import TIMESPEC, TIMEVAL
@@ -26,6 +24,7 @@ from cove.kernel.syscalls.fs_at import (
 from cove.kernel.syscalls.fs_iov import check_new_size, fsize_limit
 from cove.kernel.syscalls.fs_memfd import check_seals_chmod, check_seals_resize, check_seals_write
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.abi.structs import dirent64_reclen, pack_dirent64
@@ -21,6 +20,7 @@ from cove.fs.perm import MAY_EXEC
 from cove.kernel.syscall import FD, PATH, PTR, UINT, ULONG, syscall
 from cove.kernel.syscalls.fs_iov import writable_run
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

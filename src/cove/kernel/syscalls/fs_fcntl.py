@@ -12,7 +12,6 @@ cove itself does not deliver SIGIO yet.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -22,6 +21,7 @@ from cove.fs.perm import is_owner
 from cove.kernel.syscall import FD, UINT, ULONG, syscall
 from cove.kernel.syscalls import fs_locks, fs_memfd
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

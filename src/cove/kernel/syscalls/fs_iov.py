@@ -14,7 +14,6 @@ through: whether an fd blocks is the File's business.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -24,6 +23,7 @@ from cove.fs.node import S_IFMT, S_IFREG
 from cove.kernel import signals
 from cove.kernel.physmem import PAGE_MASK, PAGE_SIZE
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

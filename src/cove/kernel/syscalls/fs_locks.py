@@ -21,7 +21,6 @@ sandboxes sharing a read-only filesystem never see each other's locks.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -31,6 +30,7 @@ from cove.kernel import fdtable
 from cove.kernel.task import State
 from cove.kernel.wait import Blocked, WaitQueue
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.fdtable import FdTable
     from cove.kernel.kernel import Kernel

@@ -15,7 +15,6 @@ memfd (``MemfdFile.seals`` is there for the mmap code to check).
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -24,6 +23,7 @@ from cove.fs.memfs import MemFile, MemFS
 from cove.fs.mount import Location, Mount
 from cove.kernel.syscall import PTR, UINT, syscall
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
     from cove.kernel.task import Task

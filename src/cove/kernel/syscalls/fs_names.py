@@ -7,8 +7,6 @@ calls, checking flag words before any path is read, as Linux does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.fs.mount import Location
@@ -16,6 +14,7 @@ from cove.fs.node import S_IFLNK, S_IFMT, makedev
 from cove.kernel.syscall import FD, INT, PATH, PTR, UINT, syscall
 from cove.kernel.syscalls.fs_at import AT_FDCWD, fd_location, read_path, start_dir
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

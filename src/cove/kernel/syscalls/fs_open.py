@@ -10,8 +10,6 @@ found before the path is looked at (EMFILE first, as Linux).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import OPEN_HOW
@@ -22,6 +20,7 @@ from cove.kernel.syscall import FD, INT, PATH, PTR, UINT, ULONG, syscall
 from cove.kernel.syscalls import fs_resolve
 from cove.kernel.syscalls.fs_at import AT_FDCWD, dirfd_location, read_path, start_dir
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

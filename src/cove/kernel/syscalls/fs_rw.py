@@ -12,7 +12,6 @@ them).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.fs.file import O_APPEND, O_NONBLOCK, File
@@ -26,6 +25,7 @@ from cove.kernel.syscalls.fs_iov import (
     write_from,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

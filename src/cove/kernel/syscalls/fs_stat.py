@@ -9,8 +9,6 @@ and the filesystem keeps one, as Linux 6.x does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import STAT, STATFS, STATX
@@ -29,6 +27,7 @@ from cove.kernel.syscalls.fs_at import (
     stat_at,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

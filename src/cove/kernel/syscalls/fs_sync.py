@@ -9,12 +9,11 @@ devices: they keep the base ``File.sync``) are EINVAL, as on Linux.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi.errno import E, Errno
 from cove.fs.file import O_PATH, File
 from cove.kernel.syscall import FD, enosys, syscall
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

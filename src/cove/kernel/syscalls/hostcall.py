@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 import weakref
-from typing import TYPE_CHECKING, Any
 
 from cove.abi.errno import E, Errno
 from cove.hostfuncs import (
@@ -28,7 +27,10 @@ from cove.hostfuncs import (
 from cove.kernel.syscall import TABLE, ULONG, Syscall
 from cove.lazylog import getLogger
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.kernel.task import Task
 
 log = getLogger("cove.hostfuncs")  # logging is imported only if something is logged

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -36,6 +35,10 @@ from cove.kernel.syscall import INT, PTR, ULONG, syscall
 from cove.kernel.syscalls.io_poll import HOST_RECHECK
 from cove.kernel.task import Task
 from cove.kernel.wait import Blocked, WaitQueue
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any
 
 NSEC = 1_000_000_000
 SIGSET_SIZE = 8

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -33,6 +32,10 @@ from cove.kernel.pollable import POLLEX_SET, POLLIN_SET, POLLOUT_SET, events_of,
 from cove.kernel.syscall import INT, PTR, UINT, ULONG, syscall
 from cove.kernel.task import Task
 from cove.kernel.wait import Blocked, WaitQueue
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any
 
 NSEC = 1_000_000_000
 HOST_RECHECK = 0.02  # seconds between looks at a second host fd (see _sleep)

@@ -18,8 +18,6 @@ enforced. Callers elsewhere read limits with ``rlimit()``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import RLIMIT, RUSAGE
@@ -27,6 +25,7 @@ from cove.kernel.fdtable import NR_OPEN_DEFAULT, NR_OPEN_MAX
 from cove.kernel.syscall import INT, PTR, UINT, syscall
 from cove.kernel.syscalls.proc_lookup import capable, find_process
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
     from cove.kernel.task import Process, Task

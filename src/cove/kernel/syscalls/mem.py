@@ -16,8 +16,6 @@ mremap duplicating a shared mapping (old_len 0: EINVAL).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.fs.file import MAX_LFS_FILESIZE, O_PATH, File
@@ -29,6 +27,7 @@ from cove.kernel.syscall import FD, INT, PTR, UINT, ULONG, syscall
 from cove.kernel.syscalls.limits import rlimit
 from cove.kernel.syscalls.proc_lookup import capable
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.mm import VMA
     from cove.kernel.task import Task

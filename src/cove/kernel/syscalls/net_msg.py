@@ -12,7 +12,6 @@ socket timeouts.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -35,8 +34,10 @@ from cove.kernel.syscalls.fs_iov import (
 from cove.kernel.syscalls.net import addr_in, addr_out, sock_of
 from cove.kernel.wait import Blocked
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from cove.kernel.socket import Socket
     from cove.kernel.task import Task

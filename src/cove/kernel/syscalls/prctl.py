@@ -9,14 +9,13 @@ offered.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.kernel.syscall import INT, ULONG, syscall
 from cove.kernel.syscalls.creds import CAP_LAST_CAP
 from cove.kernel.syscalls.proc_lookup import put_s32, put_u64
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

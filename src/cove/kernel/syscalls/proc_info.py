@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 from cove.abi.structs import SI_LOAD_SHIFT, SYSINFO, UTSNAME
@@ -22,6 +21,7 @@ from cove.kernel.physmem import PAGE_SIZE
 from cove.kernel.syscall import INT, PTR, UINT, ULONG, enosys, syscall
 from cove.kernel.syscalls.proc_lookup import capable, find_process, find_task, put_u64
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Process, Task
 

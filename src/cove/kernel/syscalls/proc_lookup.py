@@ -9,10 +9,10 @@ not yet reaped.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from cove.abi.errno import E, Errno
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Process, Task
 

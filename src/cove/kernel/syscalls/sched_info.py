@@ -14,8 +14,6 @@ another thread is runnable, so those run before it continues.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.structs import SCHED_PARAM
@@ -23,6 +21,7 @@ from cove.kernel.syscall import INT, PTR, UINT, syscall
 from cove.kernel.syscalls.limits import rlimit
 from cove.kernel.syscalls.proc_lookup import capable, find_process, put_u32
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Process, Task
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
@@ -11,6 +10,7 @@ from cove.kernel.signalfd import SignalFile
 from cove.kernel.signals import UNBLOCKABLE
 from cove.kernel.syscall import FD, INT, PTR, ULONG, syscall
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

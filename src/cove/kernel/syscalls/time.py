@@ -24,7 +24,6 @@ through restart_block; cove reports EINTR in that case too).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from cove.abi import flags as F
@@ -33,6 +32,7 @@ from cove.abi.structs import TIMESPEC, TIMEVAL, TIMEZONE, TMS, USER_HZ
 from cove.kernel.syscall import INT, PTR, syscall
 from cove.kernel.wait import Blocked
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
     from cove.kernel.task import Task

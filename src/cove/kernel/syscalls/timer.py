@@ -18,7 +18,6 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from cove.abi import flags as F
@@ -30,6 +29,7 @@ from cove.kernel.itimer import NSEC, ClockTimer
 from cove.kernel.syscall import INT, PTR, UINT, syscall
 from cove.kernel.task import State
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Process, Task
 

@@ -5,12 +5,11 @@ Linux's."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi.errno import E, Errno
 from cove.kernel.syscall import FD, INT, PATH, PTR, ULONG, syscall
 from cove.kernel.syscalls.fs_at import fd_location
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.task import Task
 

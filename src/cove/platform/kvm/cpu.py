@@ -26,13 +26,13 @@ import os
 import signal
 import struct
 import threading
-from typing import TYPE_CHECKING
 
 from cove.platform.base import GP, PF, UD, Exit, ExitKind, PlatformError
 from cove.platform.kvm import layout, uapi
 from cove.platform.kvm._sys import ThreadTimer, errno, ioctl, raw_ioctl
 from cove.platform.kvm.platform import KICK_SIGNAL
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.physmem import PhysMem
     from cove.platform.kvm.pagetable import KvmAddressSpace

@@ -22,8 +22,6 @@ Upper-level entries are only ever added, never changed, until ``destroy``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.platform.base import (
     PROT_EXEC,
     PROT_NONE,
@@ -35,6 +33,7 @@ from cove.platform.base import (
     write_virtual,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from collections.abc import Iterator
 

@@ -19,7 +19,6 @@ import mmap
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
 
 from cove.platform.base import Capabilities, PlatformError, PlatformUnavailable, UserRegs
 from cove.platform.kvm import _stub_bin, layout, uapi
@@ -37,7 +36,10 @@ from cove.platform.kvm.pagetable import (
 )
 from cove.platform.kvm.tablepool import TablePool
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.kernel.physmem import PhysMem
     from cove.platform.base import Exit
     from cove.platform.kvm.cpu import KvmCpu

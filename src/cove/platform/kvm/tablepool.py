@@ -22,10 +22,9 @@ in this pool, not in PhysMem's free list.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.abi.errno import Errno
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import atexit
 import threading
-from typing import TYPE_CHECKING
 
 from cove.lazylog import getLogger
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.physmem import PhysMem
     from cove.platform.kvm.platform import KvmPlatform
