@@ -201,4 +201,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
+    # `python -m cove.cli` runs this file as __main__: cove.cli_snapshot's
+    # `from cove.cli import ...` then finds it instead of running it again.
+    sys.modules.setdefault("cove.cli", sys.modules[__name__])
     os._exit(main())

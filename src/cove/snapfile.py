@@ -171,21 +171,25 @@ class Reading:
                 size < image_offset + length:
             raise FileProblem("format", f"{name}: truncated or damaged snapshot "
                                         f"({size} bytes, expected {image_offset + length})")
-        body = os.pread(self.fd, body_end - HEADER.size, HEADER.size)
-        if len(body) != body_end - HEADER.size:
+        # The state (most of the body) is read on its own: slicing it out of
+        # one read would copy it.
+        front = os.pread(self.fd, meta_len + refs_len, HEADER.size)
+        state = os.pread(self.fd, state_len, HEADER.size + meta_len + refs_len)
+        if len(front) != meta_len + refs_len or len(state) != state_len:
             raise FileProblem("format", f"{name}: truncated snapshot")
-        self.meta_raw = body[:meta_len]
-        self.state = body[meta_len + refs_len:]
-        self.refs = parse_refs(body[meta_len:meta_len + refs_len], length, name)
+        self.meta_raw = front[:meta_len]
+        self.state = state
+        self.refs = parse_refs(front[meta_len:], length, name)
         self.image_offset, self.image_length, self._want = image_offset, length, want
-        self._hasher = threading.Thread(target=self._hash, args=(raw[:-32], body),
+        self._hasher = threading.Thread(target=self._hash, args=(raw[:-32], front, state),
                                         name="cove-snapshot-hash")
         self._hasher.start()
 
-    def _hash(self, head: bytes, body: bytes) -> None:
+    def _hash(self, head: bytes, front: bytes, state: bytes) -> None:
         try:
             digest = Checksum(head)
-            digest.update(body)
+            digest.update(front)
+            digest.update(state)
             if self.image_length:
                 hash_image(digest, self.fd, self.image_offset, self.image_length, self.refs)
             self._digest = digest.digest()
