@@ -82,6 +82,10 @@ def page_up(n: int) -> int:
 
 def runs(refs: dict[int, int]) -> list[tuple[int, int]]:
     """Consecutive frames in use as [start, end) runs."""
+    if refs:
+        lo, hi = min(refs), max(refs)
+        if hi - lo + 1 == len(refs):  # no holes (the usual image): one run, without sorting
+            return [(lo, hi + 1)]
     out: list[tuple[int, int]] = []
     for f in sorted(refs):
         if out and out[-1][1] == f:
