@@ -336,8 +336,10 @@ class NativePipes:
 
     def woke(self) -> None:
         """A native call woke a sleeper: the caller's next call goes through
-        the North, which lets the sleeper run then, as after its own write."""
-        self._yielding = self.kernel.current
+        the North, which lets the sleeper run then, as after its own write.
+        (The concurrent loop runs the sleeper at once, next to the caller.)"""
+        if self.kernel.live_tasks is None:
+            self._yielding = self.kernel.current
 
     def resume(self, t: Task, nr: int, raw: tuple[int, ...]) -> bool:
         """``t`` was woken in a read/write/readv/writev on a host pipe, or was
@@ -363,7 +365,12 @@ class NativePipes:
                   count: int) -> NativeEnd | NativeDevice | None:
         k = self.kernel
         t = k.current
-        if t is None or t.ctx is not ctx or k.trace is not None:
+        if t is None or t.ctx is not ctx:
+            # The concurrent loop: the call is of whichever task the cpu heard from.
+            t = k.live_tasks.get(ctx) if k.live_tasks else None
+            if t is None:
+                return None
+        if k.trace is not None:
             return None
         f = t.files.files.get(fd)
         if self._yielding is not None:

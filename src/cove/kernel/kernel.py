@@ -8,6 +8,7 @@ thread's cpu: run a task until it exits to us, handle the exit, pick the next.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 
@@ -35,6 +36,9 @@ log = getLogger("cove.kernel")  # logging is imported only if something is logge
 MASK64 = (1 << 64) - 1
 BOOT_UPTIME = 1.0  # seconds the sandbox's clocks show at boot
 NORETURN = object()  # a handler that replaced the registers itself (execve, sigreturn)
+# How many guest threads may be in the guest at once where the platform can
+# run several (userland): experimental, see docs/userland-pipes.md.
+CPUS = max(1, int(os.environ.get("COVE_CPUS", "1") or 1))
 
 # x86 exception vector → (signal, si_code) for faults other than #PF.
 FAULT_SIGNALS = {
@@ -90,6 +94,8 @@ class Kernel:
         # pause_requested is set (sched.wakeup() ends a sleep) or pause_when()
         # says so; calling run() again continues.
         self.pause_requested = False
+        # The tasks in the guest while the concurrent loop runs (ctx -> task).
+        self.live_tasks: dict[Any, Task] | None = None
         self.pause_when: Callable[[], bool] | None = None
 
     def run_shutdown_hooks(self) -> None:
@@ -144,6 +150,8 @@ class Kernel:
     def run(self) -> int | None:
         """Run until init exits; returns its wait status (see ``status_to_exit``),
         or None when paused (see ``pause_requested``)."""
+        if CPUS > 1 and hasattr(self.cpu, "launch"):
+            return self._run_concurrent()
         while self.init is not None and self.init.alive:
             if self.pause_requested or (self.pause_when is not None and self.pause_when()):
                 return None
@@ -206,6 +214,147 @@ class Kernel:
             if kind == INTERRUPTED or sched.runq:
                 sched.requeue(t)
                 return
+
+    # --- several guest threads at once (COVE_CONCURRENT=1, userland) -------------
+    def _run_concurrent(self) -> int | None:
+        """``run`` for a platform whose cpu runs several contexts at once
+        (``launch`` / ``wait_any``): every runnable task is in the guest, the
+        loop handles whichever exits first. See docs/userland-pipes.md."""
+        cpu, sched, runnable = self.cpu, self.sched, State.RUNNABLE
+        live = self.live_tasks = {}
+        started: dict[Task, float] = {}
+        kicked: set[Task] = set()
+
+        def ready() -> bool:  # a native call woke a task: launch it
+            return bool(sched.runq)
+
+        try:
+            while self.init is not None and self.init.alive:
+                if self.pause_requested or (self.pause_when is not None and self.pause_when()):
+                    self._halt_live(live)
+                    return None
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    self.timed_out = True
+                    self.kill_all(F.SIGKILL)
+                    break
+                sched.poll()
+                held: list[Task] = []
+                while sched.runq and len(live) < CPUS:
+                    t = sched.runq.popleft()
+                    if t.state is not runnable or t in started:
+                        continue
+                    if any(o.mm is t.mm and o.files is not t.files for o in live.values()):
+                        # One host process, two fd tables (CLONE_VM without
+                        # CLONE_FILES, vfork): the native path installs each
+                        # task's files at its fd numbers in that one process,
+                        # so such tasks take turns.
+                        held.append(t)
+                        continue
+                    if t.blocked_call is not None:
+                        self._resume_blocked(t)
+                        if t.state is not runnable:
+                            continue
+                    if t.pending.mask or t.proc.shared_pending.mask or t.restart_nr is not None:
+                        signals.deliver(t)
+                        if t.state is not runnable:
+                            continue
+                    self.current = t
+                    ex = cpu.launch(t.ctx, t.mm.space)
+                    if ex is None:
+                        live[t.ctx] = t
+                        started[t] = time.perf_counter()
+                        continue
+                    self._handle(t, ex)
+                    if t.state is runnable:
+                        sched.runq.append(t)
+                sched.runq.extendleft(reversed(held))
+                if not live:
+                    t = sched.next()
+                    if self.pause_requested:
+                        if t is not None:
+                            sched.runq.appendleft(t)
+                        return None
+                    if t is None:
+                        if self.deadline is not None and time.monotonic() >= self.deadline:
+                            continue
+                        log.warning("every guest thread is blocked forever: ending the sandbox")
+                        if os.environ.get("COVE_DEBUG_DEADLOCK"):
+                            for tt in self.tasks.values():
+                                import sys
+                                print("DBG", tt, tt.state, tt.blocked_on and tt.blocked_on.queues,
+                                      tt.blocked_call and tt.blocked_call[0].name,
+                                      tt.blocked_call and tt.blocked_call[1], file=sys.stderr)
+                        self.kill_all(F.SIGKILL)
+                        break
+                    sched.runq.appendleft(t)
+                    continue
+                timeout = sched.timeout()
+                oldest = None
+                if sched.runq:  # every cpu busy and more to run: timeslices
+                    oldest = min(live.values(), key=started.__getitem__)
+                    left = started[oldest] + TIMESLICE - time.perf_counter()
+                    timeout = left if timeout is None else min(timeout, left)
+                ctx, ex = cpu.wait_any(timeout, sched.host_fd(), ready)
+                if ctx is None or ex is None:
+                    if oldest is not None and oldest not in kicked and \
+                            time.perf_counter() >= started[oldest] + TIMESLICE:
+                        kicked.add(oldest)
+                        cpu.interrupt_live(oldest.ctx)
+                    continue
+                t = live.pop(ctx, None)
+                if t is None:
+                    continue
+                t0 = started.pop(t, None)
+                kicked.discard(t)
+                t1 = time.perf_counter()
+                if t0 is not None:
+                    t.utime += t1 - t0
+                    t.proc.user_time += t1 - t0
+                self.current = t
+                self._handle(t, ex)
+                cpu.sync_live()
+                for octx, other in list(live.items()):
+                    if other.state is State.DEAD:
+                        del live[octx]  # exit_group, exec: its stub is gone or going
+                        started.pop(other, None)
+                        kicked.discard(other)
+                        cpu.forget(octx)
+                    elif other.state is not runnable or other.proc.state is State.STOPPED or \
+                            other.pending.mask or other.proc.shared_pending.mask:
+                        if other not in kicked:  # as Linux's signal_wake_up
+                            kicked.add(other)
+                            cpu.interrupt_live(other.ctx)
+                if t.state is runnable:
+                    if ex.kind == ExitKind.INTERRUPTED or sched.runq:
+                        sched.requeue(t)  # its turn is over, or another waits
+                    else:
+                        sched.runq.appendleft(t)
+        finally:
+            for ctx in list(live):
+                cpu.forget(ctx)
+            live.clear()
+            self.live_tasks = None
+        assert self.init is not None
+        return self.init.exit_code if self.init.exit_code is not None else 0
+
+    def _halt_live(self, live: dict[Any, Task]) -> None:
+        """Stop every task in the guest (a pause): each is consistent and runnable again."""
+        for ctx, ex in self.cpu.halt_live():
+            t = live.pop(ctx, None)
+            if t is not None:
+                self._handle(t, ex)
+                if t.state is State.RUNNABLE:
+                    self.sched.runq.append(t)
+
+    def _handle(self, t: Task, ex: Exit) -> None:
+        kind = ex.kind
+        if kind == ExitKind.SYSCALL:
+            self.syscall(t)
+        elif kind == ExitKind.FAULT:
+            self.fault(t, ex)
+        elif kind != ExitKind.INTERRUPTED:
+            log.error("guest thread %d halted: %s", t.tid, ex.detail)
+            self.exit_group(t.proc, F.SIGSEGV)
 
     # --- syscalls -----------------------------------------------------------
     def syscall(self, t: Task) -> None:

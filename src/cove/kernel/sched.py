@@ -224,6 +224,20 @@ class Scheduler:
                 timeout = max(0.0, deadline - time.monotonic())
             self._poll_host(timeout)
 
+    def timeout(self) -> float | None:
+        """Seconds until the next timer, sleep deadline or the horizon (None: none)."""
+        deadline = self._next_deadline()
+        if self.horizon is not None:
+            deadline = self.horizon if deadline is None else min(deadline, self.horizon)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def host_fd(self) -> int:
+        """An fd readable when a host fd some task waits on (or ``wakeup``) is
+        ready, for a caller that waits itself; -1 when there is none."""
+        if not self._fd_waiters and self._wakeup_r < 0:
+            return -1
+        return self._selector.fileno()
+
     def requeue(self, t: Task) -> None:
         """Put a preempted (still runnable) task at the back of the queue."""
         if t.state is State.RUNNABLE:

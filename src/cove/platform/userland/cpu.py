@@ -49,6 +49,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cove.platform.base import (
@@ -113,6 +114,14 @@ SEGV_ACCERR, SI_KERNEL, TRAP_TRACE, TRAP_HWBKPT = 2, 0x80, 2, 4
 BUS_ADRALN, BUS_MCEERR_AR, BUS_MCEERR_AO = 1, 4, 5
 FPE_INTDIV, FPE_INTOVF = 1, 2
 POLLIN = select.POLLIN
+_POLL_MAX_MS = 86_400_000
+
+
+def _copy_exit(ex: Exit) -> Exit:
+    c = Exit()
+    c.kind, c.vector, c.error_code, c.cr2, c.detail = ex.kind, ex.vector, ex.error_code, \
+        ex.cr2, ex.detail  # fmt: skip
+    return c
 
 
 def _signed(v: int) -> int:
@@ -141,6 +150,14 @@ class UserlandCpu:
         # Contexts whose unanswered call the North handed back to the native
         # path (retry_native), with that call's notification id.
         self._retry: dict[UserlandContext, int] = {}
+        # Launched contexts by their thread's listener fd (launch, wait_any).
+        self._live: dict[int, tuple[UserlandContext, StubThread, UserlandAddressSpace]] = {}
+        self._live_tids: dict[int, int] = {}  # their host tids -> listener fds
+        self._multi = select.poll()
+        self._multi.register(self.tracer.wakeup, POLLIN)
+        self._multi.register(self._kickfd, POLLIN)
+        self._extra = -1
+        self._concurrent = False  # launch was used: native grants are committed twice
         self._closed = False
 
     # --- running ----------------------------------------------------------------
@@ -157,50 +174,9 @@ class UserlandCpu:
         lock = self._run_lock
         lock.acquire()
         try:
-            if _sched_getcpu() != self.platform.pinned_cpu:
-                self.platform.follow_cpu(_sched_getcpu())
-            proc = aspace.proc
-            ops = None
-            if proc is None or aspace._dirty or aspace.destroyed:
-                proc, ops = aspace.prepare()
-            th = ctx._thread
-            if th is None or th.proc is not proc or th.state is _ST_DEAD:
-                th = self.platform.bind(proc, ctx)
-            regs = ctx.regs
-            rip = regs.rip
-            if (1 << 47) <= rip < _CANON_HI:
-                if ops:
-                    self.platform.batch(proc, ops)
-                return self._fault_now(GP)  # the host would only SIGSEGV on the iret
-            unchanged = (th.state is _ST_NOTIF and not ctx._fpu_dirty
-                         and ctx.fs_base == ctx._live_fs and ctx.gs_base == ctx._live_gs
-                         and bytes(ctx._rmv) == ctx._snap)
-            if retry is not None:
-                # A call handed back unanswered (retry_native).
-                if ops:
-                    self.platform.batch(proc, ops)
-                if not unchanged or retry != th.notif_id:  # unchanged: still in it
-                    # Its notification is gone (the thread was stopped, say for a
-                    # register fetch) or the context changed: never resume the
-                    # guest with a result the North did not give; it answers now.
-                    self._exit.kind = _SYSCALL
-                    return self._exit
-                ex = self._retry_native(ctx, th, aspace)
-                if ex is not None:
-                    return ex
-            elif unchanged:
-                # The fast path: only rax changed; the reply resumes the guest.
-                if ops:
-                    self.platform.batch(proc, ops)
-                rax = regs.rax
-                _RESP.pack_into(self._resp_mv, 0, th.notif_id,
-                                rax - (1 << 64) if rax >> 63 else rax, 0, 0)
-                if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
-                    th.state = _ST_DEAD  # the notification is gone: the thread was killed
-                    return self._halt(f"stub thread {th.tid} vanished in a syscall")
-                th.state = _ST_RUNNING
-            else:
-                self.platform.resume(ctx, th, ops)
+            th = self._start(ctx, aspace, retry)
+            if type(th) is Exit:
+                return th
             poller = th.poller
             if poller is None:
                 poller = self._poller(th)
@@ -219,6 +195,186 @@ class UserlandCpu:
             return self._wait(ctx, th, aspace, events)
         finally:
             lock.release()
+
+    def _start(self, ctx: UserlandContext, aspace: UserlandAddressSpace,
+               retry: int | None) -> StubThread | Exit:
+        """Put ``ctx`` back into the guest: its thread, or an Exit at once
+        (a fault before any instruction, a handed-back call the native path
+        declined, a vanished thread)."""
+        if _sched_getcpu() != self.platform.pinned_cpu:
+            self.platform.follow_cpu(_sched_getcpu())
+        proc = aspace.proc
+        ops = None
+        if proc is None or aspace._dirty or aspace.destroyed:
+            proc, ops = aspace.prepare()
+        th = ctx._thread
+        if th is None or th.proc is not proc or th.state is _ST_DEAD:
+            th = self.platform.bind(proc, ctx)
+        regs = ctx.regs
+        rip = regs.rip
+        if (1 << 47) <= rip < _CANON_HI:
+            if ops:
+                self.platform.batch(proc, ops)
+            return self._fault_now(GP)  # the host would only SIGSEGV on the iret
+        unchanged = (th.state is _ST_NOTIF and not ctx._fpu_dirty
+                     and ctx.fs_base == ctx._live_fs and ctx.gs_base == ctx._live_gs
+                     and bytes(ctx._rmv) == ctx._snap)
+        if retry is not None:
+            # A call handed back unanswered (retry_native).
+            if ops:
+                self.platform.batch(proc, ops)
+            if not unchanged or retry != th.notif_id:  # unchanged: still in it
+                # Its notification is gone (the thread was stopped, say for a
+                # register fetch) or the context changed: never resume the
+                # guest with a result the North did not give; it answers now.
+                self._exit.kind = _SYSCALL
+                return self._exit
+            ex = self._retry_native(ctx, th, aspace)
+            if ex is not None:
+                return ex
+        elif unchanged:
+            # The fast path: only rax changed; the reply resumes the guest.
+            if ops:
+                self.platform.batch(proc, ops)
+            rax = regs.rax
+            _RESP.pack_into(self._resp_mv, 0, th.notif_id,
+                            rax - (1 << 64) if rax >> 63 else rax, 0, 0)
+            if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
+                th.state = _ST_DEAD  # the notification is gone: the thread was killed
+                return self._halt(f"stub thread {th.tid} vanished in a syscall")
+            th.state = _ST_RUNNING
+        else:
+            self.platform.resume(ctx, th, ops)
+        return th
+
+    # --- several guest threads at once (the kernel's concurrent loop) ----------
+    def launch(self, ctx: UserlandContext, aspace: UserlandAddressSpace) -> Exit | None:
+        """Resume ``ctx`` without waiting for it: None once it runs (its next
+        event comes from ``wait_any``), or an Exit at once, as ``run`` returns."""
+        self._concurrent = True
+        retry = self._retry.pop(ctx, None) if self._retry else None
+        th = self._start(ctx, aspace, retry)
+        if type(th) is Exit:
+            return th
+        if not self.tracer.armed:
+            self.tracer.rearm()
+        self._live[th.lfd] = (ctx, th, aspace)
+        self._live_tids[th.tid] = th.lfd
+        self._multi.register(th.lfd, POLLIN)
+        return None
+
+    def wait_any(self, timeout: float | None, extra: int = -1,
+                 ready: Callable[[], bool] | None = None,
+                 ) -> tuple[UserlandContext | None, Exit | None]:
+        """The next event of any launched context: (ctx, its Exit); (None,
+        None) after ``timeout`` seconds, a kick, ``extra`` (an fd) ready, or
+        a call run natively after which ``ready()`` says the caller has work."""
+        multi = self._multi
+        if extra != self._extra:
+            if self._extra >= 0:
+                multi.unregister(self._extra)
+            if extra >= 0:
+                multi.register(extra, POLLIN)
+            self._extra = extra
+        end = None if timeout is None else _monotonic() + timeout
+        tracer = self.tracer
+        while True:
+            if tracer._stash:  # stops reaped while the tracer waited for another thread
+                found = self._stashed_stop()
+                if found is not None:
+                    return found
+            if not tracer.armed:
+                tracer.rearm()
+            # poll takes at most ~24 days; a guest may sleep for longer.
+            events = multi.poll(None if end is None else
+                                min(max(0.0, (end - _monotonic()) * 1000), _POLL_MAX_MS))
+            if not events:
+                return None, None
+            for fd, _ in events:
+                live = self._live.get(fd)
+                if live is not None:
+                    ctx, th, aspace = live
+                    if th.lfd != fd or th.state is _ST_DEAD:
+                        # Killed with its stub (the fd may be another's now).
+                        self._drop(fd)
+                        return ctx, self._halt(f"stub thread {th.tid} is gone")
+                    ex = self._recv(ctx, th, aspace)
+                    if ex is not None:
+                        self._drop(fd)
+                        return ctx, ex
+                    if ready is not None and ready():
+                        return None, None
+                elif fd == tracer.wakeup:
+                    tracer.drain_wakeup()
+                    tracer.sweep()  # one pass for all: a per-thread waitpid is O(threads)
+                    found = self._stashed_stop()
+                    if found is not None:
+                        return found
+                    tracer.rearm()
+                elif fd == self._kickfd:
+                    self._kicked = False
+                    self._drain_kick()
+                    return None, None
+                else:
+                    return None, None  # extra
+
+    def _stashed_stop(self) -> tuple[UserlandContext, Exit] | None:
+        """A launched thread's stop from the tracer's stash, as its exit."""
+        by_tid = self._live_tids
+        for tid in list(self.tracer._stash):
+            lfd = by_tid.get(tid)
+            if lfd is None:
+                continue
+            ctx, th, aspace = self._live[lfd]
+            st = self.tracer.stashed(tid)
+            assert st is not None
+            self._drop(lfd)
+            return ctx, self._stopped(ctx, th, self.platform.describe(th, st), aspace)
+        return None
+
+    def interrupt_live(self, ctx: UserlandContext) -> None:
+        """Ask a launched context to stop (PTRACE_INTERRUPT); its stop comes
+        from ``wait_any`` as an INTERRUPTED exit (or whatever came first)."""
+        th = ctx._thread
+        if th is not None and th.lfd in self._live:
+            S.raw_ptrace(S.PTRACE_INTERRUPT, th.tid)
+
+    def halt_live(self) -> list[tuple[UserlandContext, Exit]]:
+        """Stop every launched context now; each one's exit, for the kernel."""
+        out = []
+        for lfd, (ctx, th, aspace) in list(self._live.items()):
+            self._drop(lfd)
+            ex = self._preempt(ctx, th, aspace)
+            out.append((ctx, _copy_exit(ex)))
+        return out
+
+    def forget(self, ctx: UserlandContext) -> None:
+        """A launched context's task is gone: its thread's events are dropped."""
+        for lfd, live in list(self._live.items()):
+            if live[0] is ctx:
+                self._drop(lfd)
+
+    def sync_live(self) -> None:
+        """Apply pending map changes of every address space that has launched
+        threads before anything else happens: a frame the North freed must
+        not stay mapped for a running sibling once another process may get
+        it, and fork's write protection must hold before the parent runs on."""
+        seen = set()
+        for _ctx, _th, aspace in self._live.values():
+            if aspace._dirty and id(aspace) not in seen and not aspace.destroyed:
+                seen.add(id(aspace))
+                proc, ops = aspace.prepare()
+                if ops:
+                    self.platform.batch(proc, ops)
+
+    def live_contexts(self) -> list[UserlandContext]:
+        return [ctx for ctx, _th, _a in self._live.values()]
+
+    def _drop(self, lfd: int) -> None:
+        _ctx, th, _aspace = self._live.pop(lfd)
+        if self._live_tids.get(th.tid) == lfd:
+            del self._live_tids[th.tid]
+        self._multi.unregister(lfd)
 
     def retry_native(self, ctx: UserlandContext) -> bool:
         """The North hands ``ctx``'s unanswered read/write back: its next
@@ -245,7 +401,17 @@ class UserlandCpu:
             th.state = _ST_DEAD
             return self._halt(f"stub thread {th.tid} vanished in a syscall")
         th.state = _ST_RUNNING
+        if self._concurrent:
+            th.commit = self._fast.last_grant
         return None
+
+    @staticmethod
+    def _recommit(th: StubThread) -> None:
+        """The thread's last native call has surely moved its bytes by its next
+        event: its grant is committed again, waking whoever slept meanwhile
+        (a sibling that found the pipe empty while the copy was in flight)."""
+        grant, th.commit = th.commit, None
+        grant.commit()  # type: ignore[attr-defined]
 
     def _poller(self, th: StubThread) -> select.poll:
         poller = th.poller = select.poll()
@@ -302,11 +468,15 @@ class UserlandCpu:
             _RESP.pack_into(self._resp_mv, 0, nid, 0, -_errno.ENOSYS, 0)
             _raw_ioctl(th.lfd, _SEND, self._resp_addr)
             return None
+        if th.commit is not None:
+            self._recommit(th)
         if nr in NATIVE_NRS and self._fast.io is not None:
             done = self._fast.try_native(ctx, th, aspace, nid, nr, a0, a1, a2)
             if done:
                 if done > 0:
                     th.state = _ST_RUNNING
+                    if self._concurrent:
+                        th.commit = self._fast.last_grant
                     return None
                 th.state = _ST_DEAD
                 return self._halt(f"stub thread {th.tid} vanished in a syscall")
@@ -330,6 +500,8 @@ class UserlandCpu:
     # --- ptrace stops -----------------------------------------------------------
     def _stopped(self, ctx: UserlandContext, th: StubThread, d: Description,
                  aspace: UserlandAddressSpace) -> Exit:
+        if th.commit is not None:
+            self._recommit(th)
         st = d.status
         if not os.WIFSTOPPED(st):
             th.state = State.DEAD

@@ -71,7 +71,7 @@ from cove.platform.userland import _sys as S
 from cove.platform.userland import layout as L
 
 if TYPE_CHECKING:
-    from cove.platform.base import NativeIo
+    from cove.platform.base import NativeGrant, NativeIo
     from cove.platform.userland.aspace import UserlandAddressSpace
     from cove.platform.userland.context import UserlandContext
     from cove.platform.userland.stub import StubProcess, StubThread
@@ -106,6 +106,7 @@ class FastPath:
         self._resp = ctypes.create_string_buffer(S.NOTIF_RESP.size)
         self._resp_addr = ctypes.addressof(self._resp)
         self.native_calls = 0  # calls run natively so far (tests, tuning)
+        self.last_grant: NativeGrant | None = None  # of the last call run natively
 
     def try_native(self, ctx: UserlandContext, th: StubThread, aspace: UserlandAddressSpace,
                    nid: int, nr: int, a0: int, a1: int, a2: int) -> int:
@@ -154,6 +155,7 @@ class FastPath:
         if S.raw_ioctl(th.lfd, S.SECCOMP_IOCTL_NOTIF_SEND, self._resp_addr) < 0:
             return GONE
         grant.commit()
+        self.last_grant = grant
         self.native_calls += 1
         return CONTINUED
 

@@ -57,7 +57,8 @@ class State(enum.Enum):
 class StubThread:
     """A host thread of a stub process that runs guest code."""
 
-    __slots__ = ("__weakref__", "ctx", "lfd", "notif_id", "poller", "proc", "state", "tid")
+    __slots__ = ("__weakref__", "commit", "ctx", "lfd", "notif_id", "poller", "proc", "state",
+                 "tid")
 
     def __init__(self, proc: StubProcess, tid: int, lfd: int) -> None:
         self.proc = proc
@@ -65,6 +66,9 @@ class StubThread:
         self.lfd = lfd  # our copy of its seccomp listener
         self.state = State.STOPPED
         self.notif_id = 0
+        # A native call's grant to commit again at the thread's next event,
+        # when its bytes have surely moved (the cpu's concurrent mode).
+        self.commit: object = None
         self.ctx: object | None = None  # the context loaded into it, if any
         self.poller: select.poll | None = None  # built by the cpu that runs it
 

@@ -210,6 +210,15 @@ class Tracer:
         self._sweep()
         return self._stash.pop(tid, None)
 
+    def stashed(self, tid: int) -> int | None:
+        """``tid``'s status if one was reaped while looking for another tid."""
+        return self._stash.pop(tid, None) if self._stash else None
+
+    def sweep(self) -> list[int]:
+        """Reap every pending event of every tracee; the tids that have one."""
+        self._sweep()
+        return list(self._stash)
+
     def _sweep(self) -> None:
         """Reap stray events of other tracees so the waiter does not spin on them."""
         while self.pgid:
