@@ -240,6 +240,11 @@ class UserlandCpu:
             _RESP.pack_into(self._resp_mv, 0, th.notif_id,
                             rax - (1 << 64) if rax >> 63 else rax, 0, 0)
             if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
+                if self._concurrent and self._withdrawn(th):
+                    # Our own kick (PTRACE_INTERRUPT) took it out of its wait
+                    # after its call was received: the answer goes in by ptrace.
+                    self.platform.resume(ctx, th, None)
+                    return th
                 th.state = _ST_DEAD  # the notification is gone: the thread was killed
                 return self._halt(f"stub thread {th.tid} vanished in a syscall")
             th.state = _ST_RUNNING
@@ -398,12 +403,38 @@ class UserlandCpu:
             self._exit.kind = _SYSCALL  # the registers are still the call's
             return self._exit
         if done < 0:
-            th.state = _ST_DEAD
-            return self._halt(f"stub thread {th.tid} vanished in a syscall")
+            return self._gone(ctx, th, aspace)
         th.state = _ST_RUNNING
         if self._concurrent:
             th.commit = self._fast.last_grant
         return None
+
+    def _withdrawn(self, th: StubThread) -> bool:
+        """After a reply found the thread's notification gone: whether it was
+        taken out of its wait by an interrupt (it is now in that ptrace stop,
+        its call unanswered and never run by the host) rather than killed."""
+        try:
+            st = self.tracer.wait(th.tid)
+        except PlatformError:
+            return False
+        if not os.WIFSTOPPED(st):
+            return False
+        th.state = State.STOPPED
+        return True
+
+    def _gone(self, ctx: UserlandContext, th: StubThread, aspace: UserlandAddressSpace) -> Exit:
+        """A notification that vanished before the native path could let it
+        run: an interrupt's stop (the concurrent loop kicks running threads;
+        the call is made again when the context runs) or a killed thread."""
+        if self._concurrent:
+            try:
+                st = self.tracer.wait(th.tid)
+            except PlatformError:
+                st = 0
+            if os.WIFSTOPPED(st):
+                return self._stopped(ctx, th, self.platform.describe(th, st), aspace)
+        th.state = _ST_DEAD
+        return self._halt(f"stub thread {th.tid} vanished in a syscall")
 
     @staticmethod
     def _recommit(th: StubThread) -> None:
@@ -478,8 +509,7 @@ class UserlandCpu:
                     if self._concurrent:
                         th.commit = self._fast.last_grant
                     return None
-                th.state = _ST_DEAD
-                return self._halt(f"stub thread {th.tid} vanished in a syscall")
+                return self._gone(ctx, th, aspace)
         regs = ctx.regs
         if type(regs) is not PartialRegs:
             regs.__class__ = PartialRegs
