@@ -215,7 +215,7 @@ class Kernel:
                 sched.requeue(t)
                 return
 
-    # --- several guest threads at once (COVE_CONCURRENT=1, userland) -------------
+    # --- several guest threads at once (COVE_CPUS=N, userland) ----------------------
     def _run_concurrent(self) -> int | None:
         """``run`` for a platform whose cpu runs several contexts at once
         (``launch`` / ``wait_any``): every runnable task is in the guest, the
@@ -278,12 +278,6 @@ class Kernel:
                         if self.deadline is not None and time.monotonic() >= self.deadline:
                             continue
                         log.warning("every guest thread is blocked forever: ending the sandbox")
-                        if os.environ.get("COVE_DEBUG_DEADLOCK"):
-                            for tt in self.tasks.values():
-                                import sys
-                                print("DBG", tt, tt.state, tt.blocked_on and tt.blocked_on.queues,
-                                      tt.blocked_call and tt.blocked_call[0].name,
-                                      tt.blocked_call and tt.blocked_call[1], file=sys.stderr)
                         self.kill_all(F.SIGKILL)
                         break
                     sched.runq.appendleft(t)
@@ -311,6 +305,7 @@ class Kernel:
                     t.utime += t1 - t0
                     t.proc.user_time += t1 - t0
                 self.current = t
+                kind = ex.kind  # the cpu reuses its Exit
                 self._handle(t, ex)
                 cpu.sync_live()
                 for octx, other in list(live.items()):
@@ -325,7 +320,7 @@ class Kernel:
                             kicked.add(other)
                             cpu.interrupt_live(other.ctx)
                 if t.state is runnable:
-                    if ex.kind == ExitKind.INTERRUPTED or sched.runq:
+                    if kind == ExitKind.INTERRUPTED or sched.runq:
                         sched.requeue(t)  # its turn is over, or another waits
                     else:
                         sched.runq.appendleft(t)
