@@ -243,11 +243,13 @@ class Kernel:
                     t = sched.runq.popleft()
                     if t.state is not runnable or t in started:
                         continue
-                    if any(o.mm is t.mm and o.files is not t.files for o in live.values()):
-                        # One host process, two fd tables (CLONE_VM without
-                        # CLONE_FILES, vfork): the native path installs each
-                        # task's files at its fd numbers in that one process,
-                        # so such tasks take turns.
+                    if any(o.mm is t.mm for o in live.values()):
+                        # Threads of one address space take turns: the stub's
+                        # batch reply page and fault altstack are used only
+                        # while none of its threads runs (the guest can write
+                        # them), and tasks that share the stub with their own
+                        # fd tables (CLONE_VM, vfork) have their files
+                        # installed at the same host fd numbers.
                         held.append(t)
                         continue
                     if t.blocked_call is not None:
@@ -265,6 +267,7 @@ class Kernel:
                         started[t] = time.perf_counter()
                         continue
                     self._handle(t, ex)
+                    self._stop_dirty(live, started, kicked)
                     if t.state is runnable:
                         sched.runq.append(t)
                 sched.runq.extendleft(reversed(held))
@@ -307,7 +310,7 @@ class Kernel:
                 self.current = t
                 kind = ex.kind  # the cpu reuses its Exit
                 self._handle(t, ex)
-                cpu.sync_live()
+                self._stop_dirty(live, started, kicked)
                 for octx, other in list(live.items()):
                     if other.state is State.DEAD:
                         del live[octx]  # exit_group, exec: its stub is gone or going
@@ -331,6 +334,22 @@ class Kernel:
             self.live_tasks = None
         assert self.init is not None
         return self.init.exit_code if self.init.exit_code is not None else 0
+
+    def _stop_dirty(self, live: dict[Any, Task], started: dict[Task, float],
+                    kicked: set[Task]) -> None:
+        """Map changes for a running process (another's call made them: a
+        truncated shared file, say): it stops now, before a frame the North
+        freed can go elsewhere, and its next launch applies them while none
+        of its threads runs."""
+        for ctx in self.cpu.dirty_live():
+            t = live.pop(ctx)
+            started.pop(t, None)
+            kicked.discard(t)
+            ex = self.cpu.halt_one(ctx)
+            if ex is not None:
+                self._handle(t, ex)
+            if t.state is State.RUNNABLE:
+                self.sched.requeue(t)
 
     def _halt_live(self, live: dict[Any, Task]) -> None:
         """Stop every task in the guest (a pause): each is consistent and runnable again."""

@@ -353,24 +353,27 @@ class UserlandCpu:
             out.append((ctx, _copy_exit(ex)))
         return out
 
+    def halt_one(self, ctx: UserlandContext) -> Exit | None:
+        """Stop one launched context now; its exit (None if it was not launched)."""
+        for lfd, (c, th, aspace) in list(self._live.items()):
+            if c is ctx:
+                self._drop(lfd)
+                return self._preempt(ctx, th, aspace)
+        return None
+
     def forget(self, ctx: UserlandContext) -> None:
         """A launched context's task is gone: its thread's events are dropped."""
         for lfd, live in list(self._live.items()):
             if live[0] is ctx:
                 self._drop(lfd)
 
-    def sync_live(self) -> None:
-        """Apply pending map changes of every address space that has launched
-        threads before anything else happens: a frame the North freed must
-        not stay mapped for a running sibling once another process may get
-        it, and fork's write protection must hold before the parent runs on."""
-        seen = set()
-        for _ctx, _th, aspace in self._live.values():
-            if aspace._dirty and id(aspace) not in seen and not aspace.destroyed:
-                seen.add(id(aspace))
-                proc, ops = aspace.prepare()
-                if ops:
-                    self.platform.batch(proc, ops)
+    def dirty_live(self) -> set[UserlandContext]:
+        """Launched contexts whose address space has map changes pending (made
+        by another process's call): they must stop before anything else runs,
+        so that the changes are applied (at their next launch) while none of
+        that stub's threads runs and before a frame the North freed can be
+        reused elsewhere."""
+        return {ctx for ctx, _th, aspace in self._live.values() if aspace._dirty}
 
     def live_contexts(self) -> list[UserlandContext]:
         return [ctx for ctx, _th, _a in self._live.values()]
