@@ -322,6 +322,8 @@ class UserlandCpu:
                     return None, None
                 else:
                     return None, None  # extra
+            if end is not None and _monotonic() >= end:
+                return None, None  # native calls kept coming: the caller's deadline first
 
     def _stashed_stop(self) -> tuple[UserlandContext, Exit] | None:
         """A launched thread's stop from the tracer's stash, as its exit."""
@@ -342,7 +344,8 @@ class UserlandCpu:
         from ``wait_any`` as an INTERRUPTED exit (or whatever came first)."""
         th = ctx._thread
         if th is not None and th.lfd in self._live:
-            S.raw_ptrace(S.PTRACE_INTERRUPT, th.tid)
+            # By the tracer thread: ptrace requests from any other are refused.
+            self.tracer.call(S.raw_ptrace, S.PTRACE_INTERRUPT, th.tid)
 
     def halt_live(self) -> list[tuple[UserlandContext, Exit]]:
         """Stop every launched context now; each one's exit, for the kernel."""
