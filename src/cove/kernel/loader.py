@@ -40,7 +40,7 @@ from functools import cache
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.abi.flags import AUXV
-from cove.dataclass import dataclass, field
+from cove.dataclass import dataclass
 from cove.fs import perm
 from cove.fs.file import O_RDONLY, InodeFile
 from cove.fs.mount import MS_NOEXEC, Location
@@ -63,6 +63,7 @@ from cove.kernel.elf import (
     check_header,
     parse_phdrs,
 )
+from cove.kernel.image import LoadedImage
 from cove.kernel.mm import MMAP_MIN, USER_TOP, MemoryMap, page_align
 from cove.kernel.shebang import BINPRM_BUF_SIZE, parse_shebang
 
@@ -340,46 +341,6 @@ def _phdr_addr(elf: _Elf, bias: int) -> int:
     if addr is None:
         addr = next((p.vaddr for p in elf.phdrs if p.type == PT_PHDR), 0)
     return addr + bias
-
-
-# --------------------------------------------------------------------- the image
-@dataclass(slots=True)
-class LoadedImage:
-    """A program loaded by exec: where to start it and what /proc shows of it."""
-
-    entry: int  # first instruction: the interpreter's entry, else the program's
-    stack_pointer: int  # initial rsp: points at argc, 16-byte aligned
-    exe_path: str  # canonical sandbox path (/proc/<pid>/exe)
-    execfn: str  # the name exec was called with (AT_EXECFN)
-    argv: list[str]
-    envp: list[str]
-    program_entry: int  # AT_ENTRY
-    load_bias: int  # added to the program's p_vaddr
-    phdr: int  # AT_PHDR
-    phnum: int
-    interp_path: str | None  # PT_INTERP as written in the program
-    interp_base: int  # AT_BASE (0 without an interpreter)
-    start_code: int
-    end_code: int
-    start_data: int
-    end_data: int
-    start_brk: int
-    stack_start: int  # the [stack] VMA
-    stack_end: int
-    arg_start: int  # argv strings (/proc/<pid>/cmdline reads [arg_start, arg_end))
-    arg_end: int
-    env_start: int  # envp strings (/proc/<pid>/environ)
-    env_end: int
-    random: int  # AT_RANDOM
-    auxv: tuple[tuple[int, int], ...]  # as written, AT_NULL last (/proc/<pid>/auxv)
-    exec_stack: bool  # PT_GNU_STACK asked for an executable stack
-    file: InodeFile = field(repr=False)  # the executable (holds it open, as Linux's exe_file)
-
-    @property
-    def comm(self) -> str:
-        """The task name exec sets: the basename of the exec'd name, 15 bytes at most."""
-        return os.fsencode(self.execfn.rsplit("/", 1)[-1])[:15].decode(
-            "utf-8", "surrogateescape")
 
 
 def _encode_all(strings: Sequence[str | bytes]) -> list[bytes]:
