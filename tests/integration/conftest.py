@@ -4,7 +4,8 @@ unless COVE_TEST_PLATFORM pins one: the same guests, the same assertions."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,42 @@ def cove_platform(request: pytest.FixtureRequest,
 
     monkeypatch.setattr(base, "select_platform", pinned)
     yield name
+
+
+class KernelRun:
+    """What ``kernel_run`` returns: the init's wait status, the (shut down)
+    kernel to inspect, and what the guest wrote to stdout and stderr."""
+
+    def __init__(self, status: int | None, kernel: object, output: bytes) -> None:
+        self.status, self.kernel, self.output = status, kernel, output
+
+
+@pytest.fixture
+def kernel_run(guest_dir: Path, tmp_path: Path) -> Callable[..., KernelRun]:
+    """Boot a sandbox (guests at /guests) and run its kernel loop on the
+    calling thread (not Sandbox.run's: the platform's tracer thread), with
+    stdin from /dev/null and stdout+stderr into one file."""
+
+    def run(argv: list[str], *, platform: str = "auto", trace: object = None,
+            timeout: float = 120.0) -> KernelRun:
+        from cove.rootfs import MountSpec
+        from cove.sandbox import Sandbox, SandboxConfig
+
+        sb = Sandbox(config=SandboxConfig(memory="256M", platform=platform, timeout=timeout),
+                     mounts=(MountSpec(str(guest_dir), "/guests"),))
+        out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
+        fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o600)
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            kernel = sb.boot(argv, stdio=(null, fd, fd), trace=trace)
+            try:
+                status = kernel.run()
+            finally:
+                kernel.shutdown()
+        finally:
+            os.close(null)
+            os.close(fd)
+            sb.close()
+        return KernelRun(status, kernel, out.read_bytes())
+
+    return run

@@ -60,32 +60,13 @@ def test_shell_pipeline_and_job_control(cove_run):
     assert (r.returncode, r.stdout) == (0, b"20000\n19999\n19998\n4194304\n"), r.stderr
 
 
-def test_kicks_work_from_a_thread_that_does_not_own_ptrace(guest_dir, tmp_path):
+def test_kicks_work_from_a_thread_that_does_not_own_ptrace(kernel_run):
     """kernel.run() on the caller's own thread (not the platform's tracer
     thread, as Sandbox.run uses): the kick that takes a spinning thread out
     of the guest must still reach it (ptrace requests only work from the
     tracer thread)."""
-    import os
-
-    from cove.rootfs import MountSpec
-    from cove.sandbox import Sandbox, SandboxConfig
-
-    sb = Sandbox(config=SandboxConfig(memory="256M", platform="userland", timeout=60),
-                 mounts=(MountSpec(str(guest_dir), "/guests"),))
-    out = tmp_path / "out"
-    fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o600)
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        kernel = sb.boot(["/bin/busybox", "sh", "-c",
-                          "(trap 'echo got; exit 3' USR1; while :; do :; done) & "
-                          "p=$!; sleep 0.2; kill -USR1 $p; wait $p; echo $?"],
-                         stdio=(null, fd, fd))
-        try:
-            status = kernel.run()
-        finally:
-            kernel.shutdown()
-    finally:
-        os.close(fd)
-        os.close(null)
-        sb.close()
-    assert status == 0 and out.read_bytes() == b"got\n3\n"
+    r = kernel_run(["/bin/busybox", "sh", "-c",
+                    "(trap 'echo got; exit 3' USR1; while :; do :; done) & "
+                    "p=$!; sleep 0.2; kill -USR1 $p; wait $p; echo $?"],
+                   platform="userland", timeout=60)
+    assert (r.status, r.output) == (0, b"got\n3\n")

@@ -8,7 +8,6 @@ zero-copy hooks) and userland."""
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 
@@ -27,31 +26,15 @@ def test_device_semantics_guest(build_guest, cove_run, pie):
     assert r.stdout == b"ok\n"
 
 
-def _boot_and_run(guest_dir, argv, trace=None):
-    from cove.rootfs import MountSpec
-    from cove.sandbox import Sandbox, SandboxConfig
-
-    sb = Sandbox(config=SandboxConfig(memory="256M", timeout=120),
-                 mounts=(MountSpec(str(guest_dir), "/guests"),))
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        kernel = sb.boot(argv, stdio=(null, null, null), trace=trace)
-        try:
-            return kernel.run(), kernel
-        finally:
-            kernel.shutdown()
-    finally:
-        os.close(null)
-
-
 @pytest.mark.parametrize("mode", ["pingpong", "devices"])
-def test_streams_run_natively_on_userland(build_guest, guest_dir, cove_platform, mode):
+def test_streams_run_natively_on_userland(build_guest, kernel_run, cove_platform, mode):
     """Every piece fills or empties the pipe (both sides sleep and wake each
     time); on userland nearly every read and write still runs in the host:
     the woken call and the one preempted after a wake-up are handed back to
     the native path instead of being answered by the North."""
     exe = build_guest("pipe_stream")
-    status, kernel = _boot_and_run(guest_dir, [f"/guests/{exe.name}", mode, str(PIECES)])
+    r = kernel_run([f"/guests/{exe.name}", mode, str(PIECES)])
+    status, kernel = r.status, r.kernel
     assert status == 0
     if cove_platform != "userland":
         return
@@ -61,21 +44,22 @@ def test_streams_run_natively_on_userland(build_guest, guest_dir, cove_platform,
     assert kernel.platform.fastpath.native_calls >= calls - 20
 
 
-def test_device_semantics_run_natively_on_userland(build_guest, guest_dir, cove_platform):
+def test_device_semantics_run_natively_on_userland(build_guest, kernel_run, cove_platform):
     """The semantics guest's loop of /dev/zero reads and /dev/null writes ran
     on the host's devices (so its assertions tested that path)."""
     exe = build_guest("dev_native")
-    status, kernel = _boot_and_run(guest_dir, [f"/guests/{exe.name}"])
+    r = kernel_run([f"/guests/{exe.name}"])
+    status, kernel = r.status, r.kernel
     assert status == 0
     if cove_platform == "userland":
         assert kernel.platform.fastpath.native_calls > 1900
 
 
-def test_trace_sees_every_device_call(build_guest, guest_dir, cove_platform):
+def test_trace_sees_every_device_call(build_guest, kernel_run, cove_platform):
     exe = build_guest("pipe_stream")
     out = io.StringIO()
-    status, kernel = _boot_and_run(guest_dir, [f"/guests/{exe.name}", "devices", "20"],
-                                   trace=out)
+    r = kernel_run([f"/guests/{exe.name}", "devices", "20"], trace=out)
+    status, kernel = r.status, r.kernel
     assert status == 0
     if cove_platform == "userland":
         assert kernel.platform.fastpath.native_calls == 0

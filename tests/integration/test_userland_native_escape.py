@@ -10,8 +10,6 @@ the host checks that the calls really took the native path."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 try:
@@ -25,27 +23,11 @@ pytestmark = [pytest.mark.timeout(180),
               pytest.mark.skipif(_REASON is not None, reason=f"userland: {_REASON}")]
 
 
-def test_native_io_races_and_stub_reuse(build_guest, guest_dir, tmp_path):
-    from cove.rootfs import MountSpec
-    from cove.sandbox import Sandbox, SandboxConfig
-
+def test_native_io_races_and_stub_reuse(build_guest, kernel_run):
     exe = build_guest("native_race")
-    sb = Sandbox(config=SandboxConfig(memory="256M", platform="userland", timeout=90),
-                 mounts=(MountSpec(str(guest_dir), "/guests"),))
-    out = tmp_path / "out"
-    fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o600)
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        kernel = sb.boot([f"/guests/{exe.name}"], stdio=(null, fd, fd))
-        try:
-            status = kernel.run()
-            native = kernel.platform.fastpath.native_calls
-        finally:
-            kernel.shutdown()
-    finally:
-        os.close(null)
-        os.close(fd)
-    text = out.read_text(errors="replace")
+    r = kernel_run([f"/guests/{exe.name}"], platform="userland", timeout=90)
+    status, native = r.status, r.kernel.platform.fastpath.native_calls
+    text = r.output.decode(errors="replace")
     assert status == 0 and text.endswith("ok\n"), (status, text[-2000:])
     assert "not hit" not in text, text  # each race saw both iovec values
     # The races raced the native path: each readv race alone makes 3000
