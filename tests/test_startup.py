@@ -92,6 +92,8 @@ def test_restore_modules_import_no_typing_re_or_json() -> None:
         "import cove.cli, cove.cli_args, cove.cli_snapshot, cove.hostfuncs, cove.jsonread\n"
         "import cove.sandbox, cove.snapfile, cove.snapshot, cove.snapstage, cove.snapstate\n"
         "import cove.kernel.loader, cove.kernel.procfs, cove.platform.kvm.vmpool\n"
+        # and what `cove run --platform userland` adds
+        "import cove.platform.userland.platform, cove.platform.userland.cpu\n"
         "from cove.kernel.syscall import import_all\n"
         "import_all()\n"
         "from cove.jsonread import loads\n"

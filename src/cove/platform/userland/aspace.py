@@ -17,8 +17,6 @@ as the kvm platform leaves them non-present.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cove.platform.base import (
     PROT_EXEC,
     PROT_READ,
@@ -31,6 +29,7 @@ from cove.platform.base import (
 from cove.platform.userland import layout as L
 from cove.platform.userland.stub import NR_mmap, NR_munmap
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.platform.userland.platform import UserlandPlatform
     from cove.platform.userland.stub import StubProcess

@@ -24,10 +24,10 @@ import ctypes
 import operator
 import struct
 import weakref
-from typing import TYPE_CHECKING
 
 from cove.platform.base import UserRegs
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.platform.userland.platform import UserlandPlatform
     from cove.platform.userland.stub import StubThread

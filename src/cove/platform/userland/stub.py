@@ -21,12 +21,12 @@ import fcntl
 import os
 import signal
 import struct
-from typing import TYPE_CHECKING
 
 from cove.platform.base import PlatformError, PlatformUnavailable
 from cove.platform.userland import _sys as S
 from cove.platform.userland import layout as L
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     import select
 

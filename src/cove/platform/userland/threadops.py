@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from typing import TYPE_CHECKING
 
 from cove.platform.base import PlatformError, UserRegs
 from cove.platform.userland import _sys as S
@@ -27,6 +26,7 @@ from cove.platform.userland.context import (
 )
 from cove.platform.userland.stub import State
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.platform.userland.context import UserlandContext
     from cove.platform.userland.stub import StubThread

@@ -31,12 +31,15 @@ import errno
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from cove.platform.base import PlatformError
 from cove.platform.userland._sys import WALL
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 class Tracer:
