@@ -70,3 +70,11 @@ def test_kicks_work_from_a_thread_that_does_not_own_ptrace(kernel_run):
                     "p=$!; sleep 0.2; kill -USR1 $p; wait $p; echo $?"],
                    platform="userland", timeout=60)
     assert (r.status, r.output) == (0, b"got\n3\n")
+
+
+def test_cove_cpus_is_read_leniently():
+    # A mistyped value runs the default loop rather than failing every start.
+    from cove.kernel.kernel import _cpus
+
+    assert [_cpus(v) for v in ("2", "8", "1", "0", "", "-3", "two", " 2")] == \
+        [2, 8, 1, 1, 1, 1, 1, 1]

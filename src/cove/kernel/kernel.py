@@ -36,9 +36,16 @@ log = getLogger("cove.kernel")  # logging is imported only if something is logge
 MASK64 = (1 << 64) - 1
 BOOT_UPTIME = 1.0  # seconds the sandbox's clocks show at boot
 NORETURN = object()  # a handler that replaced the registers itself (execve, sigreturn)
-# How many guest threads may be in the guest at once where the platform can
-# run several (userland): experimental, see docs/userland-pipes.md.
-CPUS = max(1, int(os.environ.get("COVE_CPUS", "1") or 1))
+
+
+def _cpus(value: str) -> int:
+    """COVE_CPUS as a count; anything else means the default, one."""
+    return max(1, int(value)) if value.isdigit() else 1
+
+
+# How many guest processes may have a thread in the guest at once where the
+# platform can run several (userland): experimental, see docs/userland-pipes.md.
+CPUS = _cpus(os.environ.get("COVE_CPUS", "1"))
 
 # x86 exception vector → (signal, si_code) for faults other than #PF.
 FAULT_SIGNALS = {
