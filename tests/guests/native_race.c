@@ -400,15 +400,20 @@ static void on_usr1(int s) {
         usr1 += 100;
 }
 
-static void parked_write_signal(int restart) {
-    int p[2];
-    static char fill[65536], b[65536];
-    if (pipe(p)) { breach("pipe", errno); return; }
+/* on_usr1 for SIGUSR1 (SA_RESTART or not), its count reset. */
+static void arm_usr1(int restart) {
     struct sigaction sa = {0};
     sa.sa_handler = on_usr1;
     sa.sa_flags = restart ? SA_RESTART : 0;
     sigaction(SIGUSR1, &sa, NULL);
     usr1 = 0;
+}
+
+static void parked_write_signal(int restart) {
+    int p[2];
+    static char fill[65536], b[65536];
+    if (pipe(p)) { breach("pipe", errno); return; }
+    arm_usr1(restart);
     if (write(p[1], fill, sizeof fill) != sizeof fill) { breach("fill", errno); return; }
     pid_t parent = getpid(), c = fork();
     if (c == 0) {
@@ -437,11 +442,7 @@ static void parked_signal(int restart) {
     int p[2];
     char b[16];
     if (pipe(p)) { breach("pipe", errno); return; }
-    struct sigaction sa = {0};
-    sa.sa_handler = on_usr1;
-    sa.sa_flags = restart ? SA_RESTART : 0;
-    sigaction(SIGUSR1, &sa, NULL);
-    usr1 = 0;
+    arm_usr1(restart);
     pid_t parent = getpid(), c = fork();
     if (c == 0) {
         usleep(50000);
@@ -472,11 +473,7 @@ static void section_parked_signal(void) {
     int p[2];
     char b[16];
     if (pipe(p)) { breach("pipe", errno); return; }
-    struct sigaction sa = {0};
-    sa.sa_handler = on_usr1;
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &sa, NULL);
-    usr1 = 0;
+    arm_usr1(1);
     pid_t parent = getpid(), c = fork();
     if (c == 0) {
         for (int i = 0; i < 200; i++) {

@@ -11,7 +11,7 @@ from cove.kernel.mm import MemoryMap
 from cove.kernel.task import State, Task
 
 from .fakes import FakeSpace
-from .harness import SCRATCH, FakeContext, call
+from .harness import SCRATCH, FakeContext, call, put
 
 AT_FDCWD = -100
 STAT_SIZE = 144
@@ -99,3 +99,16 @@ def pending(t: Task, signo: int) -> bool:
 
 
 SIGPIPE = F.SIGPIPE
+
+
+def open_dev(t: Task, path: str, mode: int) -> int:
+    """Open a /dev node of cove's devfs (mounted on first use) in ``t``."""
+    k = t.kernel
+    if not hasattr(k, "_test_dev"):
+        from cove.fs.devfs import make_devfs, register_drivers
+
+        k._test_dev = True  # type: ignore[attr-defined]
+        k.vfs.mkdir(t.fs, None, "/dev", 0o755)
+        k.vfs.mount("/dev", make_devfs())
+        register_drivers(k.vfs.device_openers)
+    return call(t, "openat", -100, put(t, path.encode() + b"\0", 0xE00), mode, 0)

@@ -13,13 +13,12 @@ import pytest
 
 from cove.abi import flags as F
 from cove.abi.sysnums import NR
-from cove.fs.devfs import make_devfs, register_drivers
 from cove.kernel.hostpipe import NATIVE_ZERO_MAX, NativeDevice
 from cove.kernel.task import State
 
 from . import harness, iohelp
 from .harness import SCRATCH, call, make_kernel, put
-from .iohelp import is_blocked, mkpipe, thread
+from .iohelp import is_blocked, mkpipe, open_dev, thread
 from .test_hostpipe import NativePlatform, TranslatingSpace
 
 pytestmark = pytest.mark.timeout(60)
@@ -158,15 +157,6 @@ def test_a_preempted_call_with_a_signal_meanwhile_completes_first(native) -> Non
 
 
 # --- devices -------------------------------------------------------------------------
-def _dev(k, t, path: str, mode: int) -> int:
-    if not hasattr(k, "_test_dev"):
-        k._test_dev = True
-        k.vfs.mkdir(t.fs, None, "/dev", 0o755)
-        k.vfs.mount("/dev", make_devfs())
-        register_drivers(k.vfs.device_openers)
-    return call(t, "openat", -100, put(t, path.encode() + b"\0", 0xE00), mode, 0)
-
-
 @pytest.mark.skipif(not (os.path.exists("/dev/null") and os.path.exists("/dev/zero")),
                     reason="the host has no /dev/null or /dev/zero")
 def test_devices_are_granted_on_the_hosts_own(native) -> None:
@@ -174,9 +164,9 @@ def test_devices_are_granted_on_the_hosts_own(native) -> None:
     mkpipe(t)  # makes the kernel's native-I/O table
     io = k.native_io
     k.current = t
-    null, zero = _dev(k, t, "/dev/null", F.O_RDWR), _dev(k, t, "/dev/zero", F.O_RDWR)
-    ro, wo = _dev(k, t, "/dev/null", F.O_RDONLY), _dev(k, t, "/dev/zero", F.O_WRONLY)
-    full, rnd = _dev(k, t, "/dev/full", F.O_RDWR), _dev(k, t, "/dev/urandom", F.O_RDWR)
+    null, zero = open_dev(t, "/dev/null", F.O_RDWR), open_dev(t, "/dev/zero", F.O_RDWR)
+    ro, wo = open_dev(t, "/dev/null", F.O_RDONLY), open_dev(t, "/dev/zero", F.O_WRONLY)
+    full, rnd = open_dev(t, "/dev/full", F.O_RDWR), open_dev(t, "/dev/urandom", F.O_RDWR)
     g = io.native_rw(t.ctx, null, True, 100)
     assert isinstance(g, NativeDevice) and g.limit == 0  # write_null reads nothing
     st = os.fstat(g.host_fd)
@@ -199,7 +189,7 @@ def test_devices_are_granted_on_the_hosts_own(native) -> None:
 def test_no_devices_without_native_io() -> None:
     """On a platform without native I/O the devices never make the table."""
     k, t = make_kernel()
-    fd = _dev(k, t, "/dev/null", F.O_RDWR)
+    fd = open_dev(t, "/dev/null", F.O_RDWR)
     assert call(t, "write", fd, SCRATCH, 10) == 10
     assert k.native_io is None
 

@@ -12,12 +12,11 @@ import pytest
 
 from cove.abi import flags as F
 from cove.abi.errno import E
-from cove.fs.devfs import make_devfs, register_drivers
 from cove.kernel.syscalls import fs_iov
 from cove.kernel.syscalls.fs_iov import guest_views
 
 from .harness import SCRATCH, call, make_kernel, put
-from .iohelp import is_blocked, mkpipe, rd, resume, sc, thread
+from .iohelp import is_blocked, mkpipe, open_dev, rd, resume, sc, thread
 from .test_hostpipe import host_pipes  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(60)
@@ -196,21 +195,11 @@ def test_cove_pipe_copies_use_the_views(monkeypatch) -> None:
 
 
 # --- devices ----------------------------------------------------------------------
-def _open(t, path: str, mode: int) -> int:
-    k = t.kernel
-    if not hasattr(k, "_test_dev"):
-        k._test_dev = True
-        k.vfs.mkdir(t.fs, None, "/dev", 0o755)
-        k.vfs.mount("/dev", make_devfs())
-        register_drivers(k.vfs.device_openers)
-    return call(t, "openat", -100, put(t, path.encode() + b"\0", 0xE00), mode, 0)
-
-
 def test_dev_null_never_reads_the_buffer() -> None:
     """write_null returns the count for any buffer access_ok accepts; a
     buffer no check would accept is still EFAULT."""
     _, t = make_kernel()
-    fd = _open(t, "/dev/null", F.O_RDWR)
+    fd = open_dev(t, "/dev/null", F.O_RDWR)
     assert fd >= 0
     assert call(t, "write", fd, 0x7000, 100) == 100  # mapped nowhere
     assert call(t, "read", fd, 0x7000, 100) == 0
@@ -218,13 +207,13 @@ def test_dev_null_never_reads_the_buffer() -> None:
     assert call(t, "writev", fd, iov, 2) == 30
     assert call(t, "write", fd, 0xFFFF800000000000, 100) == -E.EFAULT
     assert call(t, "writev", fd, 0x7000, 1) == -E.EFAULT  # the iovec array is read
-    ro = _open(t, "/dev/null", F.O_RDONLY)
+    ro = open_dev(t, "/dev/null", F.O_RDONLY)
     assert call(t, "write", ro, SCRATCH, 1) == -E.EBADF
 
 
 def test_dev_zero_reads_store_zeros_up_to_a_fault() -> None:
     _, t = make_kernel()
-    fd = _open(t, "/dev/zero", F.O_RDONLY)
+    fd = open_dev(t, "/dev/zero", F.O_RDONLY)
     _map(t, BASE, 3)
     t.mm.write(BASE, b"\xaa" * 3 * 4096)
     assert call(t, "read", fd, BASE + 1, 8000) == 8000
@@ -243,11 +232,11 @@ def test_dev_zero_reads_store_zeros_up_to_a_fault() -> None:
 
 def test_dev_full_and_random_keep_their_rules() -> None:
     _, t = make_kernel()
-    full = _open(t, "/dev/full", F.O_RDWR)
+    full = open_dev(t, "/dev/full", F.O_RDWR)
     assert call(t, "write", full, SCRATCH, 10) == -E.ENOSPC
     assert call(t, "write", full, 0x7000, 10) == -E.ENOSPC
     t.mm.write(SCRATCH, b"\xaa" * 10)
     assert call(t, "read", full, SCRATCH, 10) == 10 and t.mm.read(SCRATCH, 10) == bytes(10)
-    urandom = _open(t, "/dev/urandom", F.O_RDWR)
+    urandom = open_dev(t, "/dev/urandom", F.O_RDWR)
     assert call(t, "write", urandom, 0x7000, 10) == -E.EFAULT  # mixed into the pool: read
     assert call(t, "read", urandom, SCRATCH, 64) == 64

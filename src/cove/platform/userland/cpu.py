@@ -240,9 +240,10 @@ class UserlandCpu:
             _RESP.pack_into(self._resp_mv, 0, th.notif_id,
                             rax - (1 << 64) if rax >> 63 else rax, 0, 0)
             if _raw_ioctl(th.lfd, _SEND, self._resp_addr) < 0:
-                if self._concurrent and self._withdrawn(th):
+                if self._concurrent and self._interrupted_stop(th) is not None:
                     # Our own kick (PTRACE_INTERRUPT) took it out of its wait
                     # after its call was received: the answer goes in by ptrace.
+                    th.state = State.STOPPED
                     self.platform.resume(ctx, th, None)
                     return th
                 th.state = _ST_DEAD  # the notification is gone: the thread was killed
@@ -349,26 +350,27 @@ class UserlandCpu:
 
     def halt_live(self) -> list[tuple[UserlandContext, Exit]]:
         """Stop every launched context now; each one's exit, for the kernel."""
-        out = []
-        for lfd, (ctx, th, aspace) in list(self._live.items()):
-            self._drop(lfd)
-            ex = self._preempt(ctx, th, aspace)
-            out.append((ctx, _copy_exit(ex)))
-        return out
+        return [(ctx, _copy_exit(self._stop_live(lfd))) for lfd, (ctx, _th, _a)
+                in list(self._live.items())]
 
     def halt_one(self, ctx: UserlandContext) -> Exit | None:
         """Stop one launched context now; its exit (None if it was not launched)."""
-        for lfd, (c, th, aspace) in list(self._live.items()):
-            if c is ctx:
-                self._drop(lfd)
-                return self._preempt(ctx, th, aspace)
-        return None
+        lfd = self._lfd_of(ctx)
+        return None if lfd is None else self._stop_live(lfd)
 
     def forget(self, ctx: UserlandContext) -> None:
         """A launched context's task is gone: its thread's events are dropped."""
-        for lfd, live in list(self._live.items()):
-            if live[0] is ctx:
-                self._drop(lfd)
+        lfd = self._lfd_of(ctx)
+        if lfd is not None:
+            self._drop(lfd)
+
+    def _lfd_of(self, ctx: UserlandContext) -> int | None:
+        return next((lfd for lfd, live in self._live.items() if live[0] is ctx), None)
+
+    def _stop_live(self, lfd: int) -> Exit:
+        ctx, th, aspace = self._live[lfd]
+        self._drop(lfd)
+        return self._preempt(ctx, th, aspace)
 
     def dirty_live(self) -> set[UserlandContext]:
         """Launched contexts whose address space has map changes pending (made
@@ -377,9 +379,6 @@ class UserlandCpu:
         that stub's threads runs and before a frame the North freed can be
         reused elsewhere."""
         return {ctx for ctx, _th, aspace in self._live.values() if aspace._dirty}
-
-    def live_contexts(self) -> list[UserlandContext]:
-        return [ctx for ctx, _th, _a in self._live.values()]
 
     def _drop(self, lfd: int) -> None:
         _ctx, th, _aspace = self._live.pop(lfd)
@@ -415,30 +414,24 @@ class UserlandCpu:
             th.commit = self._fast.last_grant
         return None
 
-    def _withdrawn(self, th: StubThread) -> bool:
-        """After a reply found the thread's notification gone: whether it was
-        taken out of its wait by an interrupt (it is now in that ptrace stop,
-        its call unanswered and never run by the host) rather than killed."""
+    def _interrupted_stop(self, th: StubThread) -> int | None:
+        """After a reply or CONTINUE found the thread's notification gone: its
+        stop status if an interrupt (the concurrent loop's kick) took it out of
+        its wait, its call unanswered and never run by the host; None if it
+        was killed."""
         try:
             st = self.tracer.wait(th.tid)
         except PlatformError:
-            return False
-        if not os.WIFSTOPPED(st):
-            return False
-        th.state = State.STOPPED
-        return True
+            return None
+        return st if os.WIFSTOPPED(st) else None
 
     def _gone(self, ctx: UserlandContext, th: StubThread, aspace: UserlandAddressSpace) -> Exit:
         """A notification that vanished before the native path could let it
-        run: an interrupt's stop (the concurrent loop kicks running threads;
-        the call is made again when the context runs) or a killed thread."""
-        if self._concurrent:
-            try:
-                st = self.tracer.wait(th.tid)
-            except PlatformError:
-                st = 0
-            if os.WIFSTOPPED(st):
-                return self._stopped(ctx, th, self.platform.describe(th, st), aspace)
+        run: an interrupt's stop (the call is made again when the context
+        runs) or a killed thread."""
+        st = self._interrupted_stop(th) if self._concurrent else None
+        if st is not None:
+            return self._stopped(ctx, th, self.platform.describe(th, st), aspace)
         th.state = _ST_DEAD
         return self._halt(f"stub thread {th.tid} vanished in a syscall")
 
