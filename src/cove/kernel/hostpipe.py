@@ -108,6 +108,7 @@ from cove.kernel.wait import Blocked, WaitQueue
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
+    from cove.kernel.nativemode import NativeMode
     from cove.kernel.task import Task
 
 HOST_PIPES_MAX = 128  # per sandbox; beyond that pipes are cove pipes
@@ -129,13 +130,27 @@ class NativeEnd:
     """One host end of a host pipe, as the platform sees it (a
     ``cove.platform.base.NativeGrant``; the object is its own key)."""
 
-    __slots__ = ("host_fd", "limit", "pipe", "write")
+    __slots__ = ("_blocking", "host_fd", "limit", "pipe", "write")
 
     def __init__(self, pipe: HostPipe, host_fd: int, write: bool) -> None:
         self.pipe = pipe
         self.host_fd = host_fd
         self.write = write
         self.limit = 0  # set with each grant
+        self._blocking = -1
+
+    def blocking_fd(self) -> int:
+        """A blocking description of this end, for the platform to install in
+        the guest (ours is O_NONBLOCK, and that flag belongs to the description):
+        a granted call never blocks anyway, and a call in native mode
+        (cove.kernel.nativemode) must block in the host as Linux's would.
+        Opening /proc/self/fd/N of a pipe makes a new description of it."""
+        if self._blocking < 0:
+            fd = os.open(f"/proc/self/fd/{self.host_fd}",
+                         (os.O_WRONLY if self.write else os.O_RDONLY) | os.O_CLOEXEC)
+            self._blocking = fd
+            self.pipe._fds.append(fd)
+        return self._blocking
 
     @property
     def key(self) -> object:
@@ -149,7 +164,7 @@ class NativeEnd:
         q.notify()
 
 
-def _close(fds: tuple[int, int]) -> None:
+def _close(fds: list[int] | tuple[int, ...]) -> None:
     for fd in fds:
         try:
             os.close(fd)
@@ -162,6 +177,11 @@ class HostPipe(Pipe):
 
     def __init__(self, rd: int, wr: int, owner: NativePipes) -> None:
         self.rd, self.wr = rd, wr
+        self._fds = [rd, wr]  # closed with the pipe (and the ends' blocking copies)
+        # Native mode (cove.kernel.nativemode): the mode, and per end (read,
+        # write) the last call the fast path let run and how often in a row.
+        self.native: NativeMode | None = None
+        self.streak: list[list | None] = [None, None]
         super().__init__(PIPE_DEF_SIZE)
         self.owner = owner
         owner.live += 1
@@ -170,11 +190,28 @@ class HostPipe(Pipe):
         self._poller = select.poll()
         self._poller.register(wr, _POLLOUT)
         self._count = array.array("i", [0])
-        self._fin = weakref.finalize(self, _close, (rd, wr))
+        self._fin = weakref.finalize(self, _close, self._fds)
 
     def __reduce__(self) -> object:
         raise TypeError("a host-backed pipe cannot be pickled (snapshots of live "
                         "userland guests are not supported)")
+
+    def _north(self, copy: bool = False) -> None:
+        """The North is about to read, write (``copy``) or change the pipe:
+        native mode (if on) ends first (cove.kernel.nativemode)."""
+        self.owner.north_copies += copy
+        if self.native is not None:
+            from cove.kernel.nativemode import leave
+
+            leave(self.owner, self.native)
+
+    def open_end(self, readable: bool, writable: bool) -> None:
+        self._north()
+        super().open_end(readable, writable)
+
+    def close_end(self, readable: bool, writable: bool) -> None:
+        self._north()
+        super().close_end(readable, writable)
 
     # --- Pipe's buffer hooks ----------------------------------------------------
     def _init_buffer(self, capacity: int) -> None:
@@ -212,6 +249,7 @@ class HostPipe(Pipe):
     def read(self, size: int, nonblock: bool) -> bytes:
         if size <= 0:
             return b""
+        self._north(True)
         try:
             data = os.read(self.rd, min(size, self.capacity))
         except BlockingIOError:
@@ -238,6 +276,7 @@ class HostPipe(Pipe):
         return self._writev([data], nonblock, packet)
 
     def _writev(self, views: list, nonblock: bool, packet: bool) -> int:
+        self._north(True)
         if packet:
             # Packet mode is the writing file's O_DIRECT: ours, for this write only
             # (no guest thread runs meanwhile, so nobody else writes through it).
@@ -257,6 +296,7 @@ class HostPipe(Pipe):
         return n
 
     def set_size(self, arg: int) -> int:
+        self._north()
         size = requested_size(arg, self.capacity)
         try:
             new = fcntl.fcntl(self.wr, F_SETPIPE_SZ, size)
@@ -271,6 +311,7 @@ class HostPipe(Pipe):
         """readv from the host pipe into guest memory with no copy in Python;
         None when the generic path must decide (nothing buffered, or a page of
         the destination that is not writable right now)."""
+        self._north(True)
         avail = self.nbytes
         if not avail:
             # Linux's pipe_read looks at the buffer only once there is data.
@@ -293,6 +334,7 @@ class HostPipe(Pipe):
     def write_guest(self, t: Task, segs: Segs, nonblock: bool, packet: bool) -> int | None:
         """writev from guest memory into the host pipe with no copy in Python;
         None when the generic path must decide."""
+        self._north()
         if packet or not self.has_readers():
             return None
         if not self.has_room():
@@ -326,6 +368,7 @@ class NativePipes:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.live = 0  # host pipes open in this sandbox
+        self.north_copies = 0  # reads/writes of host pipes the North made itself (tests)
         self._yielding: Task | None = None
         # The call (task, fd, write) just turned away that the North need not
         # run: it sleeps on ``sleep_on``, or is preempted at its entry if that
@@ -373,6 +416,11 @@ class NativePipes:
         if k.trace is not None:
             return None
         f = t.files.files.get(fd)
+        mode = t.native_mode
+        if mode is not None and getattr(f, "pipe", None) is mode.pipe:
+            # Not the rule's call (that one makes no stop): the North makes it
+            # and ends native mode (HostPipe._north) before any byte moves.
+            return None
         if self._yielding is not None:
             yielding, self._yielding = self._yielding, None
             if yielding is t:
@@ -405,6 +453,16 @@ class NativePipes:
         end = p.rd_end
         end.limit = min(count, avail)
         return end
+
+    def offer(self, ctx: object, fd: int, write: bool, buf: int, count: int) -> None:
+        """The platform let this read/write run natively and could let it run
+        with no stop at all next time (cove.kernel.nativemode)."""
+        k = self.kernel
+        t = k.live_tasks.get(ctx) if k.live_tasks else None
+        if t is not None:
+            from cove.kernel.nativemode import offer
+
+            offer(self, t, fd, write, buf, count)
 
     def _sleep(self, t: Task, fd: int, write: bool, queue: WaitQueue) -> None:
         """The call would sleep on ``queue`` in the North, exactly as its

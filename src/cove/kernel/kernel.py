@@ -231,6 +231,8 @@ class Kernel:
         live = self.live_tasks = {}
         started: dict[Task, float] = {}
         kicked: set[Task] = set()
+        self._started, self._kicked = started, kicked
+        self._halted: list[tuple[Task, Exit]] = []  # stop_live's, handled by _stop_dirty
 
         def ready() -> bool:  # a native call woke a task: launch it
             return bool(sched.runq)
@@ -335,6 +337,12 @@ class Kernel:
                     else:
                         sched.runq.appendleft(t)
         finally:
+            for t in list(live.values()):
+                if t.native_mode is not None:
+                    from cove.kernel.nativemode import leave
+
+                    leave(self.native_io, t.native_mode)  # type: ignore[arg-type]
+            self._halted.clear()
             for ctx in list(live):
                 cpu.forget(ctx)
             live.clear()
@@ -347,16 +355,44 @@ class Kernel:
         """Map changes for a running process (another's call made them: a
         truncated shared file, say): it stops now, before a frame the North
         freed can go elsewhere, and its next launch applies them while none
-        of its threads runs."""
+        of its threads runs. Then the events of tasks ``stop_live`` stopped."""
         for ctx in self.cpu.dirty_live():
-            t = live.pop(ctx)
+            t = live.pop(ctx, None)
+            if t is None:
+                continue  # stopped meanwhile (by leaving native mode): in _halted
             started.pop(t, None)
             kicked.discard(t)
+            if t.native_mode is not None:  # its pages may be a rule's buffer
+                from cove.kernel.nativemode import leave
+
+                leave(self.native_io, t.native_mode)  # type: ignore[arg-type]
             ex = self.cpu.halt_one(ctx)
             if ex is not None:
                 self._handle(t, ex)
             if t.state is State.RUNNABLE:
                 self.sched.requeue(t)
+        halted = self._halted
+        while halted:
+            t, ex = halted.pop(0)
+            if t.state is not State.DEAD:
+                self._handle(t, ex)
+            if t.state is State.RUNNABLE:
+                self.sched.requeue(t)
+
+    def stop_live(self, t: Task) -> None:
+        """Stop ``t`` now if it is in the guest (the concurrent loop); its
+        event is handled right after the current one (``_stop_dirty``)."""
+        live = self.live_tasks
+        if not live or live.get(t.ctx) is not t:
+            return
+        del live[t.ctx]
+        self._started.pop(t, None)
+        self._kicked.discard(t)
+        ex = self.cpu.halt_one(t.ctx)  # type: ignore[attr-defined]
+        if ex is not None:
+            self._halted.append((t, ex.copy()))
+        elif t.state is State.RUNNABLE:
+            self.sched.requeue(t)
 
     def _halt_live(self, live: dict[Any, Task]) -> None:
         """Stop every task in the guest (a pause): each is consistent and runnable again."""
@@ -368,6 +404,12 @@ class Kernel:
                     self.sched.runq.append(t)
 
     def _handle(self, t: Task, ex: Exit) -> None:
+        if t.native_mode is not None and ex.kind == ExitKind.SYSCALL:
+            from cove.kernel.nativemode import keeps, leave
+
+            if not keeps(t.ctx.regs.rax):  # a call that could change what the rule relies on
+                ex = ex.copy()  # leaving stops the other end: the cpu reuses its Exit
+                leave(self.native_io, t.native_mode)  # type: ignore[arg-type]
         kind = ex.kind
         if kind == ExitKind.SYSCALL:
             self.syscall(t)
@@ -393,6 +435,9 @@ class Kernel:
                 self._trace(t, sc.name if sc else f"#{nr}", raw, -E.ENOSYS, 0.0)
             return
         nio = self.native_io
+        if nio is not None and t.ctx.syscall_carry:  # type: ignore[attr-defined]
+            # The rest of a native write a kick cut short (UserlandCpu._cut_short).
+            t.write_carry, t.ctx.syscall_carry = t.ctx.syscall_carry, 0  # type: ignore[attr-defined]
         if nio is not None and nio.deferred is not None:
             queue = nio.claim(t, sc.nr, raw)
             if queue is not False and (queue is not True or self.sched.runq):
@@ -439,6 +484,9 @@ class Kernel:
             if self.trace:
                 self._trace(t, sc.name, args, 0, time.perf_counter() - start)
             return
+        if t.write_carry:  # bytes a native write moved before the North made the rest
+            result = result + t.write_carry if result >= 0 else t.write_carry
+            t.write_carry = 0
         t.ctx.regs.rax = result & MASK64
         if self.trace:
             self._trace(t, sc.name, args, result, time.perf_counter() - start)
@@ -446,6 +494,7 @@ class Kernel:
     def _resume_blocked(self, t: Task) -> None:
         assert t.blocked_call is not None
         sc, raw = t.blocked_call
+        nio = self.native_io
         if t.timed_out:
             result = t.blocked_on.on_timeout if t.blocked_on else 0
             t.blocked_call = None
@@ -459,12 +508,14 @@ class Kernel:
             # ERESTARTSYS: signals.deliver turns this into -EINTR or a restart
             # (sigframe checks sc.restartable against the handler's SA_RESTART).
             t.blocked_call = None
+            if t.write_carry:  # a write that moved bytes ends with their count
+                t.ctx.regs.rax, t.write_carry = t.write_carry, 0
+                return
             t.ctx.regs.rax = -E.EINTR & MASK64
             t.restart_nr = sc.nr
             if sc.on_interrupt is not None:
                 self._on_interrupt(t, sc, raw)
             return
-        nio = self.native_io
         if nio is not None and nio.resume(t, sc.nr, raw):
             # The platform offers the unanswered call to its native path again,
             # as if just made (cove.kernel.hostpipe: NativePipes.resume).

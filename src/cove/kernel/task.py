@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from cove.kernel.kernel import Kernel
+    from cove.kernel.nativemode import NativeMode
     from cove.kernel.syscall import Syscall
     from cove.platform.base import Context
 
@@ -156,6 +157,12 @@ class Process:
 
 class Task:
     """One guest thread."""
+
+    # A host pipe in native mode whose reader or writer this is (cove.kernel.nativemode).
+    native_mode: NativeMode | None = None
+    # Bytes a native write had moved when it was cut short: added to the
+    # result of the rest, which the North makes (UserlandCpu, Kernel.syscall).
+    write_carry = 0
 
     def __init__(self, kernel: Kernel, tid: int, proc: Process, ctx: Context,
                  files: FdTable, fs: PathContext) -> None:

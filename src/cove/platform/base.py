@@ -180,6 +180,13 @@ class Exit:
         self.cr2 = 0
         self.detail = ""
 
+    def copy(self) -> Exit:
+        """A copy to keep past the cpu's next run (the cpu reuses this one)."""
+        c = Exit()
+        c.kind, c.vector, c.error_code, c.cr2, c.detail = self.kind, self.vector, \
+            self.error_code, self.cr2, self.detail  # fmt: skip
+        return c
+
     def __repr__(self) -> str:
         if self.kind == ExitKind.FAULT:
             name = VECTOR_NAMES.get(self.vector, str(self.vector))

@@ -76,7 +76,8 @@ class UserlandContext:
 
     __slots__ = ("__weakref__", "_fin", "_fpu", "_fpu_dirty", "_fpu_live", "_live_fs",
                  "_live_gs", "_mv", "_platform", "_regs_addr", "_rmv", "_snap", "_thread",
-                 "fs_base", "gs_base", "regs")  # fmt: skip
+                 "fs_base", "gs_base", "native_end", "native_rules", "regs",
+                 "syscall_carry")  # fmt: skip
 
     def __init__(self, platform: UserlandPlatform) -> None:
         self._platform = platform
@@ -95,6 +96,14 @@ class UserlandContext:
         self._fin: weakref.finalize | None = None
         self._live_fs = self._live_gs = 0  # what the bound thread holds
         self._snap = b""  # regs after the last notification exit (see Cpu.run)
+        # The calls its thread's filter must let run natively (bpf.Rule; a pipe
+        # in native mode, cove.kernel.hostpipe): the cpu moves the context to
+        # a thread whose filter has exactly these before it runs again.
+        self.native_rules: tuple[tuple[int, int, int, int], ...] = ()
+        self.native_end: object = None  # the host pipe end of the rule (its blocking copy)
+        # Bytes a native write had moved when a kick cut it short; the rest is
+        # reported as a syscall and the North adds these to its result.
+        self.syscall_carry = 0
 
     # --- the Context contract -----------------------------------------------
     def get_fpu(self) -> bytes:

@@ -84,7 +84,7 @@ from cove.platform.userland.context import (
     USER,
     PartialRegs,
 )
-from cove.platform.userland.fastpath import DECLINED, NATIVE_NRS
+from cove.platform.userland.fastpath import DECLINED, NATIVE_NRS, NR_READ, NR_WRITE
 from cove.platform.userland.stub import State
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
@@ -115,13 +115,6 @@ BUS_ADRALN, BUS_MCEERR_AR, BUS_MCEERR_AO = 1, 4, 5
 FPE_INTDIV, FPE_INTOVF = 1, 2
 POLLIN = select.POLLIN
 _POLL_MAX_MS = 86_400_000
-
-
-def _copy_exit(ex: Exit) -> Exit:
-    c = Exit()
-    c.kind, c.vector, c.error_code, c.cr2, c.detail = ex.kind, ex.vector, ex.error_code, \
-        ex.cr2, ex.detail  # fmt: skip
-    return c
 
 
 def _signed(v: int) -> int:
@@ -208,8 +201,15 @@ class UserlandCpu:
         if proc is None or aspace._dirty or aspace.destroyed:
             proc, ops = aspace.prepare()
         th = ctx._thread
-        if th is None or th.proc is not proc or th.state is _ST_DEAD:
-            th = self.platform.bind(proc, ctx)
+        if retry is not None and th is not None and th.rules != ctx.native_rules and \
+                th.state is _ST_NOTIF and retry == th.notif_id and not ops and \
+                self._rule_call(ctx, th, aspace):
+            return ctx._thread  # type: ignore[return-value]  # moved, and making the call
+        if th is None or th.proc is not proc or th.state is _ST_DEAD or \
+                (th.rules and th.rules != ctx.native_rules):
+            # A thread with rules only for a call of its rule (_to_rules_thread:
+            # the stub needs the pipe's blocking copy first, through that call).
+            th = self.platform.bind(proc, ctx, ())
         regs = ctx.regs
         rip = regs.rip
         if (1 << 47) <= rip < _CANON_HI:
@@ -257,7 +257,7 @@ class UserlandCpu:
     def launch(self, ctx: UserlandContext, aspace: UserlandAddressSpace) -> Exit | None:
         """Resume ``ctx`` without waiting for it: None once it runs (its next
         event comes from ``wait_any``), or an Exit at once, as ``run`` returns."""
-        self._concurrent = True
+        self._concurrent = self._fast.offers = True
         retry = self._retry.pop(ctx, None) if self._retry else None
         th = self._start(ctx, aspace, retry)
         if type(th) is Exit:
@@ -308,6 +308,12 @@ class UserlandCpu:
                     if ex is not None:
                         self._drop(fd)
                         return ctx, ex
+                    moved = ctx._thread
+                    if moved is not th and moved is not None:  # to its rules' thread
+                        self._drop(fd)
+                        self._live[moved.lfd] = (ctx, moved, aspace)
+                        self._live_tids[moved.tid] = moved.lfd
+                        multi.register(moved.lfd, POLLIN)
                     if ready is not None and ready():
                         return None, None
                 elif fd == tracer.wakeup:
@@ -350,7 +356,7 @@ class UserlandCpu:
 
     def halt_live(self) -> list[tuple[UserlandContext, Exit]]:
         """Stop every launched context now; each one's exit, for the kernel."""
-        return [(ctx, _copy_exit(self._stop_live(lfd))) for lfd, (ctx, _th, _a)
+        return [(ctx, self._stop_live(lfd).copy()) for lfd, (ctx, _th, _a)
                 in list(self._live.items())]
 
     def halt_one(self, ctx: UserlandContext) -> Exit | None:
@@ -500,6 +506,12 @@ class UserlandCpu:
             return None
         if th.commit is not None:
             self._recommit(th)
+        rules = ctx.native_rules
+        if rules and th.rules != rules and self._concurrent:
+            r = rules[0]
+            if r[0] == nr and r[1] == a0 and r[2] == a1 and a2 <= r[3]:
+                if self._to_rules_thread(ctx, th, aspace, nid, nr, ip, a0, a1, a2, a3, a4, a5):
+                    return None
         if nr in NATIVE_NRS and self._fast.io is not None:
             done = self._fast.try_native(ctx, th, aspace, nid, nr, a0, a1, a2)
             if done:
@@ -521,6 +533,53 @@ class UserlandCpu:
         ex = self._exit
         ex.kind = _SYSCALL
         return ex
+
+    def _rule_call(self, ctx: UserlandContext, th: StubThread,
+                   aspace: UserlandAddressSpace) -> bool:
+        """A woken call handed back (retry_native) is its rule's: it moves to
+        the rule's thread and is made there (``_to_rules_thread``)."""
+        regs = ctx.regs
+        r = ctx.native_rules[0] if ctx.native_rules else None
+        if r is None or (r[0], r[1], r[2]) != (regs.rax, regs.rdi, regs.rsi) or regs.rdx > r[3]:
+            return False
+        return self._to_rules_thread(
+            ctx, th, aspace, th.notif_id, regs.rax, regs.rip, regs.rdi, regs.rsi, regs.rdx,
+            regs.r10, regs.r8, regs.r9)
+
+    def _to_rules_thread(self, ctx: UserlandContext, th: StubThread,
+                         aspace: UserlandAddressSpace, nid: int, nr: int, ip: int,
+                         *args: int) -> bool:
+        """The call a rule of ``ctx`` allows, notified by a thread without that
+        rule: the stub gets the blocking copy of the pipe end at the fd, and
+        the context moves to a thread whose filter has the rule, at the
+        syscall instruction, so that thread makes the call natively. False
+        when that cannot be (the call then takes the usual path)."""
+        fast = self._fast
+        done = fast.install_blocking(th, nid, args[0], ctx.native_end)
+        if done != 1:  # CONTINUED
+            ctx.native_rules = ()
+            return False
+        regs = ctx.regs
+        if type(regs) is not PartialRegs:
+            regs.__class__ = PartialRegs
+        a0, a1, a2, a3, a4, a5 = args
+        _KNOWN.pack_into(ctx._mv, 0, nr & MASK64, ip, a2, a1, a0, a4, a5, a3, ip)
+        regs.rip = (ip - 2) & MASK64  # at the syscall instruction: made again there
+        ctx._snap = bytes(ctx._rmv)
+        th.state = _ST_NOTIF
+        th.notif_id = nid
+        new = self.platform.bind(aspace.proc, ctx, ctx.native_rules)  # fetches the rest
+        self.platform.resume(ctx, new, None)
+        return True
+
+    def allow_native(self, ctx: UserlandContext, rule: tuple[int, int, int, int] | None,
+                     end: object = None) -> None:
+        """The North's native mode (cove.kernel.nativemode): ``ctx``'s thread
+        lets ``rule``'s call run with no stop (``end``: the host pipe end it
+        names), or no call (None). A launched context keeps its thread until
+        its next event; the North stops it first when a rule must go."""
+        ctx.native_rules = (rule,) if rule is not None else ()
+        ctx.native_end = end
 
     def _preempt(self, ctx: UserlandContext, th: StubThread,
                  aspace: UserlandAddressSpace) -> Exit:
@@ -558,6 +617,10 @@ class UserlandCpu:
             ex.kind = _SYSCALL
             return ex
         if event == S.PTRACE_EVENT_STOP:
+            if th.rules and h[H_ORIG_RAX] in (NR_READ, NR_WRITE):
+                native = self._cut_short(ctx, h)
+                if native is not None:
+                    return native
             if _signed(h[H_ORIG_RAX]) >= 0 and _signed(h[10]) in _ERESTART:
                 # Stopped inside a syscall's notification wait: the call never
                 # ran; make the context re-issue it when resumed.
@@ -582,6 +645,29 @@ class UserlandCpu:
             return self._signal(ctx, sig, d.code, d.addr, d.mxcsr, aspace)
         ex.kind = _INTERRUPTED
         return ex
+
+    def _cut_short(self, ctx: UserlandContext, h: tuple[int, ...]) -> Exit | None:
+        """A kick stopped a thread with native rules at the end of a read or
+        write (bpf.py). Cut short before any byte moved (-ERESTARTSYS), the
+        call is the North's to make now; a write cut short after some bytes
+        moved leaves the rest to the North, which adds those bytes to its
+        result (Linux would have gone on writing: only a signal ends a
+        blocking pipe write early). Else (done) None: an ordinary stop."""
+        rv = _signed(h[10])
+        regs = ctx.regs
+        ex = self._exit
+        if rv in _ERESTART:
+            regs.rax = h[H_ORIG_RAX]
+            ex.kind = _SYSCALL
+            return ex
+        if h[H_ORIG_RAX] == NR_WRITE and 0 < rv < regs.rdx:
+            regs.rsi = (regs.rsi + rv) & MASK64
+            regs.rdx -= rv
+            regs.rax = NR_WRITE
+            ctx.syscall_carry = rv
+            ex.kind = _SYSCALL
+            return ex
+        return None
 
     def _signal(self, ctx: UserlandContext, sig: int, code: int, addr: int, mxcsr: int,
                 aspace: UserlandAddressSpace) -> Exit:

@@ -88,6 +88,7 @@ _ADDFD = struct.Struct("<QIIII")  # id, flags, srcfd, newfd, newfd_flags
 _IOVEC = struct.Struct("<QQ")
 IOV_MAX = 1024
 MAX_RW_COUNT = 0x7FFFF000
+RULE_MAX_COUNT = 0xFFFFFFFF  # a native rule compares the count's low word (bpf.py)
 SSIZE_MAX = (1 << 63) - 1
 _NOT_SUPPORTED = (_errno.EINVAL, _errno.ENOTTY, _errno.EOPNOTSUPP)
 
@@ -107,6 +108,9 @@ class FastPath:
         self._resp_addr = ctypes.addressof(self._resp)
         self.native_calls = 0  # calls run natively so far (tests, tuning)
         self.last_grant: NativeGrant | None = None  # of the last call run natively
+        # Several guest threads run at once (the cpu's launch): a pipe may go
+        # into native mode, so calls that could run with no stop are offered.
+        self.offers = False
 
     def try_native(self, ctx: UserlandContext, th: StubThread, aspace: UserlandAddressSpace,
                    nid: int, nr: int, a0: int, a1: int, a2: int) -> int:
@@ -157,7 +161,43 @@ class FastPath:
         grant.commit()
         self.last_grant = grant
         self.native_calls += 1
+        if self.offers and nr <= NR_WRITE and a2 <= RULE_MAX_COUNT and \
+                hasattr(grant, "blocking_fd") and \
+                _mapped(pages, segs, a2, PROT_READ if write else PROT_WRITE):
+            offer = getattr(io, "offer", None)
+            if offer is not None:
+                # The whole buffer is mapped as the call needs: the same call
+                # could run with no stop at all (cove.kernel.nativemode).
+                offer(ctx, fd, write, a1, a2)
         return CONTINUED
+
+    def install_blocking(self, th: StubThread, nid: int, fd: int, end: object) -> int:
+        """Install the blocking copy of the host pipe ``end`` at ``fd`` of the
+        stub (a thread is about to run calls on it with no stop: native mode),
+        through the notification ``nid`` of ``th``; CONTINUED once done."""
+        proc = th.proc
+        gen = getattr(proc, "generation", 0)
+        entry = self._installed.get(proc)
+        if entry is None or entry[0] != gen:
+            entry = self._installed[proc] = (gen, {})
+        installed = entry[1]
+        key = ("blocking", end)
+        if installed.get(fd) == key:
+            return CONTINUED
+        if fd >= proc.memfd:
+            return DECLINED
+        installed.pop(fd, None)
+        blocking = getattr(end, "blocking_fd", None)
+        if blocking is None:
+            return DECLINED
+        try:
+            src = blocking()
+        except OSError:
+            return DECLINED
+        r = self._install(th, nid, src, fd)
+        if r == CONTINUED:
+            installed[fd] = key
+        return r
 
     def _install(self, th: StubThread, nid: int, src: int, fd: int) -> int:
         _ADDFD.pack_into(self._addfd, 0, nid, SECCOMP_ADDFD_FLAG_SETFD, src, fd, O_CLOEXEC)

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from cove.kernel.physmem import PhysMem
     from cove.platform.base import Exit, NativeIo
+    from cove.platform.userland.bpf import Rule
     from cove.platform.userland.cpu import UserlandCpu
 
     T = TypeVar("T")
@@ -61,6 +62,9 @@ if TYPE_CHECKING:
 # Spare stubs kept for reuse (retire), and the most threads one may have: a
 # shell's fork+exec loop needs one; each holds a few host resources.
 SPARES, SPARE_THREADS = 2, 16
+# Threads made per stub for native rules (a pipe in native mode, bpf.py): beyond
+# that a context with rules runs on an ordinary thread (its calls notify).
+RULE_THREADS = 4
 
 
 def userland_unavailable_reason() -> str | None:
@@ -262,16 +266,22 @@ class UserlandPlatform(ThreadOps):
                         raise
 
     # --- binding contexts to threads ------------------------------------------------
-    def bind(self, proc: StubProcess, ctx: UserlandContext) -> StubThread:
-        """Give ``ctx`` a stopped thread of ``proc`` (reused or new)."""
-        return self.tracer.call(self._bind, proc, ctx)
+    def bind(self, proc: StubProcess, ctx: UserlandContext,
+             rules: tuple[Rule, ...] = ()) -> StubThread:
+        """Give ``ctx`` a stopped thread of ``proc`` (reused or new) whose
+        filter lets ``rules`` run natively (bpf.py)."""
+        return self.tracer.call(self._bind, proc, ctx, rules)
 
-    def _bind(self, proc: StubProcess, ctx: UserlandContext) -> StubThread:
+    def _bind(self, proc: StubProcess, ctx: UserlandContext,
+              rules: tuple[Rule, ...] = ()) -> StubThread:
         if ctx._thread is not None:
             self._detach(ctx)
+        if rules and sum(1 for t in proc.threads.values() if t.rules) >= RULE_THREADS and \
+                not any(t.rules == rules for t in (*proc.orphans, *proc.idle)):
+            rules = ctx.native_rules = ()  # enough threads made for rules: notifications
         th = None
-        while proc.orphans:
-            cand = proc.orphans.pop()
+        for cand in [t for t in proc.orphans if t.rules == rules]:
+            proc.orphans.remove(cand)
             if cand.state is State.NOTIF:
                 try:
                     self._stop(cand)
@@ -281,7 +291,12 @@ class UserlandPlatform(ThreadOps):
                 th = cand
                 break
         if th is None:
-            th = proc.idle.pop() if proc.idle else proc.new_thread()
+            idle = [t for t in proc.idle if t.rules == rules]
+            if idle:
+                th = idle[-1]
+                proc.idle.remove(th)
+            else:
+                th = proc.new_thread(rules)
         th.ctx = weakref.ref(ctx)
         ctx._thread = th
         ctx._fin = weakref.finalize(ctx, _orphaned, weakref.ref(th))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import select
 
     from cove.kernel.physmem import PhysMem
+    from cove.platform.userland.bpf import Rule
     from cove.platform.userland.tracer import Tracer
 
 MASK64 = (1 << 64) - 1
@@ -57,8 +58,8 @@ class State(enum.Enum):
 class StubThread:
     """A host thread of a stub process that runs guest code."""
 
-    __slots__ = ("__weakref__", "commit", "ctx", "lfd", "notif_id", "poller", "proc", "state",
-                 "tid")
+    __slots__ = ("__weakref__", "commit", "ctx", "lfd", "notif_id", "poller", "proc", "rules",
+                 "state", "tid")
 
     def __init__(self, proc: StubProcess, tid: int, lfd: int) -> None:
         self.proc = proc
@@ -71,6 +72,7 @@ class StubThread:
         self.commit: object = None
         self.ctx: object | None = None  # the context loaded into it, if any
         self.poller: select.poll | None = None  # built by the cpu that runs it
+        self.rules: tuple[Rule, ...] = ()  # what its filter lets run natively (bpf.py)
 
 
 def _status(st: int) -> str:
@@ -116,6 +118,7 @@ class StubProcess:
         self._regs = S.user_regs_struct()
         self._regs_addr = ctypes.addressof(self._regs)
         self.template = S.user_regs_struct()
+        self.filter_prog = b""  # the guest filter every thread installs (bpf.guest_filter)
 
     @classmethod
     def spawn(cls, path: str, phys: PhysMem, tracer: Tracer, filter_prog: bytes) -> StubProcess:
@@ -151,6 +154,7 @@ class StubProcess:
                            _REGS_SIZE)
             child.defences = self.defences
             child.memfd = self.memfd
+            child.filter_prog = self.filter_prog
             child._own_pages(self.mailbox)
             # The batch server needs the supervisor's view of guest memory to
             # be the stub's (a private snapshot view is not).
@@ -207,16 +211,12 @@ class StubProcess:
         self.memfd = self.template.r12
 
     def _setup(self, filter_prog: bytes) -> None:
-        if len(filter_prog) // 8 > L.FILTER_MAX:
-            raise PlatformError("guest seccomp filter too long for the mailbox")
         self.mailbox = self.phys.alloc()
         self.own_mailbox = True
+        self.filter_prog = filter_prog
+        self._put_filter(filter_prog)
         base = self.mailbox << 12
         mem = self.phys.mem
-        mem[base + L.FILTER_OFF:base + L.FILTER_OFF + len(filter_prog)] = filter_prog
-        # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
-        struct.pack_into("<QQ", mem, base + L.FPROG_OFF, len(filter_prog) // 8,
-                         L.MAILBOX + L.FILTER_OFF)
         # struct kernel_sigaction { handler, flags, restorer, mask }
         struct.pack_into("<QQQQ", mem, base + L.SIGACT_OFF, L.FAULT_HANDLER,
                          L.SA_SIGINFO | L.SA_ONSTACK | L.SA_RESTORER | L.SA_NODEFER,
@@ -240,6 +240,18 @@ class StubProcess:
         self.inject(NR_rt_sigaction, signal.SIGCHLD, L.MAILBOX + L.BATCH_OFF, 0, 8, expect=0)
         # Everything but the stub's own pages goes: this binary, stack, vdso, vvar.
         self.inject(NR_munmap, L.RESERVED_END, L.TASK_SIZE - L.RESERVED_END, expect=0)
+
+    def _put_filter(self, prog: bytes) -> None:
+        """The filter the next new thread installs, in the mailbox (read-only
+        to the guest: only the supervisor writes it)."""
+        if len(prog) // 8 > L.FILTER_MAX:
+            raise PlatformError("guest seccomp filter too long for the mailbox")
+        base = self.mailbox << 12
+        mem = self.phys.mem
+        mem[base + L.FILTER_OFF:base + L.FILTER_OFF + len(prog)] = prog
+        # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+        struct.pack_into("<QQ", mem, base + L.FPROG_OFF, len(prog) // 8,
+                         L.MAILBOX + L.FILTER_OFF)
 
     def _own_pages(self, template_mailbox: int) -> None:
         """Right after a fork: give this process its own mailbox (a copy of the
@@ -395,8 +407,24 @@ class StubProcess:
         S.raw_ptrace(S.PTRACE_CONT, self.pid, 0, 0)
 
     # --- guest threads ----------------------------------------------------------
-    def new_thread(self) -> StubThread:
-        """A fresh stopped thread with the guest filter installed."""
+    def new_thread(self, rules: tuple[Rule, ...] = ()) -> StubThread:
+        """A fresh stopped thread with the guest filter installed, with
+        ``rules`` ahead of it (bpf.guest_filter). No thread of this stub runs
+        meanwhile (the cpu launches one thread per address space), so none
+        can see the mailbox hold another program than the usual one."""
+        if not rules:
+            return self._new_thread()
+        from cove.platform.userland.bpf import guest_filter
+
+        self._put_filter(guest_filter(rules=rules))
+        try:
+            th = self._new_thread()
+        finally:
+            self._put_filter(self.filter_prog)
+        th.rules = rules
+        return th
+
+    def _new_thread(self) -> StubThread:
         self._new_tid = 0
         tid = self.inject(NR_clone, CLONE_THREAD_FLAGS, 0, 0, 0, 0)
         if tid <= 0 or tid != self._new_tid:
