@@ -369,6 +369,7 @@ class NativePipes:
         self.kernel = kernel
         self.live = 0  # host pipes open in this sandbox
         self.north_copies = 0  # reads/writes of host pipes the North made itself (tests)
+        self.native_modes = 0  # times a pipe went into native mode (tests)
         self._yielding: Task | None = None
         # The call (task, fd, write) just turned away that the North need not
         # run: it sleeps on ``sleep_on``, or is preempted at its entry if that
@@ -458,7 +459,11 @@ class NativePipes:
         """The platform let this read/write run natively and could let it run
         with no stop at all next time (cove.kernel.nativemode)."""
         k = self.kernel
-        t = k.live_tasks.get(ctx) if k.live_tasks else None
+        if k.live_tasks is None:
+            return
+        t = k.live_tasks.get(ctx)
+        if t is None and k.current is not None and k.current.ctx is ctx:
+            t = k.current  # a woken call handed back, run as the task is launched
         if t is not None:
             from cove.kernel.nativemode import offer
 

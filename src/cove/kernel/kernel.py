@@ -263,6 +263,8 @@ class Kernel:
                         continue
                     if t.blocked_call is not None:
                         self._resume_blocked(t)
+                        if self._halted:  # its call ended a pipe's native mode
+                            self._drain_halted()
                         if t.state is not runnable:
                             continue
                     if t.pending.mask or t.proc.shared_pending.mask or t.restart_nr is not None:
@@ -280,6 +282,9 @@ class Kernel:
                     if t.state is runnable:
                         sched.runq.append(t)
                 sched.runq.extendleft(reversed(held))
+                if self._halted:
+                    self._drain_halted()
+                    continue
                 if not live:
                     t = sched.next()
                     if self.pause_requested:
@@ -371,6 +376,10 @@ class Kernel:
                 self._handle(t, ex)
             if t.state is State.RUNNABLE:
                 self.sched.requeue(t)
+        self._drain_halted()
+
+    def _drain_halted(self) -> None:
+        """Handle the events of tasks ``stop_live`` stopped."""
         halted = self._halted
         while halted:
             t, ex = halted.pop(0)
@@ -448,7 +457,7 @@ class Kernel:
                 # is made again, as a woken call is, when t next runs.
                 t.blocked_call = (sc, raw)
                 if queue is not True:
-                    self.sched.block(t, Blocked(queue))
+                    self._sleep(t, Blocked(queue))
                 else:
                     t.blocked_on = None
                     t.interrupted = t.timed_out = False
@@ -471,7 +480,7 @@ class Kernel:
                 signals.send_task(t, e.signo)  # type: ignore[attr-defined]
         except Blocked as b:
             t.blocked_call = (sc, raw)
-            self.sched.block(t, b)
+            self._sleep(t, b)
             return
         except Exception:  # a bug in cove must never take the supervisor down
             import traceback
@@ -490,6 +499,22 @@ class Kernel:
         t.ctx.regs.rax = result & MASK64
         if self.trace:
             self._trace(t, sc.name, args, result, time.perf_counter() - start)
+
+    def _sleep(self, t: Task, b: Blocked) -> None:
+        """Block ``t``; a signal already pending interrupts the sleep at once,
+        as Linux's interruptible waits check before they sleep (a call the
+        concurrent loop received just as the signal came, or a native call a
+        kick cut short, starts with one)."""
+        if (t.pending.mask or t.proc.shared_pending.mask) and b.interruptible and \
+                signals.has_deliverable(t):
+            # Woken by the signal at once: EINTR or a restart, as for a sleeper
+            # the signal wakes (t stays runnable; the caller's loop runs it on).
+            t.blocked_on = None
+            t.woken = t.interrupted = True
+            t.timed_out = False
+            self._resume_blocked(t)
+            return
+        self.sched.block(t, b)
 
     def _resume_blocked(self, t: Task) -> None:
         assert t.blocked_call is not None

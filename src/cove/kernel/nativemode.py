@@ -21,7 +21,8 @@ it, and leaves it (``leave``) before anything else does:
   read, write, poll or wait on it, and the queues need no wake-ups;
 - a syscall of either thread that could change what the rule relies on
   ends native mode first (``keeps``: anything but plain I/O on other fds,
-  time, ids, futexes and signal masks: so close, dup, fcntl, ioctl, poll,
+  time, ids, futexes, signal masks and handlers' returns: so close, dup,
+  fcntl, ioctl, poll,
   mmap, munmap, mprotect, madvise, brk, fork, exec, exit...), and so does a
   change of either end (close, a new opener through /proc), any North read
   or write of the pipe, and a change of either address space made by
@@ -63,7 +64,7 @@ _KEEPS = frozenset(int(NR[name]) for name in (
     "stat", "fstat", "lstat", "newfstatat", "gettimeofday", "time", "clock_gettime",
     "clock_getres", "clock_nanosleep", "nanosleep", "sched_yield", "futex", "getrandom",
     "getpid", "gettid", "getppid", "getuid", "getgid", "geteuid", "getegid", "rt_sigaction",
-    "rt_sigprocmask",
+    "rt_sigprocmask", "rt_sigreturn",
 ))
 
 
@@ -110,6 +111,7 @@ def offer(np: NativePipes, t: Task, fd: int, write: bool, buf: int, count: int) 
         return
     rt, wt = rkey[0], wkey[0]
     mode = p.native = NativeMode(p, (rt, wt))
+    np.native_modes += 1
     rt.native_mode = wt.native_mode = mode
     allow = getattr(k.cpu, "allow_native", None)
     if allow is None:

@@ -1,0 +1,28 @@
+"""Native mode of a host pipe (cove.kernel.nativemode, userland with
+COVE_CPUS >= 2): a stream whose reader's and writer's calls run in the host
+with no stop, and every way out of it, each checked against Linux's answer
+(tests/guests/pipe_native_mode.c; the same guest passes natively). On kvm,
+and on userland with one cpu, the same guest checks cove's ordinary pipes."""
+
+from __future__ import annotations
+
+import pytest
+
+from cove.kernel.kernel import CPUS
+from tests.conftest import needs_kvm
+
+pytestmark = [needs_kvm, pytest.mark.timeout(180)]
+
+MODES = ["eof", "epipe", "eintr", "restart", "carry", "switch", "nonblock", "fork", "munmap",
+         "reuse"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_native_mode_and_its_ways_out(build_guest, kernel_run, cove_platform, mode):
+    exe = build_guest("pipe_native_mode")
+    r = kernel_run([f"/guests/{exe.name}", mode], timeout=90)
+    text = r.output.decode(errors="replace")
+    assert r.status == 0 and text == "ok\n", (r.status, text[-2000:])
+    if cove_platform == "userland" and CPUS > 1:
+        # The stream really went native before the guest took it out again.
+        assert r.kernel.native_io.native_modes >= 1
