@@ -332,6 +332,11 @@ def test_signal_before_any_progress_is_eintr_or_restart():
     signals.send_task(t, F.SIGUSR1)
     t.kernel._resume_blocked(t)
     assert t.ctx.regs.rax == -E.EINTR & MASK64 and t.restart_nr is not None
+    # (The signal is handled before the task runs on; while it stays pending,
+    # a call that would sleep is interrupted at once, as on Linux.)
+    assert recv(t, a) == -E.EINTR
+    assert signals.dequeue(t, signals.bit(F.SIGUSR1)) is not None
+    t.restart_nr = None
     # With a timeout on the socket the call is never restarted.
     assert setopt(t, a, F.SOL_SOCKET, F.SO_RCVTIMEO_OLD, struct.pack("<qq", 5, 0)) == 0
     assert recv(t, a) is None

@@ -38,14 +38,20 @@ BOOT_UPTIME = 1.0  # seconds the sandbox's clocks show at boot
 NORETURN = object()  # a handler that replaced the registers itself (execve, sigreturn)
 
 
+DEFAULT_CPUS = 2
+
+
 def _cpus(value: str) -> int:
-    """COVE_CPUS as a count; anything else means the default, one."""
-    return max(1, int(value)) if value.isdigit() else 1
+    """COVE_CPUS as a count; anything else means the default."""
+    return max(1, int(value)) if value.isdigit() else DEFAULT_CPUS
 
 
 # How many guest processes may have a thread in the guest at once where the
-# platform can run several (userland): experimental, see docs/userland-pipes.md.
-CPUS = _cpus(os.environ.get("COVE_CPUS", "1"))
+# platform can run several (userland; docs/userland-pipes.md). With two or
+# more, pipes between processes can run in native mode (cove.kernel.nativemode);
+# a sandbox with one task left runs on the one-task loop either way.
+CPUS = _cpus(os.environ.get("COVE_CPUS", ""))
+_ONE_TASK_LEFT = object()  # _run_concurrent hands back to the one-task loop
 
 # x86 exception vector → (signal, si_code) for faults other than #PF.
 FAULT_SIGNALS = {
@@ -157,9 +163,15 @@ class Kernel:
     def run(self) -> int | None:
         """Run until init exits; returns its wait status (see ``status_to_exit``),
         or None when paused (see ``pause_requested``)."""
-        if CPUS > 1 and hasattr(self.cpu, "launch"):
-            return self._run_concurrent()
+        concurrent = CPUS > 1 and hasattr(self.cpu, "launch")
         while self.init is not None and self.init.alive:
+            if concurrent and len(self.tasks) > 1:
+                # Several tasks: the concurrent loop, until one is left (one
+                # task runs fastest on this loop: no launch bookkeeping).
+                status = self._run_concurrent()
+                if status is not _ONE_TASK_LEFT:
+                    return status
+                continue
             if self.pause_requested or (self.pause_when is not None and self.pause_when()):
                 return None
             t = self.sched.next()
@@ -223,7 +235,7 @@ class Kernel:
                 return
 
     # --- several guest threads at once (COVE_CPUS=N, userland) ----------------------
-    def _run_concurrent(self) -> int | None:
+    def _run_concurrent(self) -> int | object | None:
         """``run`` for a platform whose cpu runs several contexts at once
         (``launch`` / ``wait_any``): every runnable task is in the guest, the
         loop handles whichever exits first. See docs/userland-pipes.md."""
@@ -239,6 +251,8 @@ class Kernel:
 
         try:
             while self.init is not None and self.init.alive:
+                if not live and not self._halted and len(self.tasks) <= 1:
+                    return _ONE_TASK_LEFT
                 if self.pause_requested or (self.pause_when is not None and self.pause_when()):
                     self._halt_live(live)
                     return None
@@ -444,7 +458,7 @@ class Kernel:
                 self._trace(t, sc.name if sc else f"#{nr}", raw, -E.ENOSYS, 0.0)
             return
         nio = self.native_io
-        if nio is not None and t.ctx.syscall_carry:  # type: ignore[attr-defined]
+        if nio is not None and getattr(t.ctx, "syscall_carry", 0):
             # The rest of a native write a kick cut short (UserlandCpu._cut_short).
             t.write_carry, t.ctx.syscall_carry = t.ctx.syscall_carry, 0  # type: ignore[attr-defined]
         if nio is not None and nio.deferred is not None:
