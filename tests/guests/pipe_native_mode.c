@@ -20,6 +20,9 @@
  *   munmap    the reader unmaps its buffer and reads into it: EFAULT
  *   reuse     the reader puts a file at the pipe's fd number (dup2) and
  *             makes the very call its rule allows: it reads the file
+ *   clonevm   a process sharing the reader's memory (CLONE_VM, its own fd
+ *             table) keeps a pipe of its own at the same fd number: the
+ *             reader's stream stays the reader's (no native mode for it)
  * Prints "ok". */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -114,6 +118,26 @@ static pid_t signaller(int sig, int count, long every_ms, long first_ms) {
         _exit(0);
     }
     return s;
+}
+
+static int clonevm_child(void *arg) {
+    /* Our fd table is a copy: put a pipe of our own, full of other bytes, at
+     * the parent's pipe's number, and use it (through the same stub). */
+    int fd = *(int *)arg, q[2];
+    static unsigned char junk[4096];
+    if (pipe(q)) return 7;
+    if (dup2(q[0], fd) != fd) return 8;
+    memset(junk, 0xEE, sizeof junk);
+    for (int i = 0; i < 50; i++) {  /* each read puts our end at fd in the stub */
+        if (write(q[1], junk, sizeof junk) != (ssize_t)sizeof junk) return 9;
+        if (write(q[1], junk, sizeof junk) != (ssize_t)sizeof junk) return 9;
+        if (read(fd, junk, sizeof junk) != (ssize_t)sizeof junk) return 10;
+        if (read(fd, junk, sizeof junk) != (ssize_t)sizeof junk) return 10;
+        if (write(q[1], junk, sizeof junk) != (ssize_t)sizeof junk) return 9;
+        pause_ms(5);  /* with bytes waiting in our pipe */
+        if (read(fd, junk, sizeof junk) != (ssize_t)sizeof junk) return 10;
+    }
+    return 0;
 }
 
 static void reap(pid_t pid, int want_status) {
@@ -247,6 +271,15 @@ int main(int argc, char **argv) {
         close(f);
         int st;
         CHECK(waitpid(w, &st, 0) == w && WIFEXITED(st) && WEXITSTATUS(st) == 3);  /* EPIPE */
+    } else if (!strcmp(m, "clonevm")) {
+        static char stack[1 << 16] __attribute__((aligned(16)));
+        pid_t w = writer(p, 4L * total, PIECE, 4L * total, 0);
+        int fd = p[0];
+        pid_t c = clone(clonevm_child, stack + sizeof stack, CLONE_VM | SIGCHLD, &fd);
+        CHECK(c > 0);
+        CHECK(read_stream(p[0], 0, 4L * total + 1, rbuf) == 4L * total);
+        reap(c, 0);
+        reap(w, 0);
     } else {
         CHECK(!"unknown mode");
     }

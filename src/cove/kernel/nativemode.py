@@ -15,7 +15,8 @@ holding because a pipe is in native mode only while nothing else can look at
 it, and leaves it (``leave``) before anything else does:
 
 - exactly one reader and one writer description, each held by one fd of a
-  single-threaded process whose fd table no other process shares, both
+  single-threaded process whose fd table and address space no other
+  process shares (so no other task can use its stub's fd numbers), both
   blocking (no O_NONBLOCK, no packet mode), no epoll instance watching them,
   nobody sleeping on the pipe's queues: so no one but the two threads can
   read, write, poll or wait on it, and the queues need no wake-ups;
@@ -141,8 +142,12 @@ def _qualifies(np: NativePipes, p: HostPipe, rkey: tuple, wkey: tuple) -> bool:
             return False
         if sum(1 for o in t.proc.threads if o.state is not State.DEAD) != 1:
             return False
-        if any(o.files is t.files for o in k.tasks.values() if o.proc is not t.proc):
-            return False  # CLONE_FILES without CLONE_VM: another process shares the table
+        if any((o.files is t.files or o.mm is t.mm) for o in k.tasks.values()
+               if o.proc is not t.proc):
+            # Another process shares the fd table (CLONE_FILES) or the address
+            # space (CLONE_VM, vfork: the same stub, whose fd numbers it would
+            # fill with its own files while this thread's rule names one).
+            return False
     return True
 
 
