@@ -252,12 +252,12 @@ def bench_pipe_throughput(megabytes: int = 64,
         if isinstance(cove, float) and isinstance(runsc, float):
             target = " (target ≥ 2)" if plat == "userland" else ""
             rows.append((f"{name}: cove-{plat} / runsc", cove / runsc, "x" + target))
-    # Both ends in the guest at once (experimental, docs/userland-pipes.md).
-    cmd = ["env", "COVE_CPUS=2", *in_cove(prog, str(megabytes), platform="userland")]
+    # One guest thread at a time (COVE_CPUS=1: no native mode; docs/userland-pipes.md).
+    cmd = ["env", "COVE_CPUS=1", *in_cove(prog, str(megabytes), platform="userland")]
     cove = _try(lambda: best(cmd))
-    rows.append((f"{name}, cove-userland COVE_CPUS=2", cove, "MB/s"))
+    rows.append((f"{name}, cove-userland COVE_CPUS=1", cove, "MB/s"))
     if isinstance(cove, float) and isinstance(runsc, float):
-        rows.append((f"{name}: cove-userland COVE_CPUS=2 / runsc", cove / runsc, "x"))
+        rows.append((f"{name}: cove-userland COVE_CPUS=1 / runsc", cove / runsc, "x"))
     return rows
 
 
