@@ -105,8 +105,9 @@ def offer(np: NativePipes, t: Task, fd: int, write: bool, buf: int, count: int) 
     else:
         mine = streak[write] = [key, 1]
     other = streak[not write]
-    if mine[1] < STREAK or other is None or other[1] < STREAK:
-        return
+    n = mine[1]
+    if n < STREAK or other is None or other[1] < STREAK or n & (n - 1):
+        return  # checked at streaks of 2, 4, 8...: a pipe that does not qualify costs little
     rkey, wkey = (other[0], key) if write else (key, other[0])
     if not _qualifies(np, p, rkey, wkey):
         return
