@@ -333,9 +333,13 @@ def test_memory_staged_while_the_file_is_checked(state_guest, tmp_path):
     staged = Staged(reading, prefault=True)
     phys = staged.phys
     assert phys is not None
+    staged._join()
+    vm = staged.vm  # made and given the memory on the helper thread (main thread here)
+    assert vm is not None and vm.physmem is phys
     loaded = Snapshot.from_reading(reading, staged)
     with Sandbox.from_snapshot(loaded, prefault=True) as c:
         assert c._live.phys is phys and _own_pages(c) >= writable
+        assert c._live.kernel.platform is vm
         _ok(c.resume(input=b"go\n", capture_output=True))
     assert loaded._staged == []
     with Sandbox.from_snapshot(loaded) as c:  # later restores map the image anew
@@ -358,9 +362,12 @@ def test_memory_staged_while_the_file_is_checked(state_guest, tmp_path):
     reading = Reading(bad)
     staged = Staged(reading, prefault=True)
     assert staged.phys is not None
+    staged._join()
+    vm = staged.vm
     with pytest.raises(SnapshotFormatError, match="checksum mismatch"):
         Snapshot.from_reading(reading, staged)
-    assert staged.phys is None and reading.fd == -1
+    assert staged.phys is None and staged.vm is None and reading.fd == -1
+    assert vm is None or vm.vm_fd == -1  # the VM over the bad memory is gone
 
 
 @needs_kvm

@@ -142,11 +142,12 @@ class Snapshot:
         return acc
 
     def _take_staged(self) -> Any:
-        """Memory readied for this snapshot's first restore (a PhysMem), or None."""
+        """Memory readied for this snapshot's first restore, (PhysMem, a VM
+        over it or None), or None."""
         while self._staged:
-            phys = self._staged.pop().take(self.memory, self.image_offset, self.image_length)
-            if phys is not None:
-                return phys
+            got = self._staged.pop().take(self.memory, self.image_offset, self.image_length)
+            if got is not None:
+                return got
         return None
 
     def close(self) -> None:
@@ -444,17 +445,23 @@ def _materialize(snap: Snapshot, sb: Sandbox, stdio: Stdio, vm: tuple[Any, Any] 
 
         # The image is mapped copy-on-write (MAP_PRIVATE), so every sandbox
         # restored from one snapshot shares its unchanged pages.
-        phys = snap._take_staged()
-        if phys is not None and not prefault:
-            phys.close()  # copied up front, so not shared: only for a prefault restore
-            phys = None
+        phys = staged_vm = None
+        staged = snap._take_staged()
+        if staged is not None:
+            phys, staged_vm = staged
+            if not prefault:
+                # Copied up front, so not shared: only for a prefault restore.
+                if staged_vm is not None:
+                    staged_vm.destroy()
+                phys.close()
+                phys = staged_vm = None
         if phys is not None:
             prefault = False  # done while the file was checked
         else:
             phys = PhysMem.from_image(snap.image_fd, snap.memory, snap.image_offset,
                                       snap.image_length)
         try:
-            platform = vmpool.take(phys)
+            platform = staged_vm if staged_vm is not None else vmpool.take(phys)
         except BaseException:
             phys.close()
             raise

@@ -1,6 +1,7 @@
 """Readying the first restore of a snapshot while its file is still being
 checked (``cove restore``): the guest memory mapped from the image, the pages
-the guest can write copied up front (``prefault``), a VM made for the pool.
+the guest can write copied up front (``prefault``), a VM made and given that
+memory (its memslot set: nothing runs in it until the restore).
 
 All of it runs on one helper thread and is host work that lets go of the
 GIL (madvise, KVM ioctls), so it overlaps the imports and the unpickling
@@ -45,6 +46,7 @@ class Staged:
 
     def __init__(self, reading: Reading, *, prefault: bool) -> None:
         self.phys: PhysMem | None = None
+        self.vm: Any = None  # a KvmPlatform attached to ``phys`` (vmpool.take)
         self.prefaulted = False
         self._key: tuple[int, int, int] = (0, 0, 0)
         self._thread: threading.Thread | None = None
@@ -80,32 +82,42 @@ class Staged:
                                         name="cove-snapshot-stage")
         self._thread.start()
 
-    @staticmethod
-    def _work(phys: Any, runs: list[list[int]], vmpool: Any) -> None:
+    def _work(self, phys: Any, runs: list[list[int]], vmpool: Any) -> None:
         try:
             if runs:
                 prefault(phys, runs)
             if vmpool is not None:
-                vmpool.prepare(1)
+                # The memslot change waits for an SRCU grace period: here, not
+                # on the restoring thread.
+                self.vm = vmpool.take(phys)
         except Exception:  # best effort: the restore makes what is missing
             pass
 
-    def take(self, memory: int, image_offset: int, image_length: int) -> PhysMem | None:
-        """The staged memory if it was made for exactly this image (once)."""
+    def take(self, memory: int, image_offset: int,
+             image_length: int) -> tuple[PhysMem, Any] | None:
+        """(the staged memory, its VM or None) if made for exactly this image (once)."""
         self._join()
         phys, self.phys = self.phys, None
+        vm, self.vm = self.vm, None
         if phys is not None and self._key != (memory, image_offset, image_length):
-            phys.close()
+            _drop(phys, vm)
             return None
-        return phys
+        return None if phys is None else (phys, vm)
 
     def close(self) -> None:
         self._join()
         phys, self.phys = self.phys, None
+        vm, self.vm = self.vm, None
         if phys is not None:
-            phys.close()
+            _drop(phys, vm)
 
     def _join(self) -> None:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+def _drop(phys: Any, vm: Any) -> None:
+    if vm is not None:
+        vm.destroy()  # attached to memory no restore will use
+    phys.close()
