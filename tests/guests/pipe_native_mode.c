@@ -23,6 +23,12 @@
  *   clonevm   a process sharing the reader's memory (CLONE_VM, its own fd
  *             table) keeps a pipe of its own at the same fd number: the
  *             reader's stream stays the reader's (no native mode for it)
+ *   remap     the reader maps fresh memory over its buffer between its own
+ *             streak and the writer's, which turns native mode on: the
+ *             reads still succeed (the pages are checked again)
+ *   stop      a third process stops the reader (SIGSTOP) while it sleeps in a
+ *             native read, the writer writes, then SIGCONT: every byte, once
+ *   long      512 MiB, for a host that pauses the sandbox meanwhile
  * Prints "ok". */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -152,6 +158,20 @@ int main(int argc, char **argv) {
     long total = (long)PIECES * PIECE, half = total / 2;
     int restart = !strcmp(m, "restart") || !strcmp(m, "carry");
     pid_t s = 0;
+    if (!strcmp(m, "stop")) {
+        targets = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        CHECK(targets != MAP_FAILED);
+        targets[0] = getpid();
+        s = fork();
+        CHECK(s >= 0);
+        if (s == 0) {  /* holds no pipe end: forked before the pipe */
+            pause_ms(150);
+            kill(targets[0], SIGSTOP);
+            pause_ms(300);  /* the writer writes meanwhile */
+            kill(targets[0], SIGCONT);
+            _exit(0);
+        }
+    }
     if (restart || !strcmp(m, "eintr")) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -279,6 +299,39 @@ int main(int argc, char **argv) {
         CHECK(c > 0);
         CHECK(read_stream(p[0], 0, 4L * total + 1, rbuf) == 4L * total);
         reap(c, 0);
+        reap(w, 0);
+    } else if (!strcmp(m, "remap")) {
+        pid_t c = fork();
+        CHECK(c >= 0);
+        if (c == 0) {
+            close(p[0]);
+            write_stream(p[1], 0, 8192, 8192);  /* the writer's first call differs */
+            pause_ms(200);  /* the reader reads twice, then remaps */
+            write_stream(p[1], 8192, 8192 + 6 * 4096, 4096);  /* streak 2: native mode */
+            pause_ms(300);
+            _exit(0);
+        }
+        close(p[1]);
+        unsigned char *buf = mmap(0, 1 << 20, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        CHECK(buf != MAP_FAILED);
+        memset(buf, 0, 1 << 20);  /* populated, and ours alone (after the fork) */
+        pause_ms(100);
+        CHECK(read_sized(p[0], 0, 8192, buf, 4096) == 8192);  /* the reader's streak */
+        CHECK(mmap(buf, 1 << 20, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == buf);  /* unpopulated */
+        pause_ms(400);
+        CHECK(read_sized(p[0], 8192, 8192 + 6 * 4096 + 1, buf, 4096) == 8192 + 6 * 4096);
+        reap(c, 0);
+    } else if (!strcmp(m, "stop")) {
+        pid_t w = writer(p, total, PIECE, half, 300);  /* pauses across the stop */
+        CHECK(read_stream(p[0], 0, total + 1, rbuf) == total);
+        reap(w, 0);
+        reap(s, 0);
+    } else if (!strcmp(m, "long")) {
+        long big = 512L << 20;
+        pid_t w = writer(p, big, PIECE, big, 0);
+        CHECK(read_stream(p[0], 0, big + 1, rbuf) == big);
         reap(w, 0);
     } else {
         CHECK(!"unknown mode");

@@ -14,7 +14,7 @@ from tests.conftest import needs_kvm
 pytestmark = [needs_kvm, pytest.mark.timeout(180)]
 
 MODES = ["eof", "epipe", "eintr", "restart", "carry", "switch", "nonblock", "fork", "munmap",
-         "reuse", "clonevm"]
+         "reuse", "clonevm", "remap", "stop"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -32,3 +32,32 @@ def test_native_mode_and_its_ways_out(build_guest, kernel_run, cove_platform, mo
         else:
             # The stream really went native before the guest took it out again.
             assert modes >= 1
+
+
+def test_pauses_while_a_pipe_is_native(build_guest, guest_dir, cove_platform):
+    """A spawned sandbox paused again and again (each ``snapshot()`` pauses
+    it; userland refuses the snapshot itself) in the middle of a 512 MiB
+    stream: every call a pause stops in the host is made after it, not lost
+    (a read that "returned" 0, a write whose count leaks into another call),
+    and the loop goes on after each pause instead of spinning on its wake-up."""
+    import time
+
+    from cove import Sandbox, SandboxConfig, SnapshotError
+    from cove.rootfs import MountSpec
+
+    exe = build_guest("pipe_native_mode")
+    sb = Sandbox(config=SandboxConfig(memory="256M", timeout=120),
+                 mounts=(MountSpec(str(guest_dir), "/guests"),))
+    with sb:
+        p = sb.spawn([f"/guests/{exe.name}", "long"], stdin=None)
+        pauses = 0
+        while p.poll() is None and pauses < 200:
+            time.sleep(0.02)
+            try:
+                sb.snapshot()
+            except SnapshotError:
+                pass  # userland: refused, after the pause
+            pauses += 1
+        assert p.wait(timeout=60) == 0
+        assert p.stdout.read() == b"ok\n", p.stderr.read()[-2000:]
+        assert pauses >= 5

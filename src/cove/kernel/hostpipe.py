@@ -145,6 +145,8 @@ class NativeEnd:
         a granted call never blocks anyway, and a call in native mode
         (cove.kernel.nativemode) must block in the host as Linux's would.
         Opening /proc/self/fd/N of a pipe makes a new description of it."""
+        if not self.pipe._fin.alive:
+            raise OSError(9, "the pipe is closed")  # its fd numbers may be reused
         if self._blocking < 0:
             fd = os.open(f"/proc/self/fd/{self.host_fd}",
                          (os.O_WRONLY if self.write else os.O_RDONLY) | os.O_CLOEXEC)
@@ -417,10 +419,10 @@ class NativePipes:
         if k.trace is not None:
             return None
         f = t.files.files.get(fd)
-        mode = t.native_mode
-        if mode is not None and getattr(f, "pipe", None) is mode.pipe:
-            # Not the rule's call (that one makes no stop): the North makes it
-            # and ends native mode (HostPipe._north) before any byte moves.
+        p = getattr(f, "pipe", None)
+        if p is not None and getattr(p, "native", None) is not None:
+            # A pipe in native mode: not a rule's call (those make no stop), so
+            # the North makes it and ends native mode first (HostPipe._north).
             return None
         if self._yielding is not None:
             yielding, self._yielding = self._yielding, None

@@ -321,6 +321,7 @@ class Kernel:
                     timeout = left if timeout is None else min(timeout, left)
                 ctx, ex = cpu.wait_any(timeout, sched.host_fd(), ready)
                 if ctx is None or ex is None:
+                    sched.poll_host()  # what woke us, a wakeup() included (drained)
                     if oldest is not None and oldest not in kicked and \
                             time.perf_counter() >= started[oldest] + TIMESLICE:
                         kicked.add(oldest)
@@ -361,7 +362,7 @@ class Kernel:
                     from cove.kernel.nativemode import leave
 
                     leave(self.native_io, t.native_mode)  # type: ignore[arg-type]
-            self._halted.clear()
+            self._drain_halted()  # their calls are made now, not lost
             for ctx in list(live):
                 cpu.forget(ctx)
             live.clear()
@@ -419,14 +420,24 @@ class Kernel:
 
     def _halt_live(self, live: dict[Any, Task]) -> None:
         """Stop every task in the guest (a pause): each is consistent and runnable again."""
-        for ctx, ex in self.cpu.halt_live():
-            t = live.pop(ctx, None)
-            if t is not None:
-                self._handle(t, ex)
-                if t.state is State.RUNNABLE:
-                    self.sched.runq.append(t)
+        # All out of ``live`` first: handling one may end a pipe's native mode,
+        # which stops the other end (stop_live) and must not take its exit.
+        stopped = [(t, ex) for ctx, ex in self.cpu.halt_live()
+                   if (t := live.pop(ctx, None)) is not None]
+        for t, ex in stopped:
+            self._handle(t, ex)
+            if t.state is State.RUNNABLE:
+                self.sched.runq.append(t)
+        self._drain_halted()
 
     def _handle(self, t: Task, ex: Exit) -> None:
+        cut = getattr(t.ctx, "cut_short", -1)
+        if cut >= 0:
+            # A native call a kick stopped before it moved a byte: -EINTR now,
+            # and the call restarts unless a handler without SA_RESTART runs
+            # (Linux's ERESTARTSYS; signals.deliver decides as for the North's).
+            t.ctx.cut_short = -1  # type: ignore[attr-defined]
+            t.restart_nr = cut
         if t.native_mode is not None and ex.kind == ExitKind.SYSCALL:
             from cove.kernel.nativemode import keeps, leave
 

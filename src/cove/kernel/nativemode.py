@@ -141,6 +141,8 @@ def _qualifies(np: NativePipes, p: HostPipe, rkey: tuple, wkey: tuple) -> bool:
         if t.state is State.DEAD or t.native_mode is not None or t.pending.mask or \
                 t.proc.shared_pending.mask:
             return False
+        if t.blocked_call is not None and not keeps(t.blocked_call[0].nr):
+            return False  # a call that will finish later (a sendmsg passing the fd...)
         if sum(1 for o in t.proc.threads if o.state is not State.DEAD) != 1:
             return False
         if any((o.files is t.files or o.mm is t.mm) for o in k.tasks.values()

@@ -195,6 +195,12 @@ class Scheduler:
         if self._deadlines:
             self._expire(time.monotonic())
 
+    def poll_host(self) -> None:
+        """Wake the tasks whose host fds are ready and take a ``wakeup()``'s
+        byte, without waiting (the concurrent loop, after its own wait)."""
+        if self._fd_waiters or self._wakeup_r >= 0:
+            self._poll_host(0)
+
     def next(self) -> Task | None:
         """The next runnable task, sleeping until one exists; None on deadlock
         (every task blocked with nothing that could ever wake it)."""

@@ -76,7 +76,7 @@ class UserlandContext:
 
     __slots__ = ("__weakref__", "_fin", "_fpu", "_fpu_dirty", "_fpu_live", "_live_fs",
                  "_live_gs", "_mv", "_platform", "_regs_addr", "_rmv", "_snap", "_thread",
-                 "fs_base", "gs_base", "native_end", "native_rules", "regs",
+                 "cut_short", "fs_base", "gs_base", "native_end", "native_rules", "regs",
                  "syscall_carry")  # fmt: skip
 
     def __init__(self, platform: UserlandPlatform) -> None:
@@ -104,6 +104,9 @@ class UserlandContext:
         # Bytes a native write had moved when a kick cut it short; the rest is
         # reported as a syscall and the North adds these to its result.
         self.syscall_carry = 0
+        # The rule's call a kick stopped before it moved a byte (-1: none): the
+        # North restarts it or ends it with EINTR (Kernel._handle).
+        self.cut_short = -1
 
     # --- the Context contract -----------------------------------------------
     def get_fpu(self) -> bytes:

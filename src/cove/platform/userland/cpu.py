@@ -65,6 +65,7 @@ from cove.platform.base import (
     PF_USER,
     PF_WRITE,
     PROT_EXEC,
+    PROT_READ,
     PROT_WRITE,
     SS,
     UD,
@@ -84,7 +85,7 @@ from cove.platform.userland.context import (
     USER,
     PartialRegs,
 )
-from cove.platform.userland.fastpath import DECLINED, NATIVE_NRS, NR_READ, NR_WRITE
+from cove.platform.userland.fastpath import DECLINED, NATIVE_NRS, NR_READ, NR_WRITE, mapped
 from cove.platform.userland.stub import State
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
@@ -553,10 +554,18 @@ class UserlandCpu:
         rule: the stub gets the blocking copy of the pipe end at the fd, and
         the context moves to a thread whose filter has the rule, at the
         syscall instruction, so that thread makes the call natively. False
-        when that cannot be (the call then takes the usual path)."""
+        when that cannot be (the call then takes the usual path, and the
+        North ends native mode)."""
         fast = self._fast
-        done = fast.install_blocking(th, nid, args[0], ctx.native_end)
-        if done != 1:  # CONTINUED
+        rule = ctx.native_rules[0]
+        # The pages were checked when the call was offered, maybe long before
+        # the other end's offer turned the rule on: checked again now (from
+        # here on only an event of this process, or a foreign map change that
+        # stops it, can change them, and either ends native mode first).
+        if aspace._dirty or aspace.proc is not th.proc or not mapped(
+                aspace.pages, [(rule[2], rule[3])], rule[3],
+                PROT_READ if rule[0] == NR_WRITE else PROT_WRITE) or \
+                fast.install_blocking(th, nid, args[0], ctx.native_end) != 1:  # CONTINUED
             ctx.native_rules = ()
             return False
         regs = ctx.regs
@@ -618,7 +627,7 @@ class UserlandCpu:
             return ex
         if event == S.PTRACE_EVENT_STOP:
             if th.rules and h[H_ORIG_RAX] in (NR_READ, NR_WRITE):
-                native = self._cut_short(ctx, h)
+                native = self._cut_short(ctx, th, h)
                 if native is not None:
                     return native
             if _signed(h[H_ORIG_RAX]) >= 0 and _signed(h[10]) in _ERESTART:
@@ -646,21 +655,29 @@ class UserlandCpu:
         ex.kind = _INTERRUPTED
         return ex
 
-    def _cut_short(self, ctx: UserlandContext, h: tuple[int, ...]) -> Exit | None:
-        """A kick stopped a thread with native rules at the end of a read or
-        write (bpf.py). Cut short before any byte moved (-ERESTARTSYS), the
-        call is the North's to make now; a write cut short after some bytes
+    def _cut_short(self, ctx: UserlandContext, th: StubThread,
+                   h: tuple[int, ...]) -> Exit | None:
+        """A kick stopped a thread at the end of the call its rule runs
+        natively (bpf.py). Cut short before any byte moved (-ERESTARTSYS):
+        an INTERRUPTED exit with rax = -EINTR and ``ctx.cut_short`` = the call,
+        which the North restarts, or lets end in EINTR for a handler without
+        SA_RESTART, exactly as Linux does. A write cut short after some bytes
         moved leaves the rest to the North, which adds those bytes to its
         result (Linux would have gone on writing: only a signal ends a
-        blocking pipe write early). Else (done) None: an ordinary stop."""
+        blocking pipe write early). Else (done, or not the rule's call) None:
+        an ordinary stop."""
         rv = _signed(h[10])
         regs = ctx.regs
+        nr, fd, buf, most = th.rules[0]
+        if (h[H_ORIG_RAX], regs.rdi, regs.rsi) != (nr, fd, buf) or regs.rdx > most:
+            return None  # a call the North answered, stopped at its end
         ex = self._exit
         if rv in _ERESTART:
-            regs.rax = h[H_ORIG_RAX]
-            ex.kind = _SYSCALL
+            regs.rax = -_errno.EINTR & MASK64
+            ctx.cut_short = nr
+            ex.kind = _INTERRUPTED
             return ex
-        if h[H_ORIG_RAX] == NR_WRITE and 0 < rv < regs.rdx:
+        if nr == NR_WRITE and 0 < rv < regs.rdx:
             regs.rsi = (regs.rsi + rv) & MASK64
             regs.rdx -= rv
             regs.rax = NR_WRITE

@@ -141,7 +141,7 @@ class FastPath:
         grant = io.native_rw(ctx, fd, write, total)
         if grant is None:
             return DECLINED
-        if not _mapped(pages, segs, grant.limit, PROT_READ if write else PROT_WRITE):
+        if not mapped(pages, segs, grant.limit, PROT_READ if write else PROT_WRITE):
             return DECLINED
         gen = getattr(proc, "generation", 0)
         entry = self._installed.get(proc)
@@ -161,9 +161,9 @@ class FastPath:
         grant.commit()
         self.last_grant = grant
         self.native_calls += 1
-        if self.offers and nr <= NR_WRITE and a2 <= RULE_MAX_COUNT and \
+        if self.offers and nr <= NR_WRITE and a2 <= RULE_MAX_COUNT and not proc.rules_full and \
                 hasattr(grant, "blocking_fd") and \
-                _mapped(pages, segs, a2, PROT_READ if write else PROT_WRITE):
+                mapped(pages, segs, a2, PROT_READ if write else PROT_WRITE):
             offer = getattr(io, "offer", None)
             if offer is not None:
                 # The whole buffer is mapped as the call needs: the same call
@@ -239,7 +239,7 @@ class FastPath:
         return segs
 
 
-def _mapped(pages: dict[int, tuple[int, int]], segs: list[tuple[int, int]], limit: int,
+def mapped(pages: dict[int, tuple[int, int]], segs: list[tuple[int, int]], limit: int,
             need: int) -> bool:
     """Whether the first ``limit`` bytes of ``segs`` lie in pages mapped with ``need``."""
     left = limit

@@ -278,7 +278,9 @@ class UserlandPlatform(ThreadOps):
             self._detach(ctx)
         if rules and sum(1 for t in proc.threads.values() if t.rules) >= RULE_THREADS and \
                 not any(t.rules == rules for t in (*proc.orphans, *proc.idle)):
-            rules = ctx.native_rules = ()  # enough threads made for rules: notifications
+            # Enough threads made for rules: this stub offers no more (fastpath).
+            rules = ctx.native_rules = ()
+            proc.rules_full = True
         th = None
         for cand in [t for t in proc.orphans if t.rules == rules]:
             proc.orphans.remove(cand)

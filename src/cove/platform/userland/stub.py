@@ -119,6 +119,7 @@ class StubProcess:
         self._regs_addr = ctypes.addressof(self._regs)
         self.template = S.user_regs_struct()
         self.filter_prog = b""  # the guest filter every thread installs (bpf.guest_filter)
+        self.rules_full = False  # RULE_THREADS threads with rules made: no native mode
 
     @classmethod
     def spawn(cls, path: str, phys: PhysMem, tracer: Tracer, filter_prog: bytes) -> StubProcess:
@@ -493,6 +494,7 @@ class StubProcess:
         mem[base + L.BATCH_OFF:base + 4096] = _ZERO_PAGE[L.BATCH_OFF:]
         mem[self.reply << 12:(self.reply + 1) << 12] = _ZERO_PAGE
         self.generation += 1
+        self.rules_full = False  # counted again by the next guest's first rule
 
     # The stub's SIGSEGV handler (the fault-frame probe's), as _setup sets it.
     _SEGV_HANDLER = (NR_rt_sigaction, signal.SIGSEGV, L.MAILBOX + L.SIGACT_OFF, 0, 8, 0, 0)
