@@ -30,8 +30,9 @@ it, and leaves it (``leave``) before anything else does:
   another process. Faults and kicks (signals, stops, timeslices) do not:
   a fault only ever maps a page or makes it writable, never takes away
   what a rule's buffer has. Leaving stops the other thread at once (a
-  native call it is blocked in is then the North's to make,
-  ``UserlandCpu``), notifies both queues as if bytes had moved, and the
+  native call it is blocked in ends as Linux's ERESTARTSYS, and restarts
+  through the North, ``UserlandCpu._cut_short``), notifies both queues as
+  if bytes had moved, and the
   North decides from then on: EOF once the writer has gone, EPIPE once the
   reader has, EINTR or a restart for a signal, as always.
 
