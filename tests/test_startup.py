@@ -111,3 +111,17 @@ def test_platform_protocols_still_importable_from_base() -> None:
         assert getattr(base, name) is getattr(protocols, name)
     with pytest.raises(AttributeError):
         base.NoSuchThing  # noqa: B018
+
+
+def test_a_family_imported_by_name_first_still_gets_what_installs_into_it():
+    """Importing a syscall family module directly (a test, a tool) before any
+    kernel exists skips the placeholder that would import the families it
+    needs (thread's clone needs process's fork code): the next Kernel's
+    load_all imports them, or fork says ENOSYS."""
+    code = ("import sys\n"
+            "from cove.kernel.syscalls import thread\n"
+            "from cove.kernel.syscall import load_all\n"
+            "load_all()\n"
+            "assert 'cove.kernel.syscalls.process' in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

@@ -43,6 +43,8 @@ from cove.kernel.procfs_mem import maps, smaps
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.fs.vfs import VFS, PathContext
     from cove.kernel.fdtable import FdTable
     from cove.kernel.kernel import Kernel
@@ -483,60 +485,119 @@ def _thread_self(fs: ProcFS) -> str:
 def make_procfs(vfs: VFS) -> ProcFS:
     fs = ProcFS(vfs)
     root = fs.root
+    on_kernel = _Bound.on_kernel
 
-    def kernel() -> Kernel:
-        if fs.kernel is None:
-            raise Errno(E.ENOENT)
-        return fs.kernel
-
-    def pids() -> dict[str, Factory]:
-        k = fs.kernel
-        if k is None:
-            return {}
-        return {str(pid): _process_dir(fs, pid) for pid in sorted(k.processes)}
-
-    def const(text: str) -> Render:
-        data = text.encode()
-        return lambda: data
-
-    root.listing = pids
-    root.add_link("self", lambda: _current_pid(fs))
-    root.add_link("thread-self", lambda: _thread_self(fs))
-    root.add_link("mounts", lambda: "self/mounts")
+    root.listing = _Bound(_pids, fs)
+    root.add_link("self", _Bound(_current_pid, fs))
+    root.add_link("thread-self", _Bound(_thread_self, fs))
+    root.add_link("mounts", _Bound.const("self/mounts"))
     root.add_file("version", sysf.version)
-    root.add_file("uptime", lambda: sysf.uptime(kernel()))
-    root.add_file("loadavg", lambda: sysf.loadavg(kernel()))
-    root.add_file("stat", lambda: sysf.stat(kernel()))
-    root.add_file("meminfo", lambda: sysf.meminfo(kernel()))
+    root.add_file("uptime", on_kernel(fs, sysf.uptime))
+    root.add_file("loadavg", on_kernel(fs, sysf.loadavg))
+    root.add_file("stat", on_kernel(fs, sysf.stat))
+    root.add_file("meminfo", on_kernel(fs, sysf.meminfo))
     root.add_file("cpuinfo", sysf.cpuinfo)
     root.add_file("filesystems", sysf.filesystems)
 
+    const = _Bound.const_text
     sys_ = root.add_dir("sys")
     kern = sys_.add_dir("kernel")
     kern.add_file("osrelease", const(sysf.RELEASE + "\n"))
     kern.add_file("ostype", const("Linux\n"))
     kern.add_file("version", const(sysf.UTS_VERSION + "\n"))
-    kern.add_file("hostname", lambda: (kernel().hostname + "\n").encode(), mode=0o644,
-                  write=lambda data: _write_hostname(fs, data))
+    kern.add_file("hostname", on_kernel(fs, _hostname), mode=0o644,
+                  write=_Bound(_write_hostname, fs))
     kern.add_file("domainname", const("(none)\n"))
     kern.add_file("pid_max", const(f"{PID_MAX}\n"))
-    kern.add_file("threads-max", lambda: _threads_max(kernel()))
+    kern.add_file("threads-max", on_kernel(fs, _threads_max))
     kern.add_file("cap_last_cap", const(f"{pidf.CAP_LAST_CAP}\n"))
     kern.add_file("ngroups_max", const("65536\n"))
     kern.add_file("overflowuid", const("65534\n"))
     kern.add_file("overflowgid", const("65534\n"))
     rnd = kern.add_dir("random")
-    rnd.add_file("boot_id", lambda: (fs.boot_id() + "\n").encode())
-    rnd.add_file("uuid", lambda: (_uuid4() + "\n").encode())
+    rnd.add_file("boot_id", _Bound(_boot_id, fs))
+    rnd.add_file("uuid", _uuid_file)
     rnd.add_file("poolsize", const("256\n"))
     rnd.add_file("entropy_avail", const("256\n"))
     vm = sys_.add_dir("vm")
     vm.add_file("overcommit_memory", const("0\n"))
     vm.add_file("max_map_count", const("65530\n"))
-    vm.add_file("mmap_min_addr", lambda: f"{_mmap_min()}\n".encode())
+    vm.add_file("mmap_min_addr", _mmap_min_file)
     fs_dir = sys_.add_dir("fs")
-    fs_dir.add_file("nr_open", lambda: f"{_nr_open()}\n".encode())
+    fs_dir.add_file("nr_open", _nr_open_file)
     return fs
+
+
+class _Bound:
+    """``fn(*front, *args)``: a /proc entry's renderer, writer or listing bound
+    to its procfs. A small object rather than a closure, so that a snapshot
+    restores it by reference to ``fn`` (no code object to look up and no
+    cells to fill: /proc has dozens of these in every restore)."""
+
+    __slots__ = ("fn", "front")
+
+    def __init__(self, fn: Callable[..., Any], *front: Any) -> None:
+        self.fn = fn
+        self.front = front
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*self.front, *args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Bound, (self.fn, *self.front))
+
+    @staticmethod
+    def const(value: Any) -> _Bound:
+        return _Bound(_same, value)
+
+    @staticmethod
+    def const_text(text: str) -> _Bound:
+        return _Bound(_same, text.encode())
+
+    @staticmethod
+    def on_kernel(fs: ProcFS, render: Callable[[Kernel], Any]) -> _Bound:
+        return _Bound(_render_kernel, fs, render)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _kernel(fs: ProcFS) -> Kernel:
+    if fs.kernel is None:
+        raise Errno(E.ENOENT)
+    return fs.kernel
+
+
+def _render_kernel(fs: ProcFS, render: Callable[[Kernel], Any]) -> Any:
+    return render(_kernel(fs))
+
+
+def _pids(fs: ProcFS) -> dict[str, Factory]:
+    k = fs.kernel
+    if k is None:
+        return {}
+    return {str(pid): _process_dir(fs, pid) for pid in sorted(k.processes)}
+
+
+def _hostname(k: Kernel) -> bytes:
+    return (k.hostname + "\n").encode()
+
+
+def _boot_id(fs: ProcFS) -> bytes:
+    return (fs.boot_id() + "\n").encode()
+
+
+def _uuid_file() -> bytes:
+    return (_uuid4() + "\n").encode()
+
+
+def _mmap_min_file() -> bytes:
+    return f"{_mmap_min()}\n".encode()
+
+
+def _nr_open_file() -> bytes:
+    return f"{_nr_open()}\n".encode()
 
 
 def _threads_max(k: Kernel) -> bytes:

@@ -162,6 +162,12 @@ def load_all() -> dict[int, Syscall]:
             return import_all()
     for family in _EAGER:
         importlib.import_module(f"{PACKAGE}.{family}")
+    # A family imported before this (by its own name, not through a placeholder:
+    # a test, a tool) still needs the families that install into it.
+    for family, needs in _NEEDS.items():
+        if f"{PACKAGE}.{family}" in sys.modules:
+            for other in needs:
+                importlib.import_module(f"{PACKAGE}.{other}")
     return TABLE
 
 
