@@ -261,58 +261,95 @@ class Target:
 
 def _process_dir(fs: ProcFS, pid: int, tid: int | None = None) -> Factory:
     """``/proc/<pid>`` (``tid``: ``/proc/<tid>`` of a non-leader thread)."""
-    def make(parent: SynthDir) -> SynthInode:
-        tg = Target(fs, pid, tid)
-        d = PidDir(fs, parent, tg.owner)
-        _fill_common(fs, d, tg)
-        add = _adder(fs, d, tg)
-        add("cmdline", lambda: pidf.cmdline(tg.proc()))
-        add("environ", lambda: pidf.environ(tg.inspected()), mode=0o400)
-        add("auxv", lambda: pidf.auxv(tg.inspected()), mode=0o400)
-        add("maps", lambda: _text(maps(tg.inspected().mm, fs.vfs, fs.reader_ctx())
-                                  if tg.proc().alive else ""))
-        add("smaps", lambda: _text(smaps(tg.inspected().mm, fs.vfs, fs.reader_ctx())
-                                   if tg.proc().alive else ""))
-        add("statm", lambda: _text(pidf.statm(tg.proc())))
-        add("limits", lambda: _text(pidf.limits(tg.proc())))
-        add("mounts", lambda: sysf.mounts(fs.vfs, _ctx_of(tg)))
-        add("mountinfo", lambda: sysf.mountinfo(fs.vfs, _ctx_of(tg)))
-        add("oom_score", lambda: _text(f"{pidf.oom_score(tg.proc())}\n"))
-        add("oom_score_adj", lambda: _text(f"{pidf.oom_score_adj(tg.proc())}\n"),
-            mode=0o644, write=lambda data: _write_oom_adj(fs, tg, data))
-        d.children["exe"] = PidLink(fs, d, lambda: _exe(tg), tg.owner)
-        d.children["cwd"] = PidLink(fs, d, lambda: _dir_link(fs, tg, "cwd"), tg.owner)
-        d.children["root"] = PidLink(fs, d, lambda: _dir_link(fs, tg, "root"), tg.owner)
-        d.children["fd"] = PidDir(fs, d, tg.owner, 0o500, lambda: _fd_entries(fs, tg))
-        d.children["fdinfo"] = PidDir(fs, d, tg.owner, 0o500,
-                                      lambda: _fdinfo_entries(fs, tg))
-        d.children["task"] = PidDir(fs, d, tg.owner, 0o555, lambda: _task_entries(fs, pid))
-        return d
-    return make
+    return _Bound(_make_process_dir, fs, pid, tid)
+
+
+def _make_process_dir(fs: ProcFS, pid: int, tid: int | None, parent: SynthDir) -> SynthInode:
+    tg = Target(fs, pid, tid)
+    d = PidDir(fs, parent, tg.owner)
+    _fill_common(fs, d, tg)
+    add = _adder(fs, d, tg)
+    on = _Bound
+    add("cmdline", on(_cmdline, tg))
+    add("environ", on(_environ, tg), mode=0o400)
+    add("auxv", on(_auxv, tg), mode=0o400)
+    add("maps", on(_maps, fs, tg, maps))
+    add("smaps", on(_maps, fs, tg, smaps))
+    add("statm", on(_statm, tg))
+    add("limits", on(_limits, tg))
+    add("mounts", on(_mounts, fs, tg, sysf.mounts))
+    add("mountinfo", on(_mounts, fs, tg, sysf.mountinfo))
+    add("oom_score", on(_oom_score, tg))
+    add("oom_score_adj", on(_oom_score_adj, tg), mode=0o644,
+        write=on(_write_oom_adj, fs, tg))
+    d.children["exe"] = PidLink(fs, d, on(_exe, tg), tg.owner)
+    d.children["cwd"] = PidLink(fs, d, on(_dir_link, fs, tg, "cwd"), tg.owner)
+    d.children["root"] = PidLink(fs, d, on(_dir_link, fs, tg, "root"), tg.owner)
+    d.children["fd"] = PidDir(fs, d, tg.owner, 0o500, on(_fd_entries, fs, tg))
+    d.children["fdinfo"] = PidDir(fs, d, tg.owner, 0o500, on(_fdinfo_entries, fs, tg))
+    d.children["task"] = PidDir(fs, d, tg.owner, 0o555, on(_task_entries, fs, pid))
+    return d
+
+
+def _cmdline(tg: Target) -> bytes:
+    return pidf.cmdline(tg.proc())
+
+
+def _environ(tg: Target) -> bytes:
+    return pidf.environ(tg.inspected())
+
+
+def _auxv(tg: Target) -> bytes:
+    return pidf.auxv(tg.inspected())
+
+
+def _maps(fs: ProcFS, tg: Target, render: Callable[..., str]) -> bytes:
+    return _text(render(tg.inspected().mm, fs.vfs, fs.reader_ctx()) if tg.proc().alive else "")
+
+
+def _statm(tg: Target) -> bytes:
+    return _text(pidf.statm(tg.proc()))
+
+
+def _limits(tg: Target) -> bytes:
+    return _text(pidf.limits(tg.proc()))
+
+
+def _mounts(fs: ProcFS, tg: Target, render: Callable[..., bytes]) -> bytes:
+    return render(fs.vfs, _ctx_of(tg))
+
+
+def _oom_score(tg: Target) -> bytes:
+    return _text(f"{pidf.oom_score(tg.proc())}\n")
+
+
+def _oom_score_adj(tg: Target) -> bytes:
+    return _text(f"{pidf.oom_score_adj(tg.proc())}\n")
 
 
 def _fill_common(fs: ProcFS, d: PidDir, tg: Target) -> None:
     """What ``/proc/<pid>`` and ``/proc/<pid>/task/<tid>`` both have."""
-    whole = tg.tid is None
     add = _adder(fs, d, tg)
+    add("status", _Bound(_status, tg))
+    add("stat", _Bound(_stat, fs, tg, tg.tid is None))
+    add("comm", _Bound(_comm, tg), mode=0o644, write=_Bound(_write_comm, fs, tg))
+    add("wchan", _Bound.const(b"0"))
 
-    def status() -> bytes:
-        p = tg.proc()
-        th = tg.thread()
-        return _text(pidf.status(p, th, th.fs.umask if th is not None else None))
 
-    def stat() -> bytes:
-        p = tg.proc()
-        return _text(pidf.stat(p, tg.thread(), permitted=fs.may_inspect(p), whole=whole))
+def _status(tg: Target) -> bytes:
+    p = tg.proc()
+    th = tg.thread()
+    return _text(pidf.status(p, th, th.fs.umask if th is not None else None))
 
-    def comm() -> bytes:
-        th = tg.thread()
-        return _text((th.comm if th is not None else tg.proc().comm) + "\n")
 
-    add("status", status)
-    add("stat", stat)
-    add("comm", comm, mode=0o644, write=lambda data: _write_comm(fs, tg, data))
-    add("wchan", lambda: b"0")
+def _stat(fs: ProcFS, tg: Target, whole: bool) -> bytes:
+    p = tg.proc()
+    return _text(pidf.stat(p, tg.thread(), permitted=fs.may_inspect(p), whole=whole))
+
+
+def _comm(tg: Target) -> bytes:
+    th = tg.thread()
+    return _text((th.comm if th is not None else tg.proc().comm) + "\n")
 
 
 def _adder(fs: ProcFS, d: PidDir, tg: Target) -> Callable[..., PidFile]:
