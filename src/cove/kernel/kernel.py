@@ -469,9 +469,20 @@ class Kernel:
                 self._trace(t, sc.name if sc else f"#{nr}", raw, -E.ENOSYS, 0.0)
             return
         nio = self.native_io
-        if nio is not None and getattr(t.ctx, "syscall_carry", 0):
-            # The rest of a native write a kick cut short (UserlandCpu._cut_short).
-            t.write_carry, t.ctx.syscall_carry = t.ctx.syscall_carry, 0  # type: ignore[attr-defined]
+        if nio is not None:
+            carry = getattr(t.ctx, "syscall_carry", 0)
+            if carry:
+                # The rest of a native write a kick cut short (UserlandCpu._cut_short).
+                t.ctx.syscall_carry = 0  # type: ignore[attr-defined]
+                if t.proc.state is State.STOPPED or (
+                        (t.pending.mask or t.proc.shared_pending.mask)
+                        and signals.has_deliverable(t)):
+                    regs.rax = carry  # a signal or a stop ends it there, as on Linux
+                    return
+                t.write_carry = carry
+            if t.write_carry and nr == 1:  # write: from where the native part stopped
+                c = t.write_carry
+                raw = (raw[0], raw[1] + c, raw[2] - c, raw[3], raw[4], raw[5])
         if nio is not None and nio.deferred is not None:
             queue = nio.claim(t, sc.nr, raw)
             if queue is not False and (queue is not True or self.sched.runq):

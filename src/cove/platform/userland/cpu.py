@@ -678,8 +678,8 @@ class UserlandCpu:
             ex.kind = _INTERRUPTED
             return ex
         if nr == NR_WRITE and 0 < rv < regs.rdx:
-            regs.rsi = (regs.rsi + rv) & MASK64
-            regs.rdx -= rv
+            # The registers stay the call's (the guest's rsi and rdx must be
+            # as it left them); the North writes from buf + rv (Kernel.syscall).
             regs.rax = NR_WRITE
             ctx.syscall_carry = rv
             ex.kind = _SYSCALL
