@@ -372,6 +372,7 @@ class NativePipes:
         self.live = 0  # host pipes open in this sandbox
         self.north_copies = 0  # reads/writes of host pipes the North made itself (tests)
         self.native_modes = 0  # times a pipe went into native mode (tests)
+        self.cut_short = 0  # native calls a kick stopped before a byte moved (tests)
         self._yielding: Task | None = None
         # The call (task, fd, write) just turned away that the North need not
         # run: it sleeps on ``sleep_on``, or is preempted at its entry if that

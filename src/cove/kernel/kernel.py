@@ -438,6 +438,8 @@ class Kernel:
             # (Linux's ERESTARTSYS; signals.deliver decides as for the North's).
             t.ctx.cut_short = -1  # type: ignore[attr-defined]
             t.restart_nr = cut
+            if self.native_io is not None:
+                self.native_io.cut_short += 1
         if t.native_mode is not None and ex.kind == ExitKind.SYSCALL:
             from cove.kernel.nativemode import keeps, leave
 
