@@ -23,18 +23,17 @@ it, and leaves it (``leave``) before anything else does:
 - a syscall of either thread that could change what the rule relies on
   ends native mode first (``keeps``: anything but plain I/O on other fds,
   time, ids, futexes, signal masks and handlers' returns: so close, dup,
-  fcntl, ioctl, poll,
-  mmap, munmap, mprotect, madvise, brk, fork, exec, exit...), and so does a
-  change of either end (close, a new opener through /proc), any North read
-  or write of the pipe, and a change of either address space made by
-  another process. Faults and kicks (signals, stops, timeslices) do not:
-  a fault only ever maps a page or makes it writable, never takes away
-  what a rule's buffer has. Leaving stops the other thread at once (a
-  native call it is blocked in ends as Linux's ERESTARTSYS, and restarts
-  through the North, ``UserlandCpu._cut_short``), notifies both queues as
-  if bytes had moved, and the
-  North decides from then on: EOF once the writer has gone, EPIPE once the
-  reader has, EINTR or a restart for a signal, as always.
+  fcntl, ioctl, poll, mmap, munmap, mprotect, madvise, brk, fork, exec,
+  exit...), and so does a change of either end (close, a new opener through
+  /proc), any North read or write of the pipe, and a change of either
+  address space made by another process. Faults and kicks (signals, stops,
+  timeslices) do not: a fault only ever maps a page or makes it writable,
+  never takes away what a rule's buffer has. Leaving stops the other thread
+  at once (a native call it is blocked in ends as Linux's ERESTARTSYS and
+  restarts through the North, ``UserlandCpu._cut_short``), notifies both
+  queues as if bytes had moved, and the North decides from then on: EOF
+  once the writer has gone, EPIPE once the reader has, EINTR or a restart
+  for a signal, as always.
 
 A pipe enters native mode after two consecutive fast-path grants of the same
 call on each end (``offer``), only with the concurrent loop (``COVE_CPUS`` >=
