@@ -67,3 +67,40 @@ def test_pauses_while_a_pipe_is_native(build_guest, guest_dir, cove_platform):
         assert p.wait(timeout=60) == 0
         assert p.stdout.read() == b"ok\n", p.stderr.read()[-2000:]
         assert pauses >= 5
+
+
+def test_cove_native_pipes_0_keeps_pipes_out_of_native_mode(build_guest, kernel_run,
+                                                             cove_platform, monkeypatch):
+    """README: ``COVE_NATIVE_PIPES=0`` turns native mode off (read at import)."""
+    from cove.kernel import nativemode
+
+    monkeypatch.setattr(nativemode, "ENABLED", False)
+    exe = build_guest("pipe_native_mode")
+    r = kernel_run([f"/guests/{exe.name}", "eof"], timeout=90)
+    assert (r.status, r.output) == (0, b"ok\n")
+    if cove_platform == "userland":
+        assert r.kernel.native_io.native_modes == 0
+
+
+def test_one_task_runs_on_the_one_task_loop(build_guest, kernel_run, cove_platform,
+                                            monkeypatch):
+    """README: a sandbox with one task runs on the one-task loop (no launch
+    bookkeeping), and one that forks goes to the concurrent loop."""
+    from cove.kernel import kernel as kernel_mod
+
+    entered: list[int] = []
+    real = kernel_mod.Kernel._run_concurrent
+
+    def counting(self):  # type: ignore[no-untyped-def]
+        entered.append(len(self.tasks))
+        return real(self)
+
+    monkeypatch.setattr(kernel_mod.Kernel, "_run_concurrent", counting)
+    r = kernel_run(["/bin/busybox", "true"])
+    assert r.status == 0 and entered == []
+    r = kernel_run(["/bin/busybox", "sh", "-c", "busybox true; busybox true"])
+    assert r.status == 0
+    if cove_platform == "userland" and CPUS > 1:
+        assert entered and all(n > 1 for n in entered)
+    else:
+        assert entered == []  # kvm runs one guest thread at a time

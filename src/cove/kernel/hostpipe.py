@@ -100,6 +100,7 @@ import weakref
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.fs.file import O_DIRECT, O_NONBLOCK
+from cove.kernel import nativemode
 from cove.kernel.pipe import PAGE_SIZE, PIPE_DEF_SIZE, Pipe, PipeFile, requested_size
 from cove.kernel.sigerrno import epipe
 from cove.kernel.syscalls.fs_iov import guest_views
@@ -203,9 +204,7 @@ class HostPipe(Pipe):
         native mode (if on) ends first (cove.kernel.nativemode)."""
         self.owner.north_copies += copy
         if self.native is not None:
-            from cove.kernel.nativemode import leave
-
-            leave(self.owner, self.native)
+            nativemode.leave(self.owner, self.native)
 
     def open_end(self, readable: bool, writable: bool) -> None:
         self._north()
@@ -468,9 +467,7 @@ class NativePipes:
         if t is None and k.current is not None and k.current.ctx is ctx:
             t = k.current  # a woken call handed back, run as the task is launched
         if t is not None:
-            from cove.kernel.nativemode import offer
-
-            offer(self, t, fd, write, buf, count)
+            nativemode.offer(self, t, fd, write, buf, count)
 
     def _sleep(self, t: Task, fd: int, write: bool, queue: WaitQueue) -> None:
         """The call would sleep on ``queue`` in the North, exactly as its

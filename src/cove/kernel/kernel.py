@@ -292,7 +292,7 @@ class Kernel:
                         started[t] = time.perf_counter()
                         continue
                     self._handle(t, ex)
-                    self._stop_dirty(live, started, kicked)
+                    self._stop_dirty()
                     if t.state is runnable:
                         sched.runq.append(t)
                 sched.runq.extendleft(reversed(held))
@@ -339,12 +339,10 @@ class Kernel:
                 self.current = t
                 kind = ex.kind  # the cpu reuses its Exit
                 self._handle(t, ex)
-                self._stop_dirty(live, started, kicked)
+                self._stop_dirty()
                 for octx, other in list(live.items()):
                     if other.state is State.DEAD:
-                        del live[octx]  # exit_group, exec: its stub is gone or going
-                        started.pop(other, None)
-                        kicked.discard(other)
+                        self._unlaunch(other)  # exit_group, exec: its stub is gone or going
                         cpu.forget(octx)
                     elif other.state is not runnable or other.proc.state is State.STOPPED or \
                             other.pending.mask or other.proc.shared_pending.mask:
@@ -358,10 +356,7 @@ class Kernel:
                         sched.runq.appendleft(t)
         finally:
             for t in list(live.values()):
-                if t.native_mode is not None:
-                    from cove.kernel.nativemode import leave
-
-                    leave(self.native_io, t.native_mode)  # type: ignore[arg-type]
+                self._leave_native(t)
             self._drain_halted()  # their calls are made now, not lost
             for ctx in list(live):
                 cpu.forget(ctx)
@@ -370,22 +365,34 @@ class Kernel:
         assert self.init is not None
         return self.init.exit_code if self.init.exit_code is not None else 0
 
-    def _stop_dirty(self, live: dict[Any, Task], started: dict[Task, float],
-                    kicked: set[Task]) -> None:
+    def _unlaunch(self, t: Task) -> bool:
+        """Take ``t`` out of the concurrent loop's books; whether it was in."""
+        live = self.live_tasks
+        if not live or live.get(t.ctx) is not t:
+            return False
+        del live[t.ctx]
+        self._started.pop(t, None)
+        self._kicked.discard(t)
+        return True
+
+    def _leave_native(self, t: Task) -> None:
+        """``t``'s pipe (if in native mode) leaves it (cove.kernel.nativemode)."""
+        if t.native_mode is not None:
+            from cove.kernel.nativemode import leave
+
+            leave(self.native_io, t.native_mode)  # type: ignore[arg-type]
+
+    def _stop_dirty(self) -> None:
         """Map changes for a running process (another's call made them: a
         truncated shared file, say): it stops now, before a frame the North
         freed can go elsewhere, and its next launch applies them while none
         of its threads runs. Then the events of tasks ``stop_live`` stopped."""
+        live = self.live_tasks or {}
         for ctx in self.cpu.dirty_live():
-            t = live.pop(ctx, None)
-            if t is None:
+            t = live.get(ctx)
+            if t is None or not self._unlaunch(t):
                 continue  # stopped meanwhile (by leaving native mode): in _halted
-            started.pop(t, None)
-            kicked.discard(t)
-            if t.native_mode is not None:  # its pages may be a rule's buffer
-                from cove.kernel.nativemode import leave
-
-                leave(self.native_io, t.native_mode)  # type: ignore[arg-type]
+            self._leave_native(t)  # its pages may be a rule's buffer
             ex = self.cpu.halt_one(ctx)
             if ex is not None:
                 self._handle(t, ex)
@@ -406,12 +413,8 @@ class Kernel:
     def stop_live(self, t: Task) -> None:
         """Stop ``t`` now if it is in the guest (the concurrent loop); its
         event is handled right after the current one (``_stop_dirty``)."""
-        live = self.live_tasks
-        if not live or live.get(t.ctx) is not t:
+        if not self._unlaunch(t):
             return
-        del live[t.ctx]
-        self._started.pop(t, None)
-        self._kicked.discard(t)
         ex = self.cpu.halt_one(t.ctx)  # type: ignore[attr-defined]
         if ex is not None:
             self._halted.append((t, ex.copy()))
@@ -423,7 +426,7 @@ class Kernel:
         # All out of ``live`` first: handling one may end a pipe's native mode,
         # which stops the other end (stop_live) and must not take its exit.
         stopped = [(t, ex) for ctx, ex in self.cpu.halt_live()
-                   if (t := live.pop(ctx, None)) is not None]
+                   if (t := live.get(ctx)) is not None and self._unlaunch(t)]
         for t, ex in stopped:
             self._handle(t, ex)
             if t.state is State.RUNNABLE:
@@ -431,7 +434,7 @@ class Kernel:
         self._drain_halted()
 
     def _handle(self, t: Task, ex: Exit) -> None:
-        cut = getattr(t.ctx, "cut_short", -1)
+        cut = getattr(t.ctx, "cut_short", -1) if ex.kind == ExitKind.INTERRUPTED else -1
         if cut >= 0:
             # A native call a kick stopped before it moved a byte: -EINTR now,
             # and the call restarts unless a handler without SA_RESTART runs
@@ -441,11 +444,11 @@ class Kernel:
             if self.native_io is not None:
                 self.native_io.cut_short += 1
         if t.native_mode is not None and ex.kind == ExitKind.SYSCALL:
-            from cove.kernel.nativemode import keeps, leave
+            from cove.kernel.nativemode import keeps
 
             if not keeps(t.ctx.regs.rax):  # a call that could change what the rule relies on
                 ex = ex.copy()  # leaving stops the other end: the cpu reuses its Exit
-                leave(self.native_io, t.native_mode)  # type: ignore[arg-type]
+                self._leave_native(t)
         kind = ex.kind
         if kind == ExitKind.SYSCALL:
             self.syscall(t)
@@ -557,7 +560,6 @@ class Kernel:
     def _resume_blocked(self, t: Task) -> None:
         assert t.blocked_call is not None
         sc, raw = t.blocked_call
-        nio = self.native_io
         if t.timed_out:
             result = t.blocked_on.on_timeout if t.blocked_on else 0
             t.blocked_call = None
@@ -579,6 +581,7 @@ class Kernel:
             if sc.on_interrupt is not None:
                 self._on_interrupt(t, sc, raw)
             return
+        nio = self.native_io
         if nio is not None and nio.resume(t, sc.nr, raw):
             # The platform offers the unanswered call to its native path again,
             # as if just made (cove.kernel.hostpipe: NativePipes.resume).

@@ -111,14 +111,13 @@ def offer(np: NativePipes, t: Task, fd: int, write: bool, buf: int, count: int) 
     rkey, wkey = (other[0], key) if write else (key, other[0])
     if not _qualifies(np, p, rkey, wkey):
         return
+    allow = getattr(k.cpu, "allow_native", None)
+    if allow is None:
+        return  # a cpu that cannot run a rule
     rt, wt = rkey[0], wkey[0]
     mode = p.native = NativeMode(p, (rt, wt))
     np.native_modes += 1
     rt.native_mode = wt.native_mode = mode
-    allow = getattr(k.cpu, "allow_native", None)
-    if allow is None:
-        leave(np, mode)
-        return
     allow(rt.ctx, (NR_READ, rkey[1], rkey[2], rkey[3]), p.rd_end)
     allow(wt.ctx, (NR_WRITE, wkey[1], wkey[2], wkey[3]), p.wr_end)
 
@@ -136,7 +135,7 @@ def _qualifies(np: NativePipes, p: HostPipe, rkey: tuple, wkey: tuple) -> bool:
     for t, fd, want in ((rt, rkey[1], "readable"), (wt, wkey[1], "writable")):
         f = t.files.files.get(fd)
         if getattr(f, "pipe", None) is not p or not getattr(f, want) or f.fd_refs != 1 or \
-                f.flags & (O_NONBLOCK | O_DIRECT) or _watched(k, f):
+                f.flags & (O_NONBLOCK | O_DIRECT) or _watched(f):
             return False
         if t.state is State.DEAD or t.native_mode is not None or t.pending.mask or \
                 t.proc.shared_pending.mask:
@@ -154,7 +153,7 @@ def _qualifies(np: NativePipes, p: HostPipe, rkey: tuple, wkey: tuple) -> bool:
     return True
 
 
-def _watched(k: object, f: object) -> bool:
+def _watched(f: object) -> bool:
     """Some epoll instance watches ``f`` (it would miss the host's events)."""
     from cove.kernel import epoll
 
@@ -169,11 +168,9 @@ def leave(np: NativePipes, mode: NativeMode) -> None:
     p.native = None
     p.streak = [None, None]
     k = np.kernel
-    allow = getattr(k.cpu, "allow_native", None)
     for t in mode.tasks:
         t.native_mode = None
-        if allow is not None:
-            allow(t.ctx, None)
+        k.cpu.allow_native(t.ctx, None)  # type: ignore[attr-defined]  # offer checked it
         k.stop_live(t)
     p.rd_q.notify()
     p.wr_q.notify()

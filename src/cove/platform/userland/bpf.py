@@ -56,6 +56,11 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
+def allows(rule: Rule, nr: int, fd: int, buf: int, count: int) -> bool:
+    """Whether ``rule`` lets this call run natively (what ``_rule`` tests)."""
+    return rule[0] == nr and rule[1] == fd and rule[2] == buf and count <= rule[3]
+
+
 def _arg(i: int, high: bool = False) -> bytes:
     return _insn(_LD_W_ABS, _OFF_ARGS + 8 * i + (4 if high else 0))
 

@@ -76,7 +76,7 @@ from cove.platform.base import (
     UserRegs,
 )
 from cove.platform.userland import _sys as S
-from cove.platform.userland.bpf import TRACE_FOREIGN
+from cove.platform.userland.bpf import TRACE_FOREIGN, allows
 from cove.platform.userland.context import (
     H_FS_BASE,
     H_GS_BASE,
@@ -508,11 +508,10 @@ class UserlandCpu:
         if th.commit is not None:
             self._recommit(th)
         rules = ctx.native_rules
-        if rules and th.rules != rules and self._concurrent:
-            r = rules[0]
-            if r[0] == nr and r[1] == a0 and r[2] == a1 and a2 <= r[3]:
-                if self._to_rules_thread(ctx, th, aspace, nid, nr, ip, a0, a1, a2, a3, a4, a5):
-                    return None
+        if rules and th.rules != rules and self._concurrent and \
+                allows(rules[0], nr, a0, a1, a2) and \
+                self._to_rules_thread(ctx, th, aspace, nid, nr, ip, a0, a1, a2, a3, a4, a5):
+            return None
         if nr in NATIVE_NRS and self._fast.io is not None:
             done = self._fast.try_native(ctx, th, aspace, nid, nr, a0, a1, a2)
             if done:
@@ -540,8 +539,8 @@ class UserlandCpu:
         """A woken call handed back (retry_native) is its rule's: it moves to
         the rule's thread and is made there (``_to_rules_thread``)."""
         regs = ctx.regs
-        r = ctx.native_rules[0] if ctx.native_rules else None
-        if r is None or (r[0], r[1], r[2]) != (regs.rax, regs.rdi, regs.rsi) or regs.rdx > r[3]:
+        if not ctx.native_rules or \
+                not allows(ctx.native_rules[0], regs.rax, regs.rdi, regs.rsi, regs.rdx):
             return False
         return self._to_rules_thread(
             ctx, th, aspace, th.notif_id, regs.rax, regs.rip, regs.rdi, regs.rsi, regs.rdx,
@@ -668,8 +667,8 @@ class UserlandCpu:
         an ordinary stop."""
         rv = _signed(h[10])
         regs = ctx.regs
-        nr, fd, buf, most = th.rules[0]
-        if (h[H_ORIG_RAX], regs.rdi, regs.rsi) != (nr, fd, buf) or regs.rdx > most:
+        nr = h[H_ORIG_RAX]
+        if not allows(th.rules[0], nr, regs.rdi, regs.rsi, regs.rdx):
             return None  # a call the North answered, stopped at its end
         ex = self._exit
         if rv in _ERESTART:

@@ -143,11 +143,7 @@ class FastPath:
             return DECLINED
         if not mapped(pages, segs, grant.limit, PROT_READ if write else PROT_WRITE):
             return DECLINED
-        gen = getattr(proc, "generation", 0)
-        entry = self._installed.get(proc)
-        if entry is None or entry[0] != gen:
-            entry = self._installed[proc] = (gen, {})
-        installed = entry[1]
+        installed = self._installed_in(proc)
         key = grant.key
         if installed.get(fd) is not key:
             installed.pop(fd, None)  # whatever is there now is unknown until ADDFD says
@@ -176,11 +172,7 @@ class FastPath:
         stub (a thread is about to run calls on it with no stop: native mode),
         through the notification ``nid`` of ``th``; CONTINUED once done."""
         proc = th.proc
-        gen = getattr(proc, "generation", 0)
-        entry = self._installed.get(proc)
-        if entry is None or entry[0] != gen:
-            entry = self._installed[proc] = (gen, {})
-        installed = entry[1]
+        installed = self._installed_in(proc)
         key = ("blocking", end)
         if installed.get(fd) == key:
             return CONTINUED
@@ -198,6 +190,15 @@ class FastPath:
         if r == CONTINUED:
             installed[fd] = key
         return r
+
+    def _installed_in(self, proc: StubProcess) -> dict[int, object]:
+        """fd -> the key of the host file the fast path installed there, for
+        ``proc``'s current guest (a reused stub starts afresh: ``scrub``)."""
+        gen = getattr(proc, "generation", 0)
+        entry = self._installed.get(proc)
+        if entry is None or entry[0] != gen:
+            entry = self._installed[proc] = (gen, {})
+        return entry[1]
 
     def _install(self, th: StubThread, nid: int, src: int, fd: int) -> int:
         _ADDFD.pack_into(self._addfd, 0, nid, SECCOMP_ADDFD_FLAG_SETFD, src, fd, O_CLOEXEC)
