@@ -14,7 +14,7 @@ object. What holds host resources is never pickled as such:
   its own host fds;
 - ``HostFS`` reopens its host directory by path and refuses one that is not
   the same directory (device and inode) any more;
-- locks and selectors are made fresh; the scheduler forgets which host fds it
+- locks and epoll sets are made fresh; the scheduler forgets which host fds it
   watched (those waiters are woken on restore and re-block on the new fds);
 - closures (timer callbacks, procfs renderers) are pickled as a reference to
   their code inside cove plus their cell contents: no code is stored.
@@ -34,7 +34,6 @@ import copyreg
 import importlib
 import io
 import itertools
-import selectors
 import sys
 import threading
 import types
@@ -267,13 +266,11 @@ def new_rlock() -> Any:
     return threading.RLock()
 
 
-def new_selector() -> selectors.BaseSelector:
-    return selectors.DefaultSelector()
-
-
 def set_scheduler_state(s: Any, state: dict[str, Any]) -> None:
+    from cove.kernel.hostpoll import HostPoll
+
     s.__dict__.update(state)
-    s._selector = selectors.DefaultSelector()
+    s._selector = HostPoll()
 
 
 def set_kernel_state(k: Any, state: dict[str, Any]) -> None:
@@ -437,7 +434,6 @@ def _dispatch() -> dict[type, Callable[[Any], Any]]:
     table: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
     table[type(threading.Lock())] = lambda _: (new_lock, ())
     table[type(threading.RLock())] = lambda _: (new_rlock, ())
-    table[type(selectors.DefaultSelector())] = lambda _: (new_selector, ())
     # Weak containers (caches such as an overlay directory's children): what is
     # alive now travels; the restored objects nobody else holds go with the GC.
     table[weakref.WeakValueDictionary] = lambda d: (weak_values, (list(d.items()),))

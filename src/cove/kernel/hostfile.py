@@ -13,13 +13,13 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import selectors
 import struct
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
 from cove.fs.file import O_NONBLOCK, SEEK_CUR, SEEK_END, SEEK_SET, File
 from cove.fs.node import S_IFCHR, S_IFIFO, S_IFREG, S_IFSOCK, Stat, major, makedev
+from cove.kernel.hostpoll import EVENT_READ, EVENT_WRITE
 from cove.kernel.pipe import PIPEFS_DEV
 from cove.kernel.pollable import DEFAULT_POLLMASK, Pollable
 from cove.kernel.sigerrno import epipe
@@ -77,7 +77,7 @@ class HostFile(Pollable, File):
             return
         if self.flags & O_NONBLOCK:
             raise Errno(E.EAGAIN)
-        raise Blocked(host_fd=self.fd, host_events=selectors.EVENT_READ)
+        raise Blocked(host_fd=self.fd, host_events=EVENT_READ)
 
     def read(self, size: int) -> bytes:
         self.check_readable()
@@ -91,7 +91,7 @@ class HostFile(Pollable, File):
             # Someone else (the host side) drained it first: wait again.
             if self.flags & O_NONBLOCK:
                 raise Errno(E.EAGAIN) from None
-            raise Blocked(host_fd=self.fd, host_events=selectors.EVENT_READ) from None
+            raise Blocked(host_fd=self.fd, host_events=EVENT_READ) from None
         except OSError as e:
             raise _host_error(e) from None
 
@@ -107,7 +107,7 @@ class HostFile(Pollable, File):
                 if not done:
                     if self.flags & O_NONBLOCK:
                         raise Errno(E.EAGAIN) from None
-                    raise Blocked(host_fd=self.fd, host_events=selectors.EVENT_WRITE) from None
+                    raise Blocked(host_fd=self.fd, host_events=EVENT_WRITE) from None
                 if self.flags & O_NONBLOCK:
                     return done
                 # Part of it is out: a blocking write finishes, so here (only)
@@ -209,9 +209,9 @@ class HostFile(Pollable, File):
             return None
         ev = 0
         if events & (F.POLLIN | F.POLLRDNORM | F.POLLPRI):
-            ev |= selectors.EVENT_READ
+            ev |= EVENT_READ
         if events & (F.POLLOUT | F.POLLWRNORM):
-            ev |= selectors.EVENT_WRITE
+            ev |= EVENT_WRITE
         return (self.fd, ev) if ev else None
 
     def ioctl(self, t: Task, cmd: int, arg: int) -> int:

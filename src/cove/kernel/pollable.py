@@ -6,7 +6,7 @@ implements three methods:
 - ``poll_events()``: the POLL* bits true *now* (POLLIN, POLLOUT, POLLHUP,
   POLLERR, ...), computed without side effects;
 - ``poll_queues()``: the wait queues notified whenever those bits may change;
-- ``poll_host(events)``: ``(host_fd, selectors events)`` when readiness for
+- ``poll_host(events)``: ``(host_fd, hostpoll events)`` when readiness for
   the POLL* ``events`` asked for depends on a host fd the scheduler must
   watch, else None.
 

@@ -18,7 +18,7 @@ from weakref import WeakKeyDictionary
 
 from cove.abi import flags as F
 from cove.abi.errno import Errno
-from cove.abi.structs import USER_HZ
+from cove.abi.structs.clock import USER_HZ
 from cove.kernel.physmem import PAGE_SHIFT, PAGE_SIZE
 from cove.kernel.procfs_mem import VmStats, vm_stats
 from cove.kernel.task import NSIG, State

@@ -18,7 +18,7 @@ import time
 from functools import cache
 from weakref import WeakKeyDictionary
 
-from cove.abi.structs import USER_HZ
+from cove.abi.structs.clock import USER_HZ
 from cove.fs.mount import MS_NODEV, MS_NOEXEC, MS_NOSUID, Location, Mount
 from cove.kernel.physmem import PAGE_SIZE
 from cove.kernel.task import State

@@ -3,14 +3,18 @@ blocked threads wait (wait queues, deadlines, host file descriptors)."""
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
-import selectors
 import time
 from collections import deque
 from collections.abc import Callable
 
+try:  # the C functions heapq.py re-exports (heapq.py itself costs ~0.15 ms a start)
+    from _heapq import heappop, heappush
+except ImportError:  # pragma: no cover - a Python without the accelerator
+    from heapq import heappop, heappush
+
+from cove.kernel.hostpoll import EVENT_READ, HostPoll
 from cove.kernel.task import State, Task
 from cove.kernel.wait import Blocked
 
@@ -38,7 +42,7 @@ class Scheduler:
         self._deadlines: list[tuple[float, int, Task]] = []
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
-        self._selector = selectors.DefaultSelector()
+        self._selector = HostPoll()
         self._fd_waiters: dict[int, set[Task]] = {}
         # The sandbox's wall-clock limit (monotonic): next() never sleeps past it.
         self.horizon: float | None = None
@@ -60,7 +64,7 @@ class Scheduler:
         for q in b.queues:
             q.waiters.add(t)
         if b.deadline is not None:
-            heapq.heappush(self._deadlines, (b.deadline, next(self._seq), t))
+            heappush(self._deadlines, (b.deadline, next(self._seq), t))
         if b.host_fd is not None:
             waiters = self._fd_waiters.setdefault(b.host_fd, set())
             if not waiters:
@@ -113,26 +117,26 @@ class Scheduler:
     def call_at(self, deadline: float, fn: Callable[[], None]) -> Timer:
         """Run ``fn()`` once at ``deadline`` (cancel with ``Timer.cancel``)."""
         timer = Timer(deadline, fn)
-        heapq.heappush(self._timers, (deadline, next(self._seq), timer))
+        heappush(self._timers, (deadline, next(self._seq), timer))
         return timer
 
     def _fire(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
-            timer = heapq.heappop(self._timers)[2]
+            timer = heappop(self._timers)[2]
             if not timer.cancelled:
                 timer.cancelled = True
                 timer.fn()
 
     def _next_deadline(self) -> float | None:
         while self._timers and self._timers[0][2].cancelled:
-            heapq.heappop(self._timers)
+            heappop(self._timers)
         times = [q[0][0] for q in (self._deadlines, self._timers) if q]
         return min(times) if times else None
 
     # --- choosing -------------------------------------------------------------
     def _expire(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, _, t = heapq.heappop(self._deadlines)
+            deadline, _, t = heappop(self._deadlines)
             b = t.blocked_on
             if t.state is State.BLOCKED and b is not None and b.deadline == deadline:
                 self.wake(t, timed_out=True)
@@ -142,11 +146,11 @@ class Scheduler:
             if timeout:
                 time.sleep(timeout)
             return
-        for key, _ in self._selector.select(timeout):
-            if key.fd == self._wakeup_r:
+        for fd in self._selector.ready(timeout):
+            if fd == self._wakeup_r:
                 self._drain_wakeup()
                 continue
-            for t in list(self._fd_waiters.get(key.fd, ())):
+            for t in list(self._fd_waiters.get(fd, ())):
                 self.wake(t)
 
     # --- waking the scheduler from another host thread -----------------------
@@ -154,7 +158,7 @@ class Scheduler:
         """Make ``wakeup()`` usable (a self-pipe; ``close()`` releases it)."""
         if self._wakeup_r < 0:
             self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            self._selector.register(self._wakeup_r, selectors.EVENT_READ)
+            self._selector.register(self._wakeup_r, EVENT_READ)
 
     def wakeup(self) -> None:
         """From any host thread: ``next()`` returns None soon, even while it

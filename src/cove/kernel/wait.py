@@ -48,7 +48,7 @@ class Blocked(Exception):
         self.deadline = deadline  # time.monotonic() seconds
         self.on_timeout = on_timeout
         self.host_fd = host_fd
-        self.host_events = host_events  # selectors.EVENT_READ / EVENT_WRITE
+        self.host_events = host_events  # hostpoll.EVENT_READ / EVENT_WRITE
         self.interruptible = interruptible
 
 

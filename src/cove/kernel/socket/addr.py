@@ -18,7 +18,7 @@ import struct
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import SOCKADDR_IN, SOCKADDR_IN6, SOCKADDR_UN
+from cove.abi.structs.net import SOCKADDR_IN, SOCKADDR_IN6, SOCKADDR_UN
 
 SUN_PATH_OFFSET = 2  # offsetof(struct sockaddr_un, sun_path)
 SOCKADDR_STORAGE = 128  # the most any call copies in (move_addr_to_kernel)

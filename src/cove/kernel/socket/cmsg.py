@@ -19,7 +19,7 @@ import struct
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import CMSGHDR, UCRED, cmsg_align, cmsg_len, cmsg_space
+from cove.abi.structs.net import CMSGHDR, UCRED, cmsg_align, cmsg_len, cmsg_space
 from cove.kernel.socket.packet import Creds, drop_files
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)

@@ -12,7 +12,7 @@ import struct
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import SOCKADDR_IN
+from cove.abi.structs.net import SOCKADDR_IN
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:

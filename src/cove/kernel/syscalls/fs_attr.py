@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import TIMESPEC, TIMEVAL
+from cove.abi.structs.clock import TIMESPEC, TIMEVAL
 from cove.fs.file import O_PATH, File, InodeFile
 from cove.fs.mount import Location
 from cove.fs.node import S_IFDIR, S_IFIFO, S_IFMT, S_IFREG, SetAttr, now_ns

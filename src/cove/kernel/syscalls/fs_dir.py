@@ -12,7 +12,7 @@ import struct
 from collections.abc import Callable
 
 from cove.abi.errno import E, Errno
-from cove.abi.structs import dirent64_reclen, pack_dirent64
+from cove.abi.structs.fs import dirent64_reclen, pack_dirent64
 from cove.fs import perm
 from cove.fs.file import O_PATH
 from cove.fs.node import S_IFDIR, S_IFMT

@@ -15,7 +15,7 @@ import struct
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import FLOCK
+from cove.abi.structs.fs import FLOCK
 from cove.fs.file import O_PATH, SETFL_MASK, File, InodeFile
 from cove.fs.perm import is_owner
 from cove.kernel.syscall import FD, UINT, ULONG, syscall

@@ -17,7 +17,7 @@ from itertools import pairwise
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import IOVEC, UIO_MAXIOV
+from cove.abi.structs.fs import IOVEC, UIO_MAXIOV
 from cove.fs.file import O_APPEND, File, InodeFile
 from cove.fs.node import S_IFMT, S_IFREG
 from cove.kernel import signals

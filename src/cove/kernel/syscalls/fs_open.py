@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import OPEN_HOW
+from cove.abi.structs.fs import OPEN_HOW
 from cove.fs.mount import Location
 from cove.fs.perm import is_owner
 from cove.kernel.physmem import PAGE_SIZE

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import STAT, STATFS, STATX
+from cove.abi.structs.fs import STAT, STATFS, STATX
 from cove.fs import perm
 from cove.fs.file import File
 from cove.fs.mount import MS_NOEXEC, Location

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import ITIMERSPEC
+from cove.abi.structs.clock import ITIMERSPEC
 from cove.fs.file import O_PATH
 from cove.kernel.syscall import INT, PTR, syscall
 from cove.kernel.syscalls.proc_lookup import capable

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import RLIMIT, RUSAGE
+from cove.abi.structs.process import RLIMIT, RUSAGE
 from cove.kernel.fdtable import NR_OPEN_DEFAULT, NR_OPEN_MAX
 from cove.kernel.syscall import INT, PTR, UINT, syscall
 from cove.kernel.syscalls.proc_lookup import capable, find_process

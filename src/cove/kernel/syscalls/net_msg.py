@@ -15,7 +15,9 @@ import time
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import MMSGHDR, MSGHDR, TIMESPEC, UIO_MAXIOV
+from cove.abi.structs.clock import TIMESPEC
+from cove.abi.structs.fs import UIO_MAXIOV
+from cove.abi.structs.net import MMSGHDR, MSGHDR
 from cove.kernel.socket import io
 from cove.kernel.socket.addr import SOCKADDR_STORAGE
 from cove.kernel.socket.base import Received

@@ -14,7 +14,7 @@ import os
 import time
 
 from cove.abi.errno import E, Errno
-from cove.abi.structs import SI_LOAD_SHIFT, SYSINFO, UTSNAME
+from cove.abi.structs.process import SI_LOAD_SHIFT, SYSINFO, UTSNAME
 from cove.kernel import process
 from cove.kernel.kernel import NORETURN
 from cove.kernel.physmem import PAGE_SIZE

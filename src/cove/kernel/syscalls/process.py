@@ -18,7 +18,7 @@ import struct
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import RUSAGE
+from cove.abi.structs.process import RUSAGE
 from cove.dataclass import dataclass
 from cove.kernel import exec as exec_
 from cove.kernel import process

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import SCHED_PARAM
+from cove.abi.structs.process import SCHED_PARAM
 from cove.kernel.syscall import INT, PTR, UINT, syscall
 from cove.kernel.syscalls.limits import rlimit
 from cove.kernel.syscalls.proc_lookup import capable, find_process, put_u32

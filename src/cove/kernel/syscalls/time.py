@@ -28,7 +28,7 @@ from weakref import WeakKeyDictionary
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import TIMESPEC, TIMEVAL, TIMEZONE, TMS, USER_HZ
+from cove.abi.structs.clock import TIMESPEC, TIMEVAL, TIMEZONE, TMS, USER_HZ
 from cove.kernel.syscall import INT, PTR, syscall
 from cove.kernel.wait import Blocked
 

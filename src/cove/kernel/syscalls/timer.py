@@ -22,7 +22,7 @@ from weakref import WeakKeyDictionary
 
 from cove.abi import flags as F
 from cove.abi.errno import E, Errno
-from cove.abi.structs import ITIMERSPEC, ITIMERVAL
+from cove.abi.structs.clock import ITIMERSPEC, ITIMERVAL
 from cove.abi.structs.siginfo import SIGINFO_SIZE, SIGINFO_TIMER, siginfo_timer
 from cove.kernel import process, signals
 from cove.kernel.itimer import NSEC, ClockTimer
