@@ -607,6 +607,29 @@ def test_cli_restore_imports_only_what_it_needs(tmp_path):
 
 
 @needs_kvm_snapshots
+def test_proc_is_made_on_first_use_even_after_a_restore(tmp_path):
+    """A guest that never looked inside /proc snapshots none of its entries, and
+    restoring it imports none of their modules; the guest's first look after
+    the restore finds the whole tree."""
+    snap = str(tmp_path / "py.snap")
+    r = _cove("snapshot", "--out", snap, "--", "python3", "-c",
+              "import sys; exec(sys.stdin.read())")
+    assert r.returncode == 0, r.stderr
+    code = ("import sys\n"
+            "from cove.cli import main\n"
+            "rc = main(['restore', sys.argv[1]])\n"
+            "print(rc, sorted(m for m in sys.modules if m.startswith('cove.kernel.procfs_')))\n")
+    look = (b"import os\nprint(sorted(os.listdir('/proc/sys/kernel'))[:2], "
+            b"open('/proc/self/comm').read().strip(), "
+            b"os.readlink('/proc/self') == str(os.getpid()))\n")
+    runs = [subprocess.run([sys.executable, "-c", code, snap], input=stdin, capture_output=True,
+                           timeout=120) for stdin in (b"print('hi')\n", look)]
+    assert (runs[0].stdout, runs[0].stderr) == (b"hi\n0 []\n", b"")
+    assert runs[1].stdout.splitlines()[0] == b"['cap_last_cap', 'domainname'] python3 True", \
+        runs[1].stderr
+
+
+@needs_kvm_snapshots
 def test_cli_snapshot_and_restore_errors(tmp_path):
     snap = str(tmp_path / "s.snap")
     r = _cove("snapshot", "--out", snap, "--", BUSYBOX, "true")

@@ -627,6 +627,19 @@ def test_task_states(g):
     assert g.stat_fields(f"/proc/{c.t.pid}/stat")[2] == "T"
 
 
+def test_the_fixed_entries_are_made_on_first_use(g):
+    """Nothing under /proc is made (or imported) until something looks inside:
+    a sandbox that never does snapshots none of it."""
+    fs = make_procfs(g.vfs)
+    root = fs.root
+    assert not root.built and root.children == {} and root.listing is None
+    root.stat()
+    assert not root.built
+    assert "uptime" in {e.name for e in root.readdir()} and root.built
+    fresh = make_procfs(g.vfs).root
+    assert fresh.lookup("sys").lookup("kernel").lookup("ostype").render() == b"Linux\n"
+
+
 def test_lookups_do_not_rebuild_the_process_listing(g):
     """ps over many processes: each /proc/<pid> lookup goes to the process
     table, not through a fresh listing of every process."""
@@ -635,6 +648,7 @@ def test_lookups_do_not_rebuild_the_process_listing(g):
     kids = [spawn(g.k, g.t) for _ in range(300)]
     root = g.vfs.resolve(g.vfs.context(), None, "/proc").inode
     calls = []
+    root.lookup("self")  # the fixed entries and the listing are made on first use
     listing = root.listing
     root.listing = lambda: calls.append(1) or listing()
     for kid in kids:

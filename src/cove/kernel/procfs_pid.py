@@ -340,3 +340,21 @@ def parse_int(data: bytes) -> int:
     if not digits or not all(ch in "0123456789abcdef"[:base] for ch in digits.lower()):
         raise ValueError(text)
     return sign * int(digits, base)
+
+
+def _inherit_oom(parent: Task, child: Task) -> None:
+    adj = oom_adj.get(parent.proc)
+    if adj is not None and child.proc is not parent.proc:
+        oom_adj[child.proc] = adj
+
+
+def _register_fork_hook() -> None:
+    # Here, next to the table: whatever sets an adjustment (a /proc write, a
+    # restored snapshot's side table) has imported this module.
+    from cove.kernel.process import FORK_HOOKS
+
+    if _inherit_oom not in FORK_HOOKS:
+        FORK_HOOKS.append(_inherit_oom)
+
+
+_register_fork_hook()
