@@ -135,3 +135,20 @@ def test_syscalls_table_is_honest():
     assert any(line.split()[1:3] == ["kexec_load", "missing"] for line in lines if line.strip())
     counts = dict(part.split(": ") for part in lines[-1].split(", "))
     assert int(counts["full"]) > 150 and int(counts["missing"]) > 0
+
+
+@pytest.mark.parametrize("how", ["launcher", "-m cove", "-m cove.cli"])
+def test_every_way_to_start_cove_writes_all_its_output(how):
+    """The command leaves without the interpreter's shutdown (os._exit): what
+    Python buffers must be written first, with block-buffered stdout too."""
+    launcher = os.path.join(os.path.dirname(sys.executable), "cove")
+    if how == "launcher" and not os.path.exists(launcher):
+        pytest.skip(f"no {launcher}: cove is not installed into this interpreter's environment")
+    argv = {"launcher": [launcher], "-m cove": [sys.executable, "-m", "cove"],
+            "-m cove.cli": [sys.executable, "-m", "cove.cli"]}[how]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    r = subprocess.run([*argv, "syscalls"], capture_output=True, text=True, env=env,
+                       stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith("full: "), r.stderr
+    r = subprocess.run([*argv, "--nope"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "unrecognized arguments: --nope" in r.stderr

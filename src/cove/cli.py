@@ -200,8 +200,27 @@ def _main(argv: list[str] | None) -> int:
         return _fail(msg if "platform" in msg or "kvm" in msg else f"internal error: {msg}")
 
 
+def run_command() -> None:
+    """The ``cove`` command (bin/cove, ``python -m cove``): ``main()``, then out
+    without the interpreter's shutdown, which would tear down every module and
+    object cove made (the kernel ends the process faster); what Python still
+    buffers for stdout and stderr is written first."""
+    try:
+        status = main()
+    except SystemExit as e:  # argparse: --help, usage errors (it printed the message)
+        status = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if not isinstance(e.code, int | None):
+            print(e.code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (cove syscalls | head): nothing to keep
+            status = status or 1
+    os._exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
     # `python -m cove.cli` runs this file as __main__: cove.cli_snapshot's
     # `from cove.cli import ...` then finds it instead of running it again.
     sys.modules.setdefault("cove.cli", sys.modules[__name__])
-    os._exit(main())
+    run_command()

@@ -1,0 +1,5 @@
+"""``python -m cove``: the ``cove`` command."""
+
+from cove.cli import run_command
+
+run_command()
