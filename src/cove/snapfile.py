@@ -143,6 +143,7 @@ class Reading:
         self.image_offset = 0
         self.image_length = 0
         self._want = b""
+        self._meta: dict[str, Any] | None = None
         self._digest: bytes | None = None
         self._hash_error: BaseException | None = None
         self._hasher: threading.Thread | None = None
@@ -201,16 +202,20 @@ class Reading:
             self._hash_error = e
 
     def meta_hint(self) -> dict[str, Any] | None:
-        """The metadata as the file says, not checked yet (None if unreadable)."""
+        """The metadata as the file says, not checked yet (None if unreadable).
+        Parsed once: after ``finish`` it is the checked metadata (the same bytes);
+        callers only read it."""
         if self.problem is not None:
             return None
-        try:
-            from cove.jsonread import loads  # not json: it imports re (~2.5 ms)
+        if self._meta is None:
+            try:
+                from cove.jsonread import loads  # not json: it imports re (~2.5 ms)
 
-            meta = loads(self.meta_raw)
-        except ValueError:
-            return None
-        return meta if isinstance(meta, dict) else None
+                meta = loads(self.meta_raw)
+            except ValueError:
+                return None
+            self._meta = meta if isinstance(meta, dict) else None
+        return self._meta
 
     def finish(self) -> tuple[bytes, dict[int, int], bytes, int, int]:
         """(meta_raw, refs, state, fd, image_offset) of an intact file, the fd

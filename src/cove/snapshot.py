@@ -37,7 +37,7 @@ import threading
 import time
 import weakref
 
-from cove import __version__, jsonread
+from cove import __version__
 from cove.sandbox import CoveError, SandboxConfig, SandboxState, parse_memory
 from cove.snapfile import FORMAT, HEADER, MAGIC, PAGE, Checksum, FileProblem, Reading, page_up
 from cove.snapfile import runs as _runs
@@ -230,17 +230,14 @@ class Snapshot:
         ``staged``: memory readied for the first restore (``cove.snapstage``)."""
         try:
             try:
-                meta_raw, refs, state, fd, image_offset = reading.finish()
+                _meta_raw, refs, state, fd, image_offset = reading.finish()
             except FileProblem as e:
                 raise (SnapshotError if e.kind == "open" else SnapshotFormatError)(
                     str(e)) from None
-            try:
-                meta = jsonread.loads(meta_raw)
-                if not isinstance(meta, dict):
-                    raise ValueError(meta_raw)
-            except ValueError:
+            meta = reading.meta_hint()  # of the bytes finish() just checked
+            if meta is None:
                 os.close(fd)
-                raise SnapshotFormatError(f"{reading.name}: unreadable metadata") from None
+                raise SnapshotFormatError(f"{reading.name}: unreadable metadata")
             try:
                 _check_origin(meta, reading.name)
             except BaseException:
