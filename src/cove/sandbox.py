@@ -767,4 +767,4 @@ def _why(e: Errno) -> str:
         E.ENOEXEC: "not an executable (exec format error)", E.EISDIR: "is a directory",
         E.ENAMETOOLONG: "file name too long", E.E2BIG: "argument list too long",
         E.ENOMEM: "out of guest memory",
-    }.get(E(e.errno) if e.errno in E._value2member_map_ else e.errno, e.name.lower())
+    }.get(e.errno, e.name.lower())

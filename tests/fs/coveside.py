@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cove.abi.errno import E, Errno
+from cove.abi.errno import E, Errno, errno_name
 from cove.fs.file import File
 from cove.fs.memfs import MemFS
 from cove.fs.node import S_IFMT
@@ -70,7 +70,7 @@ class CoveOps:
         try:
             return ("ok", getattr(self, "op_" + op)(*args))
         except Errno as e:
-            return ("err", E(e.errno).name)
+            return ("err", errno_name(e.errno))
 
     def _fd(self, slot: int) -> File:
         if slot >= len(self.fds) or self.fds[slot] is None:

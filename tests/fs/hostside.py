@@ -16,7 +16,7 @@ import shutil
 import stat as st
 from typing import Any
 
-from cove.abi.errno import E
+from cove.abi.errno import errno_name
 
 _libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100
@@ -94,7 +94,7 @@ class HostOps:
         try:
             return ("ok", getattr(self, "op_" + op)(*args))
         except OSError as e:
-            return ("err", E(e.errno).name)
+            return ("err", errno_name(e.errno))
 
     def _fd(self, slot: int) -> int:
         if slot >= len(self.fds) or self.fds[slot] is None:

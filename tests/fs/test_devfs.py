@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from cove.abi.errno import E, Errno
+from cove.abi.errno import E, Errno, errno_name
 from cove.fs.devfs import (
     DEV_FULL,
     DEV_NULL,
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.timeout(60)
 def err(code: int, fn, *args) -> None:
     with pytest.raises(Errno) as info:
         fn(*args)
-    assert info.value.errno == code, f"expected {E(code).name}, got {info.value.name}"
+    assert info.value.errno == code, f"expected {errno_name(code)}, got {info.value.name}"
 
 
 @pytest.fixture

@@ -219,10 +219,10 @@ class Sandbox:
         f = self.vfs.open(ctx or self.ctx, None, path, O_RDONLY)
         return f.pread(1 << 20, 0)
 
-    def errno(self, fn, *args, **kw) -> E:
+    def errno(self, fn, *args, **kw) -> int:
         with pytest.raises(Errno) as info:
             fn(*args, **kw)
-        return E(info.value.errno)
+        return info.value.errno
 
     def key(self, path: str, ctx: PathContext | None = None) -> tuple[int, int]:
         st = self.vfs.stat(ctx or self.ctx, None, path)

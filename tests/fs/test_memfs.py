@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from cove.abi.errno import E, Errno
+from cove.abi.errno import E, Errno, errno_name
 from cove.fs.memfs import MemDir, MemFile, MemFS, MemInode
 from cove.fs.node import (
     DT_DIR,
@@ -40,7 +40,7 @@ OLD = 1_000_000_000  # 1970-01-01T00:00:01
 def err(code: int, fn, *args) -> None:
     with pytest.raises(Errno) as info:
         fn(*args)
-    assert info.value.errno == code, f"expected {E(code).name}, got {info.value.name}"
+    assert info.value.errno == code, f"expected {errno_name(code)}, got {info.value.name}"
 
 
 def age(*nodes: MemInode) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from cove.abi.errno import E, Errno
+from cove.abi.errno import E, Errno, errno_name
 from cove.fs.file import (
     O_CREAT,
     O_DIRECTORY,
@@ -64,7 +64,7 @@ def err(code: int, fn: Callable[..., object], *args: object, **kw: object) -> No
     """``fn(*args)`` must fail with exactly ``code``."""
     with pytest.raises(Errno) as info:
         fn(*args, **kw)
-    assert info.value.errno == code, f"expected {E(code).name}, got {info.value.name}"
+    assert info.value.errno == code, f"expected {errno_name(code)}, got {info.value.name}"
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from cove.abi import flags as F
-from cove.abi.errno import E
+from cove.abi.errno import E, errno_name
 from cove.abi.flags import AUXV
 from cove.kernel.procfs import make_procfs
 from cove.kernel.procfs_pid import fd_size
@@ -37,7 +37,7 @@ class ProcGuest(Guest):
 
     def rd(self, path: str) -> bytes:
         fd = self.open(path)
-        assert fd >= 0, f"open {path}: {E(-fd).name}"
+        assert fd >= 0, f"open {path}: {errno_name(-fd)}"
         out = b""
         while True:
             n = self.call("read", fd, self.buf, BUF)

@@ -33,7 +33,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from cove.abi.errno import E, Errno
+from cove.abi.errno import E, Errno, known
 from cove.fs.node import (
     DT_DIR,
     DT_LNK,
@@ -120,10 +120,9 @@ def _open_at(dirfd: int, name: bytes, flags: int) -> int:
 # --- helpers -------------------------------------------------------------------
 def _errno(e: OSError) -> Errno:
     """The Linux errno for a host error (the host is Linux, so numbers agree)."""
-    try:
-        return Errno(E(e.errno), "host")
-    except ValueError:
-        return Errno(E.EIO, f"host errno {e.errno}")
+    if e.errno is not None and known(e.errno):
+        return Errno(e.errno, "host")
+    return Errno(E.EIO, f"host errno {e.errno}")
 
 
 def _gone(e: OSError) -> Errno:

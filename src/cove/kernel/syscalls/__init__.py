@@ -326,7 +326,7 @@ SIZES: dict[str, int] = {
     "proc_lookup": 2271,
     "process": 10301,
     "sched_info": 5319,
-    "signal": 11498,
+    "signal": 11678,
     "signalfd": 1378,
     "thread": 7102,
     "time": 9874,
