@@ -39,7 +39,8 @@ race whenever the target's state can change after the check):
   (never in the record) fail the check: the North handles such calls, with
   EFAULT where Linux gives it, and a native call can never write the stub's
   pages. The iovec array is read here and again by the host kernel; it
-  cannot change in between.
+  cannot change in between, as long as no other guest thread runs: once
+  several run at once (``offers``), readv and writev are the North's.
 - Nothing else runs meanwhile: the cpu asks from inside ``Cpu.run`` (no
   North code runs), and no other guest thread runs (one cpu; every other
   stub thread is stopped or waiting in a notification), so no one else can
@@ -130,6 +131,11 @@ class FastPath:
                 return DECLINED
             segs: list[tuple[int, int]] | None = [(a1, a2)]
             total = a2
+        elif self.offers:
+            # Other guest threads may be running (the concurrent loop): one
+            # that shares the iovec array's page could rewrite it between the
+            # check here and the host's own read of it. The North copies it once.
+            return DECLINED
         else:
             segs = self._iovecs(pages, a1, a2)
             if not segs:
