@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from cove.kernel.hostio import HostStdio
     from cove.kernel.task import Task
 
+PTS_MAJOR = 136  # /dev/pts/N, the sandbox's terminal (cove.kernel.hosttty)
+TTY_GID = 5
+
 SOCKFS_DEV = makedev(0, 8)
 HOSTFILE_DEV = makedev(0, 40)  # regular files given as stdio: a device of their own
 CHUNK = 1 << 20  # most bytes moved by one host read/write

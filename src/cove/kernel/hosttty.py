@@ -20,7 +20,7 @@ from cove.abi.errno import E, Errno
 from cove.abi.structs.tty import TERMIOS, TERMIOS2, WINSIZE
 from cove.fs.node import S_IFCHR, Stat, makedev
 from cove.kernel import signals
-from cove.kernel.hostfile import HostFile, _host_error
+from cove.kernel.hostfile import PTS_MAJOR, TTY_GID, HostFile, _host_error
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from cove.kernel.kernel import Kernel
     from cove.kernel.task import Process, Task
 
-PTS_MAJOR = 136
-TTY_GID = 5
 DEVPTS_DEV = makedev(0, 24)
 N_TTY = 0
 _INT = struct.Struct("<i")
