@@ -589,12 +589,15 @@ def test_cli_warm_start_demo(tmp_path):
 @needs_kvm_snapshots
 def test_cli_restore_imports_only_what_it_needs(tmp_path):
     """cove restore imports no logging (nothing is logged), no argparse, no
-    typing, re or json (tests/test_startup.py), and pickle's and hashlib's C
-    modules without their Python wrappers."""
+    typing, re or json (tests/test_startup.py), pickle's and hashlib's C
+    modules without their Python wrappers, no selectors or heapq.py (the
+    scheduler has its own epoll set), no terminal code for stdio that is not
+    a terminal, and not every struct layout for the one the core needs."""
     snap = str(tmp_path / "cat.snap")
     r = _cove("snapshot", "--out", snap, "--", BUSYBOX, "cat")
     assert r.returncode == 0, r.stderr
-    watched = ("logging", "traceback", "argparse", "pickle", "hashlib", "typing", "re", "json")
+    watched = ("logging", "traceback", "argparse", "pickle", "hashlib", "typing", "re", "json",
+               "selectors", "heapq", "cove.kernel.hosttty", "cove.abi.structs.net")
     code = ("import sys\n"
             f"for m in {watched!r}: sys.modules.pop(m, None)  # some site files import them\n"
             "before = set(sys.modules)\n"

@@ -804,8 +804,6 @@ def rebase_monotonic(k: Kernel, side: dict[tuple[str, str], Any], delta: float) 
     """Move every host-monotonic instant the restored state holds by ``delta``
     (restore time minus capture time), so guest clocks continue where they
     were and pending sleeps keep their remaining length."""
-    import heapq
-
     k.boot_monotonic += delta
     for proc in k.processes.values():
         proc.start_time += delta
@@ -815,12 +813,11 @@ def rebase_monotonic(k: Kernel, side: dict[tuple[str, str], Any], delta: float) 
         if b is not None and b.deadline is not None:
             b.deadline += delta
     s = k.sched
-    s._deadlines = [(d + delta, n, t) for d, n, t in s._deadlines]
-    heapq.heapify(s._deadlines)
+    # Sorted is a valid heap (and rounding may tie keys the shift kept apart).
+    s._deadlines = sorted((d + delta, n, t) for d, n, t in s._deadlines)
     for _, _, timer in s._timers:
         timer.deadline += delta
-    s._timers = [(d + delta, n, timer) for d, n, timer in s._timers]
-    heapq.heapify(s._timers)
+    s._timers = sorted((d + delta, n, timer) for d, n, timer in s._timers)
     for key in _MONOTONIC_TABLES:
         if not side.get(key):
             continue
