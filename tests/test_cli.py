@@ -152,3 +152,14 @@ def test_every_way_to_start_cove_writes_all_its_output(how):
     assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith("full: "), r.stderr
     r = subprocess.run([*argv, "--nope"], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and "unrecognized arguments: --nope" in r.stderr
+
+
+@needs_kvm
+@pytest.mark.parametrize("closed", [">&-", "2>&-"])
+def test_a_closed_stdout_or_stderr_keeps_the_guests_status(closed):
+    """Python starts with sys.stdout (or stderr) None when that fd is closed: the
+    command's exit must not trip over it."""
+    r = subprocess.run(["sh", "-c", f"{sys.executable} -m cove run -- /bin/sh -c 'exit 3' "
+                                    f"{closed}"], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr

@@ -124,13 +124,20 @@ def _cmd_syscalls() -> int:
 
     table = load_all()
     counts = {"full": 0, "partial": 0, "enosys": 0, "missing": 0}
+    lines = []
     for nr in sorted(NAMES):
         sc = table.get(nr)
         support = sc.support if sc else "missing"
         counts[support] += 1
         note = f"  {sc.note}" if sc and sc.note else ""
-        print(f"{nr:4d} {NAMES[nr]:<24} {support}{note}")
-    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+        lines.append(f"{nr:4d} {NAMES[nr]:<24} {support}{note}\n")
+    lines.append(", ".join(f"{k}: {v}" for k, v in counts.items()) + "\n")
+    try:
+        sys.stdout.write("".join(lines))
+        sys.stdout.flush()
+    except BrokenPipeError:  # cove syscalls | head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a writer killed by SIGPIPE
     return 0
 
 
@@ -212,6 +219,8 @@ def run_command() -> None:
         if not isinstance(e.code, int | None):
             print(e.code, file=sys.stderr)
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with that fd closed (cove run ... >&-)
+            continue
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe (cove syscalls | head): nothing to keep

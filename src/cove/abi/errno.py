@@ -8,7 +8,7 @@ from __future__ import annotations
 
 class E:
     """Linux errno values: plain ints (``errno_name`` gives a number's name).
-    Not an IntEnum: its 133 members cost ~0.5 ms of every start, for names
+    Not an IntEnum: its 131 members cost ~0.5 ms of every start, for names
     that only messages need."""
 
     EPERM = 1  # Operation not permitted

@@ -74,7 +74,12 @@ them) and on North state (the fd table, the reader count, the bytes in the
 host pipe), and none of that can change between the answer and the call's
 end: the platform asks from inside ``Cpu.run``, where no North code runs and
 no other guest thread runs (one cpu, one guest thread at a time), and the
-host pipe is touched only by North code and by guest threads.
+host pipe is touched only by North code and by guest threads. When several
+guest threads run at once (the concurrent loop), the call may still be
+running while the North goes on: the platform holds the grant until the
+thread's next event (``NativeEnd.hold``/``release``), and meanwhile no other
+call on that end is granted and the North copies nothing through it (a
+reader or writer that would have sleeps until the release wakes it).
 
 North-side copies (a call the native path declined: a buffer not populated
 yet, a count that would leave a partial write) go straight between guest
@@ -131,13 +136,19 @@ class NativeEnd:
     """One host end of a host pipe, as the platform sees it (a
     ``cove.platform.base.NativeGrant``; the object is its own key)."""
 
-    __slots__ = ("_blocking", "host_fd", "limit", "pipe", "write")
+    __slots__ = ("_blocking", "host_fd", "inflight", "limit", "pipe", "write")
 
     def __init__(self, pipe: HostPipe, host_fd: int, write: bool) -> None:
         self.pipe = pipe
         self.host_fd = host_fd
         self.write = write
         self.limit = 0  # set with each grant
+        # Granted calls the host may still be running (several guest threads
+        # at once: hold/release). The host end is non-blocking: a second call
+        # granted on the same state, or a North copy made meanwhile, could
+        # leave one of them without its bytes or room, and its guest would see
+        # EAGAIN on a blocking fd. So while one flies, both wait.
+        self.inflight = 0
         self._blocking = -1
 
     def blocking_fd(self) -> int:
@@ -165,6 +176,14 @@ class NativeEnd:
         if q.waiters:
             self.pipe.owner.woke()
         q.notify()
+
+    def hold(self) -> None:
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+        self.commit()
+        (self.pipe.wr_q if self.write else self.pipe.rd_q).notify()  # those that waited on it
 
 
 def _close(fds: list[int] | tuple[int, ...]) -> None:
@@ -251,6 +270,8 @@ class HostPipe(Pipe):
         if size <= 0:
             return b""
         self._north(True)
+        if self.rd_end.inflight:
+            return self._empty(nonblock)
         try:
             data = os.read(self.rd, min(size, self.capacity))
         except BlockingIOError:
@@ -278,6 +299,10 @@ class HostPipe(Pipe):
 
     def _writev(self, views: list, nonblock: bool, packet: bool) -> int:
         self._north(True)
+        if self.wr_end.inflight:  # a native write may still need the room it was granted
+            if nonblock:
+                raise Errno(E.EAGAIN)
+            raise Blocked(self.wr_q)  # woken by its release
         if packet:
             # Packet mode is the writing file's O_DIRECT: ours, for this write only
             # (no guest thread runs meanwhile, so nobody else writes through it).
@@ -313,7 +338,7 @@ class HostPipe(Pipe):
         None when the generic path must decide (nothing buffered, or a page of
         the destination that is not writable right now)."""
         self._north(True)
-        avail = self.nbytes
+        avail = 0 if self.rd_end.inflight else self.nbytes  # its bytes are a native read's
         if not avail:
             # Linux's pipe_read looks at the buffer only once there is data.
             if not any(n for _, n in segs):
@@ -436,6 +461,8 @@ class NativePipes:
         if type(f) is not HostPipeFile:
             return self._device_rw(f, write, count)
         p = f.pipe
+        if (p.wr_end if write else p.rd_end).inflight:
+            return None  # another native call on this end may still run (NativeEnd.inflight)
         if write:
             if not f.writable or f.flags & O_DIRECT or not p.has_readers():
                 return None
@@ -541,6 +568,12 @@ class NativeDevice:
 
     def commit(self) -> None:
         """Nothing the North keeps changes."""
+
+    def hold(self) -> None:
+        """The host's device never runs out of bytes or room: nothing to keep."""
+
+    def release(self) -> None:
+        """As ``hold``."""
 
 
 def _open_devices() -> dict[type, NativeDevice]:

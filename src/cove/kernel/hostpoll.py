@@ -60,7 +60,3 @@ class HostPoll:
 
     def close(self) -> None:
         self._epoll.close()
-
-    def __reduce__(self) -> tuple[type[HostPoll], tuple[()]]:
-        # A snapshot keeps no host fd: a restored sandbox starts with an empty set.
-        return (HostPoll, ())

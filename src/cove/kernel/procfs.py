@@ -113,8 +113,8 @@ class ProcRoot(SynthDir):
         from cove.kernel import procfs_tree
 
         if not self.built:
-            self.built = True
             procfs_tree.fill_root(self.fs)  # type: ignore[arg-type]
+            self.built = True
         return procfs_tree
 
     def _entries(self) -> dict[str, SynthInode]:

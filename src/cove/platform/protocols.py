@@ -143,6 +143,18 @@ class NativeGrant(Protocol):
         moving (wakes the other end's waiters)."""
         ...
 
+    def hold(self) -> None:
+        """The call may still be running in the host while the North runs
+        (several guest threads at once): until ``release``, the North grants
+        no other call on this host file and makes none itself that could
+        leave this one without the bytes or room it was granted."""
+        ...
+
+    def release(self) -> None:
+        """The held call has ended (its thread's next event): commit again
+        (whoever slept meanwhile wakes) and let others in."""
+        ...
+
 
 @runtime_checkable
 class NativeIo(Protocol):

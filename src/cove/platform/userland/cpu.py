@@ -151,7 +151,7 @@ class UserlandCpu:
         self._multi.register(self.tracer.wakeup, POLLIN)
         self._multi.register(self._kickfd, POLLIN)
         self._extra = -1
-        self._concurrent = False  # launch was used: native grants are committed twice
+        self._concurrent = False  # launch was used: native grants are held until the next event
         self._closed = False
 
     # --- running ----------------------------------------------------------------
@@ -418,7 +418,7 @@ class UserlandCpu:
             return self._gone(ctx, th, aspace)
         th.state = _ST_RUNNING
         if self._concurrent:
-            th.commit = self._fast.last_grant
+            self._hold(th)
         return None
 
     def _interrupted_stop(self, th: StubThread) -> int | None:
@@ -442,13 +442,19 @@ class UserlandCpu:
         th.state = _ST_DEAD
         return self._halt(f"stub thread {th.tid} vanished in a syscall")
 
+    def _hold(self, th: StubThread) -> None:
+        """The native call just let run may run on while other threads do:
+        its grant is held until the thread's next event (``_recommit``)."""
+        grant = th.commit = self._fast.last_grant
+        grant.hold()  # type: ignore[union-attr]
+
     @staticmethod
     def _recommit(th: StubThread) -> None:
         """The thread's last native call has surely moved its bytes by its next
-        event: its grant is committed again, waking whoever slept meanwhile
-        (a sibling that found the pipe empty while the copy was in flight)."""
+        event: its grant is released, waking whoever slept meanwhile (a
+        sibling that found the pipe empty, or busy, while the copy was in flight)."""
         grant, th.commit = th.commit, None
-        grant.commit()  # type: ignore[attr-defined]
+        grant.release()  # type: ignore[attr-defined]
 
     def _poller(self, th: StubThread) -> select.poll:
         poller = th.poller = select.poll()
@@ -518,7 +524,7 @@ class UserlandCpu:
                 if done > 0:
                     th.state = _ST_RUNNING
                     if self._concurrent:
-                        th.commit = self._fast.last_grant
+                        self._hold(th)
                     return None
                 return self._gone(ctx, th, aspace)
         regs = ctx.regs

@@ -47,7 +47,11 @@ race whenever the target's state can change after the check):
   remap the buffer, close or replace the fd, or move bytes in or out of the
   host pipe before the call ends. The North's grant makes the call unable to
   block (data is buffered; a write fits at once), so it ends before the
-  thread's next stop.
+  thread's next stop. With several guest threads at once (``offers``) the
+  call may end later: its grant is held until the thread's next event
+  (``NativeGrant.hold``), so that nobody else moves that end's bytes
+  meanwhile; another process can still rewrite shared memory, hence no
+  readv/writev then (above).
 
 The same checks run for a call the North hands back unanswered (a woken
 pipe read/write, or one preempted at its entry: ``UserlandCpu.retry_native``):

@@ -1,0 +1,73 @@
+/* Several processes reading, or writing, one pipe at once (tests/integration/
+ * test_pipe_herd.py). Under cove's concurrent loop each of their calls may run
+ * natively in the host while the North goes on: a blocking read or write must
+ * still never fail with EAGAIN, be short, or lose a byte. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Readers race: NR readers (separate processes) do blocking 1-byte reads of one pipe;
+   the parent writes bytes one by one. A blocking read must never fail with EAGAIN. */
+static int readers(int rounds, int nr) {
+    int p[2]; if (pipe(p)) return 2;
+    for (int i = 0; i < nr; i++) {
+        if (fork() == 0) {
+            close(p[1]);
+            char c; int bad = 0;
+            for (;;) {
+                ssize_t n = read(p[0], &c, 1);
+                if (n == 0) break;
+                if (n < 0) { if (errno == EINTR) continue; bad++; if (bad < 3) fprintf(stderr, "reader %d: read: %s\n", i, strerror(errno)); if (bad > 1000) break; }
+            }
+            _exit(bad ? 1 : 0);
+        }
+    }
+    close(p[0]);
+    for (int k = 0; k < rounds; k++) {
+        if (write(p[1], "x", 1) != 1) { perror("write"); }
+        if (k % 4 == 0) usleep(50);
+    }
+    close(p[1]);
+    int fails = 0, st;
+    while (wait(&st) > 0) if (!WIFEXITED(st) || WEXITSTATUS(st)) fails++;
+    return fails;
+}
+
+/* Writers race: NW writers (separate processes) do blocking 4096-byte writes; one reader
+   drains slowly. A blocking write must never be short or fail with EAGAIN. */
+static int writers(int rounds, int nw, size_t sz) {
+    int p[2]; if (pipe(p)) return 2;
+    for (int i = 0; i < nw; i++) {
+        if (fork() == 0) {
+            close(p[0]);
+            char *buf = malloc(sz); memset(buf, 'a' + i, sz); int bad = 0;
+            for (int k = 0; k < rounds; k++) {
+                ssize_t n = write(p[1], buf, sz);
+                if (n != (ssize_t)sz) { bad++; if (bad < 3) fprintf(stderr, "writer %d: write %zd: %s\n", i, n, n < 0 ? strerror(errno) : "short"); }
+            }
+            _exit(bad ? 1 : 0);
+        }
+    }
+    close(p[1]);
+    char *buf = malloc(1 << 16); size_t total = 0; ssize_t n;
+    while ((n = read(p[0], buf, 1 << 16)) != 0) { if (n < 0) { if (errno == EINTR) continue; perror("read"); break; } total += n; }
+    int fails = 0, st;
+    while (wait(&st) > 0) if (!WIFEXITED(st) || WEXITSTATUS(st)) fails++;
+    if (total != (size_t)rounds * nw * sz) { fprintf(stderr, "total %zu\n", total); fails++; }
+    return fails;
+}
+
+int main(int argc, char **argv) {
+    int r = readers(20000, 3);
+    printf("readers: %d failed\n", r);
+    int w = writers(3000, 3, 4096);
+    printf("writers4k: %d failed\n", w);
+    int w2 = writers(500, 2, 65536);
+    printf("writers64k: %d failed\n", w2);
+    fflush(stdout);
+    return (r || w || w2) ? 1 : 0;
+}

@@ -1,0 +1,25 @@
+"""Herds on one pipe (tests/guests/pipe_herd.c): three processes reading one
+pipe byte by byte, then two or three writing blocks into it, with several
+guest threads at once. On userland their calls run natively while the North
+goes on; a second call granted on the same bytes or room, or a North copy
+made meanwhile, used to leave a blocking read or write with EAGAIN
+(NativeEnd.inflight)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_blocking_calls_of_a_herd_never_fail(build_guest, kernel_run, cove_platform,
+                                             monkeypatch):
+    monkeypatch.setenv("COVE_CPUS", "2")  # the concurrent loop, whatever the run's default
+    exe = build_guest("pipe_herd")
+    r = kernel_run([f"/guests/{exe.name}"], timeout=150)
+    text = r.output.decode(errors="replace")
+    assert r.status == 0, text
+    assert text.splitlines()[-3:] == ["readers: 0 failed", "writers4k: 0 failed",
+                                      "writers64k: 0 failed"], text
+    if cove_platform == "userland":
+        assert r.kernel.platform.fastpath.native_calls > 1000  # the herd took the native path
