@@ -357,3 +357,25 @@ def test_nothing_is_handed_back_without_a_notification(platform, assemble) -> No
     assert not platform.cpu().retry_native(guest.ctx)  # never ran: no pending call
     platform.set_native_io(GrantAll())
     assert not platform.cpu().retry_native(guest.ctx)
+
+
+def test_with_several_threads_at_once_a_shared_iovec_array_is_left_to_the_north() -> None:
+    """Once guest threads run at once (FastPath.offers), a readv/writev whose
+    iovec array another process could rewrite between the check and the
+    host's own read of it (a frame with another reference: MAP_SHARED, a
+    shared memory object) is the North's; a private array may still run."""
+    from types import SimpleNamespace
+
+    from cove.platform.userland.fastpath import FastPath
+
+    refs = {10: 1, 11: 1, 12: 2}
+    aspace = SimpleNamespace(pages={0x600: (10, RW), 0x601: (11, RW), 0x602: (12, RW)},
+                             _platform=SimpleNamespace(physmem=SimpleNamespace(
+                                 refcount=refs.__getitem__)))
+    private = FastPath._private
+    assert private(aspace, 0x600FF0, 16)  # one private page
+    assert private(aspace, 0x600FF8, 16)  # across two private pages
+    assert not private(aspace, 0x601FF8, 16)  # into the shared frame
+    assert not private(aspace, 0x602000, 16)  # the shared frame itself
+    assert not private(aspace, 0x603000, 16)  # not mapped
+    assert not private(aspace, 0x600000, 0)  # no array at all

@@ -40,7 +40,10 @@ race whenever the target's state can change after the check):
   EFAULT where Linux gives it, and a native call can never write the stub's
   pages. The iovec array is read here and again by the host kernel; it
   cannot change in between, as long as no other guest thread runs: once
-  several run at once (``offers``), readv and writev are the North's.
+  several run at once (``offers``), only while no other process can write
+  the array's pages (each frame's only reference is this address space's:
+  ``_private``; threads of one address space take turns); else the North
+  answers.
 - Nothing else runs meanwhile: the cpu asks from inside ``Cpu.run`` (no
   North code runs), and no other guest thread runs (one cpu; every other
   stub thread is stopped or waiting in a notification), so no one else can
@@ -135,10 +138,10 @@ class FastPath:
                 return DECLINED
             segs: list[tuple[int, int]] | None = [(a1, a2)]
             total = a2
-        elif self.offers:
-            # Other guest threads may be running (the concurrent loop): one
-            # that shares the iovec array's page could rewrite it between the
-            # check here and the host's own read of it. The North copies it once.
+        elif self.offers and not self._private(aspace, a1, a2 * _IOVEC.size):
+            # Other guest threads may be running (the concurrent loop): another
+            # process sharing the iovec array's page could rewrite it between
+            # the check here and the host's own read of it. The North copies it once.
             return DECLINED
         else:
             segs = self._iovecs(pages, a1, a2)
@@ -220,6 +223,21 @@ class FastPath:
         if e in _NOT_SUPPORTED:
             self.io = None  # this kernel has no ADDFD with SETFD: the North does it all
         return DECLINED
+
+    @staticmethod
+    def _private(aspace: UserlandAddressSpace, addr: int, length: int) -> bool:
+        """Every page of ``[addr, addr + length)`` is mapped here and in no
+        other address space or shared object (its frame's only reference), so
+        no other process can write it; threads of one address space take
+        turns. False for anything else (and for a length that is no array)."""
+        if not 0 < length <= IOV_MAX * _IOVEC.size:
+            return False
+        pages, refcount = aspace.pages, aspace._platform.physmem.refcount
+        for vpn in range(addr >> 12, ((addr + length - 1) >> 12) + 1):
+            e = pages.get(vpn)
+            if e is None or refcount(e[0]) != 1:
+                return False
+        return True
 
     def _iovecs(self, pages: dict[int, tuple[int, int]], addr: int,
                 cnt: int) -> list[tuple[int, int]] | None:
