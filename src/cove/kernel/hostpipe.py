@@ -266,11 +266,19 @@ class HostPipe(Pipe):
         return count <= self.capacity and self.nbytes == 0  # empty: every slot free
 
     # --- data through the supervisor's ends ----------------------------------------
+    def _held(self, end: NativeEnd) -> bool:
+        """A native call on ``end`` may still be running (NativeEnd.inflight):
+        the North must not copy through it; its thread is hurried to release it."""
+        if not end.inflight:
+            return False
+        self.owner.hurry(end)
+        return True
+
     def read(self, size: int, nonblock: bool) -> bytes:
         if size <= 0:
             return b""
         self._north(True)
-        if self.rd_end.inflight:
+        if self._held(self.rd_end):
             return self._empty(nonblock)
         try:
             data = os.read(self.rd, min(size, self.capacity))
@@ -299,7 +307,7 @@ class HostPipe(Pipe):
 
     def _writev(self, views: list, nonblock: bool, packet: bool) -> int:
         self._north(True)
-        if self.wr_end.inflight:  # a native write may still need the room it was granted
+        if self._held(self.wr_end):  # a native write may still need the room it was granted
             if nonblock:
                 raise Errno(E.EAGAIN)
             raise Blocked(self.wr_q)  # woken by its release
@@ -338,7 +346,7 @@ class HostPipe(Pipe):
         None when the generic path must decide (nothing buffered, or a page of
         the destination that is not writable right now)."""
         self._north(True)
-        avail = 0 if self.rd_end.inflight else self.nbytes  # its bytes are a native read's
+        avail = 0 if self._held(self.rd_end) else self.nbytes  # its bytes are a native read's
         if not avail:
             # Linux's pipe_read looks at the buffer only once there is data.
             if not any(n for _, n in segs):
@@ -404,6 +412,13 @@ class NativePipes:
         self.deferred: tuple[Task, int, bool] | None = None
         self.sleep_on: WaitQueue | None = None
         self._devices: dict[type, NativeDevice] | None = None  # opened on first use
+
+    def hurry(self, end: NativeEnd) -> None:
+        """Someone waits for the native call held on ``end``: the platform
+        stops its thread now (cove.platform.userland's cpu; others hold none)."""
+        hurry = getattr(self.kernel.cpu, "hurry", None)
+        if hurry is not None:
+            hurry(end)
 
     def woke(self) -> None:
         """A native call woke a sleeper: the caller's next call goes through

@@ -442,6 +442,15 @@ class UserlandCpu:
         th.state = _ST_DEAD
         return self._halt(f"stub thread {th.tid} vanished in a syscall")
 
+    def hurry(self, grant: object) -> None:
+        """A native call held on ``grant`` keeps a task waiting (the North would
+        copy through that pipe end): stop the thread that made it now, so that
+        its event releases the grant, rather than whenever it next calls or
+        its timeslice ends (a thread computing for seconds would hold it)."""
+        for ctx, th, _aspace in list(self._live.values()):
+            if th.commit is grant:
+                self.interrupt_live(ctx)
+
     def _hold(self, th: StubThread) -> None:
         """The native call just let run may run on while other threads do:
         its grant is held until the thread's next event (``_recommit``)."""
