@@ -4,9 +4,11 @@
  * still never fail with EAGAIN, be short, or lose a byte. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,9 +95,62 @@ static double spinner(void) {
     return n == 1 ? dt : -1;
 }
 
+/* A reader takes a byte and spins until it is killed: the next reader must
+   still get the next byte (a held native read is released with its thread). */
+static int killed_holder(void) {
+    int p[2]; if (pipe(p)) return 2;
+    if (write(p[1], "ab", 2) != 2) return 2;
+    pid_t a = fork();
+    if (a == 0) {
+        char c;
+        if (read(p[0], &c, 1) != 1) _exit(1);
+        for (;;) (void)__rdtsc();
+    }
+    usleep(200000);
+    kill(a, SIGKILL);
+    waitpid(a, NULL, 0);
+    alarm(10);
+    char c;
+    ssize_t n = read(p[0], &c, 1);
+    alarm(0);
+    return n == 1 && c == 'b' ? 0 : 1;
+}
+
+/* Three readers drain, a byte at a time, a pipe its writer filled and closed:
+   none may see EOF while bytes are left (rounds where one did). */
+static int early_eofs(int rounds) {
+    int early = 0;
+    for (int round = 0; round < rounds; round++) {
+        int p[2], q[2]; if (pipe(p) || pipe(q)) return -1;
+        char buf[4000]; memset(buf, 'x', sizeof buf);
+        if (write(p[1], buf, sizeof buf) != (ssize_t)sizeof buf) return -1;
+        close(p[1]);
+        for (int k = 0; k < 3; k++) if (fork() == 0) {
+            close(q[0]); int n = 0, left = 0; char c;
+            while (read(p[0], &c, 1) == 1) n++;
+            ioctl(p[0], FIONREAD, &left);
+            if (left > 0) n += 1000000;
+            if (write(q[1], &n, sizeof n) != sizeof n) _exit(1);
+            _exit(0);
+        }
+        close(q[1]); close(p[0]);
+        int total = 0, n;
+        while (read(q[0], &n, sizeof n) == sizeof n) total += n;
+        close(q[0]);
+        while (wait(NULL) > 0) {
+        }
+        if (total != 4000) early++;
+    }
+    return early;
+}
+
 int main(int argc, char **argv) {
     double s = spinner();
     printf("spinner: %s\n", s >= 0 && s < 1.0 ? "fast" : "slow");
+    int kh = killed_holder();
+    printf("killed holder: %d failed\n", kh);
+    int e = early_eofs(30);
+    printf("early EOF: %d rounds\n", e);
     int r = readers(20000, 3);
     printf("readers: %d failed\n", r);
     int w = writers(3000, 3, 4096);
@@ -103,5 +158,5 @@ int main(int argc, char **argv) {
     int w2 = writers(500, 2, 65536);
     printf("writers64k: %d failed\n", w2);
     fflush(stdout);
-    return (r || w || w2 || !(s >= 0 && s < 1.0)) ? 1 : 0;
+    return (r || w || w2 || kh || e || !(s >= 0 && s < 1.0)) ? 1 : 0;
 }

@@ -113,6 +113,8 @@ from cove.kernel.wait import Blocked, WaitQueue
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from cove.kernel.kernel import Kernel
     from cove.kernel.nativemode import NativeMode
     from cove.kernel.task import Task
@@ -274,12 +276,21 @@ class HostPipe(Pipe):
         self.owner.hurry(end)
         return True
 
+    @staticmethod
+    def _busy(nonblock: bool, queue: WaitQueue) -> NoReturn:
+        """A held end (``_held``): wait for its release, which wakes ``queue``
+        (EAGAIN for a non-blocking caller). Never EOF or a short count: the
+        held call may leave bytes or room, and the retry decides."""
+        if nonblock:
+            raise Errno(E.EAGAIN)
+        raise Blocked(queue)
+
     def read(self, size: int, nonblock: bool) -> bytes:
         if size <= 0:
             return b""
         self._north(True)
         if self._held(self.rd_end):
-            return self._empty(nonblock)
+            return self._busy(nonblock, self.rd_q)
         try:
             data = os.read(self.rd, min(size, self.capacity))
         except BlockingIOError:
@@ -308,9 +319,7 @@ class HostPipe(Pipe):
     def _writev(self, views: list, nonblock: bool, packet: bool) -> int:
         self._north(True)
         if self._held(self.wr_end):  # a native write may still need the room it was granted
-            if nonblock:
-                raise Errno(E.EAGAIN)
-            raise Blocked(self.wr_q)  # woken by its release
+            self._busy(nonblock, self.wr_q)
         if packet:
             # Packet mode is the writing file's O_DIRECT: ours, for this write only
             # (no guest thread runs meanwhile, so nobody else writes through it).
@@ -346,7 +355,11 @@ class HostPipe(Pipe):
         None when the generic path must decide (nothing buffered, or a page of
         the destination that is not writable right now)."""
         self._north(True)
-        avail = 0 if self._held(self.rd_end) else self.nbytes  # its bytes are a native read's
+        if self._held(self.rd_end):  # its bytes are a native read's; never EOF meanwhile
+            if not any(n for _, n in segs):
+                return 0
+            self._busy(nonblock, self.rd_q)
+        avail = self.nbytes
         if not avail:
             # Linux's pipe_read looks at the buffer only once there is data.
             if not any(n for _, n in segs):

@@ -152,6 +152,7 @@ class UserlandCpu:
         self._multi.register(self._kickfd, POLLIN)
         self._extra = -1
         self._concurrent = False  # launch was used: native grants are held until the next event
+        self._hurried: set[int] = set()  # tids of holders already interrupted (hurry)
         self._closed = False
 
     # --- running ----------------------------------------------------------------
@@ -304,6 +305,8 @@ class UserlandCpu:
                     if th.lfd != fd or th.state is _ST_DEAD:
                         # Killed with its stub (the fd may be another's now).
                         self._drop(fd)
+                        if th.commit is not None:
+                            self._recommit(th)
                         return ctx, self._halt(f"stub thread {th.tid} is gone")
                     ex = self._recv(ctx, th, aspace)
                     if ex is not None:
@@ -366,10 +369,14 @@ class UserlandCpu:
         return None if lfd is None else self._stop_live(lfd)
 
     def forget(self, ctx: UserlandContext) -> None:
-        """A launched context's task is gone: its thread's events are dropped."""
+        """A launched context's task is gone: its thread's events are dropped
+        (and a grant it held released: no next event will)."""
         lfd = self._lfd_of(ctx)
         if lfd is not None:
+            th = self._live[lfd][1]
             self._drop(lfd)
+            if th.commit is not None:
+                self._recommit(th)
 
     def _lfd_of(self, ctx: UserlandContext) -> int | None:
         return next((lfd for lfd, live in self._live.items() if live[0] is ctx), None)
@@ -448,7 +455,8 @@ class UserlandCpu:
         its event releases the grant, rather than whenever it next calls or
         its timeslice ends (a thread computing for seconds would hold it)."""
         for ctx, th, _aspace in list(self._live.values()):
-            if th.commit is grant:
+            if th.commit is grant and th.tid not in self._hurried:
+                self._hurried.add(th.tid)  # once: its stop releases the grant
                 self.interrupt_live(ctx)
 
     def _hold(self, th: StubThread) -> None:
@@ -457,12 +465,12 @@ class UserlandCpu:
         grant = th.commit = self._fast.last_grant
         grant.hold()  # type: ignore[union-attr]
 
-    @staticmethod
-    def _recommit(th: StubThread) -> None:
+    def _recommit(self, th: StubThread) -> None:
         """The thread's last native call has surely moved its bytes by its next
         event: its grant is released, waking whoever slept meanwhile (a
         sibling that found the pipe empty, or busy, while the copy was in flight)."""
         grant, th.commit = th.commit, None
+        self._hurried.discard(th.tid)
         grant.release()  # type: ignore[attr-defined]
 
     def _poller(self, th: StubThread) -> select.poll:
