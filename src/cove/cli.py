@@ -215,9 +215,11 @@ def run_command() -> None:
     try:
         status = main()
     except SystemExit as e:  # argparse: --help, usage errors (it printed the message)
-        status = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-        if not isinstance(e.code, int | None):
+        if e.code is None or isinstance(e.code, int):
+            status = e.code or 0
+        else:
             print(e.code, file=sys.stderr)
+            status = 1
     for stream in (sys.stdout, sys.stderr):
         if stream is None:  # started with that fd closed (cove run ... >&-)
             continue

@@ -116,3 +116,22 @@ def test_parsed_on_first_use_only() -> None:
     assert lay.offsets == {"a": 0, "b": 8} and lay.size == 16
     pack_into = lay.pack_into
     assert lay.pack_into is pack_into  # a plain attribute from then on
+
+
+def test_the_package_re_exports_its_parts_on_first_use() -> None:
+    """Importing one part (what the kernel's core does) loads no other; each
+    name in the package's __all__ is its part's own object."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport cove.abi.structs.siginfo\n"
+            "print(sorted(m for m in sys.modules if m.startswith('cove.abi.structs.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "['cove.abi.structs.siginfo']"
+    import importlib
+
+    parts = [importlib.import_module(f"cove.abi.structs.{p}") for p in structs._PARTS]
+    for name in structs.__all__:
+        owners = [vars(p)[name] for p in parts if name in vars(p)]
+        assert owners and getattr(structs, name) is owners[0], name

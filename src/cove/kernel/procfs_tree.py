@@ -285,45 +285,43 @@ def _dir_link(fs: ProcFS, tg: Target, which: str) -> str:
     return fs.vfs.path_of(fs.reader_ctx(), loc)
 
 
-def _fd_entries(fs: ProcFS, tg: Target) -> dict[str, Factory]:
+def _per_fd(tg: Target, make: Callable[[SynthDir, int], SynthInode]) -> dict[str, Factory]:
+    """One entry per open fd of the target (``fd/``, ``fdinfo/``)."""
     files = tg.files()
     if files is None:
         return {}
-    out: dict[str, Factory] = {}
-    for fd in sorted(files.files):
-        def make(parent: SynthDir, fd: int = fd) -> SynthInode:
-            def file() -> object:
-                table = tg.files()
-                f = table.files.get(fd) if table is not None else None
-                if f is None:
-                    raise Errno(E.ENOENT)
-                return f
+    return {str(fd): (lambda parent, fd=fd: make(parent, fd)) for fd in sorted(files.files)}
 
-            def target() -> str:
-                tg.inspected()
-                return file_name(fs.vfs, fs.reader_ctx(), file())  # type: ignore[arg-type]
-            return FdLink(fs, parent, target, tg.owner, file)
-        out[str(fd)] = make
-    return out
+
+def _open_at(tg: Target, fd: int) -> tuple[FdTable, object]:
+    """The target's fd table and the file at ``fd`` now (ENOENT once closed)."""
+    table = tg.files()
+    f = table.files.get(fd) if table is not None else None
+    if f is None or table is None:
+        raise Errno(E.ENOENT)
+    return table, f
+
+
+def _fd_entries(fs: ProcFS, tg: Target) -> dict[str, Factory]:
+    def make(parent: SynthDir, fd: int) -> SynthInode:
+        def file() -> object:
+            return _open_at(tg, fd)[1]
+
+        def target() -> str:
+            tg.inspected()
+            return file_name(fs.vfs, fs.reader_ctx(), file())  # type: ignore[arg-type]
+        return FdLink(fs, parent, target, tg.owner, file)
+    return _per_fd(tg, make)
 
 
 def _fdinfo_entries(fs: ProcFS, tg: Target) -> dict[str, Factory]:
-    files = tg.files()
-    if files is None:
-        return {}
-    out: dict[str, Factory] = {}
-    for fd in sorted(files.files):
-        def make(parent: SynthDir, fd: int = fd) -> SynthInode:
-            def render() -> bytes:
-                tg.inspected()
-                table = tg.files()
-                f = table.files.get(fd) if table is not None else None
-                if f is None or table is None:
-                    raise Errno(E.ENOENT)
-                return _text(fdinfo(f, fd in table.cloexec))
-            return PidFile(fs, parent, render, tg.owner)  # type: ignore[arg-type]
-        out[str(fd)] = make
-    return out
+    def make(parent: SynthDir, fd: int) -> SynthInode:
+        def render() -> bytes:
+            tg.inspected()
+            table, f = _open_at(tg, fd)
+            return _text(fdinfo(f, fd in table.cloexec))  # type: ignore[arg-type]
+        return PidFile(fs, parent, render, tg.owner)  # type: ignore[arg-type]
+    return _per_fd(tg, make)
 
 
 def _task_entries(fs: ProcFS, pid: int) -> dict[str, Factory]:
