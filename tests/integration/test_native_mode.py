@@ -38,6 +38,8 @@ def test_native_mode_and_its_ways_out(build_guest, kernel_run, cove_platform, mo
         if mode in CUT_SHORT:
             # ...and the way out came while a thread slept in a native call.
             assert r.kernel.native_io.cut_short >= 1
+    elif cove_platform == "userland":
+        assert r.kernel.native_io.native_modes == 0  # COVE_CPUS=1: one thread at a time
 
 
 def test_pauses_while_a_pipe_is_native(build_guest, guest_dir, cove_platform):

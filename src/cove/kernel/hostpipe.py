@@ -113,8 +113,6 @@ from cove.kernel.wait import Blocked, WaitQueue
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2.5 ms a start)
 if TYPE_CHECKING:
-    from typing import NoReturn
-
     from cove.kernel.kernel import Kernel
     from cove.kernel.nativemode import NativeMode
     from cove.kernel.task import Task
@@ -276,21 +274,22 @@ class HostPipe(Pipe):
         self.owner.hurry(end)
         return True
 
-    @staticmethod
-    def _busy(nonblock: bool, queue: WaitQueue) -> NoReturn:
-        """A held end (``_held``): wait for its release, which wakes ``queue``
-        (EAGAIN for a non-blocking caller). Never EOF or a short count: the
-        held call may leave bytes or room, and the retry decides."""
-        if nonblock:
-            raise Errno(E.EAGAIN)
-        raise Blocked(queue)
+    def _north_io(self, end: NativeEnd, nonblock: bool, queue: WaitQueue) -> None:
+        """The North is about to copy through ``end``: native mode ends first,
+        and while a native call on it is held (``_held``) the caller waits for
+        its release, which wakes ``queue`` (EAGAIN when non-blocking). Never
+        EOF or a short count meanwhile: the held call may leave bytes or room,
+        and the retry decides."""
+        self._north(True)
+        if self._held(end):
+            if nonblock:
+                raise Errno(E.EAGAIN)
+            raise Blocked(queue)
 
     def read(self, size: int, nonblock: bool) -> bytes:
         if size <= 0:
             return b""
-        self._north(True)
-        if self._held(self.rd_end):
-            return self._busy(nonblock, self.rd_q)
+        self._north_io(self.rd_end, nonblock, self.rd_q)
         try:
             data = os.read(self.rd, min(size, self.capacity))
         except BlockingIOError:
@@ -317,9 +316,7 @@ class HostPipe(Pipe):
         return self._writev([data], nonblock, packet)
 
     def _writev(self, views: list, nonblock: bool, packet: bool) -> int:
-        self._north(True)
-        if self._held(self.wr_end):  # a native write may still need the room it was granted
-            self._busy(nonblock, self.wr_q)
+        self._north_io(self.wr_end, nonblock, self.wr_q)  # a held write may need its room
         if packet:
             # Packet mode is the writing file's O_DIRECT: ours, for this write only
             # (no guest thread runs meanwhile, so nobody else writes through it).
@@ -354,16 +351,11 @@ class HostPipe(Pipe):
         """readv from the host pipe into guest memory with no copy in Python;
         None when the generic path must decide (nothing buffered, or a page of
         the destination that is not writable right now)."""
-        self._north(True)
-        if self._held(self.rd_end):  # its bytes are a native read's; never EOF meanwhile
-            if not any(n for _, n in segs):
-                return 0
-            self._busy(nonblock, self.rd_q)
+        if not any(n for _, n in segs):
+            return 0  # Linux's pipe_read returns at once for an empty request
+        self._north_io(self.rd_end, nonblock, self.rd_q)  # a held read's bytes: never EOF
         avail = self.nbytes
         if not avail:
-            # Linux's pipe_read looks at the buffer only once there is data.
-            if not any(n for _, n in segs):
-                return 0
             self._empty(nonblock)
             return 0  # EOF
         views = guest_views(t, segs, avail, True)
@@ -454,6 +446,8 @@ class NativePipes:
             return False
         if t.pending.mask or t.proc.shared_pending.mask or t.restart_nr is not None:
             return False
+        if t.write_carry:
+            return False  # the rest of a write cut short: its registers still name the whole
         kind = type(t.files.files.get(raw[0] & 0xFFFFFFFF))
         if kind is not HostPipeFile and (not self._devices or kind not in self._devices):
             return False

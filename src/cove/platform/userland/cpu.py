@@ -305,8 +305,7 @@ class UserlandCpu:
                     if th.lfd != fd or th.state is _ST_DEAD:
                         # Killed with its stub (the fd may be another's now).
                         self._drop(fd)
-                        if th.commit is not None:
-                            self._recommit(th)
+                        self._recommit(th)
                         return ctx, self._halt(f"stub thread {th.tid} is gone")
                     ex = self._recv(ctx, th, aspace)
                     if ex is not None:
@@ -375,8 +374,7 @@ class UserlandCpu:
         if lfd is not None:
             th = self._live[lfd][1]
             self._drop(lfd)
-            if th.commit is not None:
-                self._recommit(th)
+            self._recommit(th)
 
     def _lfd_of(self, ctx: UserlandContext) -> int | None:
         return next((lfd for lfd, live in self._live.items() if live[0] is ctx), None)
@@ -466,12 +464,14 @@ class UserlandCpu:
         grant.hold()  # type: ignore[union-attr]
 
     def _recommit(self, th: StubThread) -> None:
-        """The thread's last native call has surely moved its bytes by its next
-        event: its grant is released, waking whoever slept meanwhile (a
-        sibling that found the pipe empty, or busy, while the copy was in flight)."""
+        """The thread's last native call (if one is held) has surely moved its
+        bytes by its next event, or the thread is gone: its grant is released,
+        waking whoever slept meanwhile (a sibling that found the pipe empty,
+        or busy, while the copy was in flight)."""
         grant, th.commit = th.commit, None
-        self._hurried.discard(th.tid)
-        grant.release()  # type: ignore[attr-defined]
+        if grant is not None:
+            self._hurried.discard(th.tid)
+            grant.release()  # type: ignore[attr-defined]
 
     def _poller(self, th: StubThread) -> select.poll:
         poller = th.poller = select.poll()
@@ -528,8 +528,7 @@ class UserlandCpu:
             _RESP.pack_into(self._resp_mv, 0, nid, 0, -_errno.ENOSYS, 0)
             _raw_ioctl(th.lfd, _SEND, self._resp_addr)
             return None
-        if th.commit is not None:
-            self._recommit(th)
+        self._recommit(th)
         rules = ctx.native_rules
         if rules and th.rules != rules and self._concurrent and \
                 allows(rules[0], nr, a0, a1, a2) and \
@@ -619,8 +618,7 @@ class UserlandCpu:
     # --- ptrace stops -----------------------------------------------------------
     def _stopped(self, ctx: UserlandContext, th: StubThread, d: Description,
                  aspace: UserlandAddressSpace) -> Exit:
-        if th.commit is not None:
-            self._recommit(th)
+        self._recommit(th)
         st = d.status
         if not os.WIFSTOPPED(st):
             th.state = State.DEAD
