@@ -154,7 +154,8 @@ class FastPath:
         grant = io.native_rw(ctx, fd, write, total)
         if grant is None:
             return DECLINED
-        if not mapped(pages, segs, grant.limit, PROT_READ if write else PROT_WRITE):
+        prot = PROT_READ if write else PROT_WRITE  # what the call does to guest memory
+        if not mapped(pages, segs, grant.limit, prot):
             return DECLINED
         installed = self._installed_in(proc)
         key = grant.key
@@ -171,8 +172,8 @@ class FastPath:
         self.last_grant = grant
         self.native_calls += 1
         if self.offers and nr <= NR_WRITE and a2 <= RULE_MAX_COUNT and not proc.rules_full and \
-                hasattr(grant, "blocking_fd") and \
-                mapped(pages, segs, a2, PROT_READ if write else PROT_WRITE):
+                hasattr(grant, "blocking_fd") and (  # the whole buffer, if not checked above
+                    grant.limit >= a2 or mapped(pages, segs, a2, prot)):
             offer = getattr(io, "offer", None)
             if offer is not None:
                 # The whole buffer is mapped as the call needs: the same call
